@@ -1,0 +1,70 @@
+"""The units of work that every front end shares: the CLI, the dashboard and the scheduler.
+
+Each job wires the stages together (parse with ``ingest``, classify with
+``analysis``, store with ``closewatch.store``) so that no stage imports a later
+one and every front end does exactly the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from analysis.catalog import Catalog, classify, load_catalog
+from closewatch.store import Store
+from ingest.formats import ParseOptions
+from ingest.pipeline import FileResult, Progress, check_format_name, ingest_input
+from ingest.sources import Input
+from ingest.timestamps import check_zone
+
+#: Makes a progress callback for one input (or None for no progress display).
+ProgressFactory = Callable[[Input], Progress | None]
+
+
+def ingest(
+    store: Store,
+    inputs: list[Input],
+    format_name: str | None = None,
+    tz: str = "UTC",
+    catalog_path: str | Path | None = None,
+    progress_for: ProgressFactory | None = None,
+) -> list[FileResult]:
+    """Load every input, one transaction each; the catalog and options are checked first."""
+    check_format_name(format_name)
+    options = ParseOptions(tz=check_zone(tz))
+    catalog = load_catalog(catalog_path)
+    enrich = lambda events: classify(events, catalog)  # noqa: E731
+    results = []
+    for source in inputs:
+        progress = progress_for(source) if progress_for else None
+        results.append(ingest_input(source, store, enrich, format_name, options, progress))
+    return results
+
+
+def reclassify(store: Store, catalog_path: str | Path | None = None) -> int:
+    """Apply the current catalog to every stored closure; returns the number of rows updated."""
+    catalog = load_catalog(catalog_path)
+    with store.transaction() as con:
+        pairs = con.execute("""
+            SELECT DISTINCT CASE WHEN code_inferred THEN NULL ELSE close_code END AS close_code, close_reason
+            FROM closures
+        """).pl()
+        mapping = _classified_pairs(pairs, catalog)
+        con.register("mapping", mapping.to_arrow())
+        return con.execute("""
+            UPDATE closures AS c SET
+                close_code = m.new_code, code_inferred = m.code_inferred, category = m.category,
+                severity = m.severity, retry_safe = m.retry_safe, action = m.action, era = m.era,
+                chunk_ms = m.chunk_ms, audio_rate_ratio = m.audio_rate_ratio
+            FROM mapping AS m
+            WHERE (CASE WHEN c.code_inferred THEN NULL ELSE c.close_code END) IS NOT DISTINCT FROM m.close_code
+              AND c.close_reason IS NOT DISTINCT FROM m.close_reason
+        """).fetchone()[0]
+
+
+def _classified_pairs(pairs: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
+    pairs = pairs.with_columns(pl.col("close_code").cast(pl.Int32), code_inferred=pl.lit(False))
+    classified = classify(pairs.with_columns(original=pl.col("close_code")), catalog)
+    return classified.rename({"close_code": "new_code"}).rename({"original": "close_code"})

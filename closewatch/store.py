@@ -1,0 +1,190 @@
+"""The DuckDB store and the policy for sharing its file between processes.
+
+DuckDB lets one process open a file read-write, or several read-only, never
+both. The dashboard, the scheduler and the CLI are separate processes, so no
+one keeps the file open while idle: every unit of work opens a connection,
+does its work in one transaction and closes it. Opening retries with backoff
+while another process holds the lock, and gives up after ``lock_timeout_s``
+with a sentence naming the holder. This is the only module that calls
+``duckdb.connect`` on the store.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError
+from closewatch.schema import LATEST, MIGRATIONS
+
+_LOCK_HOLDER = re.compile(r"PID (\d+)")
+_FIRST_WAIT_S = 0.05
+_MAX_WAIT_S = 1.0
+
+WaitNotice = Callable[[str], None]
+
+
+class Store:
+    """A closewatch database file. Cheap to create; holds no connection."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0, on_wait: WaitNotice | None = None):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self.on_wait = on_wait
+        self._schema_checked = False
+
+    # -- connections -------------------------------------------------------
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; the schema is created or migrated on first use."""
+        self._ensure_schema()
+        con = self._open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One unit of work: everything inside commits together or not at all."""
+        with self.connect() as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def query(self, sql: str, params: list | dict | None = None) -> pl.DataFrame:
+        """Run one read query and return its rows (for the stages' own queries)."""
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).pl()
+
+    def user_query(self, sql: str, limit: int | None = None) -> pl.DataFrame:
+        """Run a user's ad-hoc SQL: read-only, no file system, settings locked.
+
+        The connection can read the store's tables and nothing else, so a
+        query cannot write, attach other databases, read or write files, or
+        loosen these settings.
+        """
+        self._ensure_schema()
+        config = {"enable_external_access": False, "lock_configuration": True}
+        con = self._open(read_only=True, config=config)
+        try:
+            relation = con.sql(sql)
+            if relation is None:
+                raise ReadOnlyQuery("That statement returns no rows; closewatch sql runs read-only SELECT queries.")
+            if limit is not None:
+                relation = relation.limit(limit)
+            return relation.pl()
+        except duckdb.Error as error:
+            raise ReadOnlyQuery(_query_refusal(error)) from None
+        finally:
+            con.close()
+
+    def latest_batch(self) -> str:
+        """A token that changes whenever data is added: a cache key for readers."""
+        if not self.path.exists():
+            return ""
+        frame = self.query("SELECT coalesce(max(finished_at)::VARCHAR, '') || ':' || count(*)::VARCHAR FROM ingest_batches")
+        return frame.item()
+
+    # -- internals ---------------------------------------------------------
+
+    def _open(self, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        wait = _FIRST_WAIT_S
+        told = False
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only, config=config or {})
+                return con
+            except duckdb.IOException as error:
+                holder = _holder(str(error))
+                if holder is None:
+                    raise StoreError(f"Cannot open {self.path}: {_first_line(error)}; check the path and its permissions.") from None
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"Database {self.path} is busy: held by {holder} for more than {self.lock_timeout_s:g} s; "
+                        "wait for it to finish or raise the timeout with --lock-timeout."
+                    ) from None
+                if self.on_wait and not told:
+                    self.on_wait(f"Database busy, held by {holder}; waiting up to {self.lock_timeout_s:g} s...")
+                    told = True
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+                wait = min(wait * 2, _MAX_WAIT_S)
+
+    def _ensure_schema(self) -> None:
+        if self._schema_checked:
+            return
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        version = self._read_version()
+        if version > LATEST:
+            raise SchemaTooNew(
+                f"Database {self.path} has schema version {version}, newer than this closewatch understands ({LATEST}); "
+                "upgrade closewatch to open it."
+            )
+        if version < LATEST:
+            self._migrate(version)
+        self._schema_checked = True
+
+    def _read_version(self) -> int:
+        if not self.path.exists():
+            return 0
+        con = self._open(read_only=True)
+        try:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+            ).fetchone()[0]
+            if not exists:
+                return 0
+            return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        finally:
+            con.close()
+
+    def _migrate(self, current: int) -> None:
+        con = self._open(read_only=False)
+        try:
+            con.begin()
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMPTZ DEFAULT now())")
+            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            for version in sorted(v for v in MIGRATIONS if v > current):
+                con.execute(MIGRATIONS[version])
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.commit()
+        finally:
+            con.close()
+
+
+def _holder(message: str) -> str | None:
+    """'PID 1234' from DuckDB's lock error, or None if the error is not about a lock."""
+    if "lock" not in message.lower():
+        return None
+    match = _LOCK_HOLDER.search(message)
+    return f"PID {match.group(1)}" if match else "another process"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0].rstrip(".")
+
+
+def _query_refusal(error: Exception) -> str:
+    """One sentence for a failed user query: refusals say why, mistakes quote DuckDB."""
+    text = _first_line(error)
+    lowered = text.lower()
+    if "read-only mode" in lowered:
+        return "Refused: queries are read-only here; use SELECT (or WITH ... SELECT) to read the tables."
+    if "file system operations are disabled" in lowered or "external" in lowered and "disabled" in lowered:
+        return "Refused: queries cannot read or write files or attach databases; query the closewatch tables instead."
+    if "configuration has been locked" in lowered:
+        return "Refused: settings cannot be changed from a query."
+    return f"The query failed: {text}; fix the SQL and run it again (the schema: closewatch sql \"DESCRIBE closures\")."

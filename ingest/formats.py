@@ -1,0 +1,126 @@
+"""The registry of log formats closewatch reads, and format detection.
+
+A format is a name, an example line (shown by ``closewatch formats``), a
+``sniff`` that scores the first lines of a file, and a ``parse`` that turns
+batches of numbered lines into events in ``EVENT_SCHEMA``. Parsers register
+themselves here; the pipeline knows nothing about any one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from ingest.errors import IngestError
+
+#: What every parser yields: one row per session close. ``event_id`` is set
+#: only where the log carries its own; ``ts`` is UTC.
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "source_line": pl.Int64(),
+    "ts": pl.Datetime("us", "UTC"),
+    "session_id": pl.String(),
+    "close_code": pl.Int32(),
+    "close_reason": pl.String(),
+    "client_id": pl.String(),
+    "audio_duration_s": pl.Float64(),
+    "session_duration_s": pl.Float64(),
+    "event_id": pl.String(),
+}
+
+#: Lines that could not be read as events: why, and where.
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "source_line": pl.Int64(),
+    "raw": pl.String(),
+    "reason": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """Settings that apply to every line of one input."""
+
+    tz: str = "UTC"  # the zone of timestamps that carry none
+
+
+@dataclass
+class Parsed:
+    """One batch of parser output. ``skipped`` counts lines that are not about closes."""
+
+    events: pl.DataFrame
+    rejects: pl.DataFrame
+    skipped: int = 0
+
+
+LineBatches = Iterator[pl.DataFrame]
+Parser = Callable[[LineBatches, ParseOptions], Iterator[Parsed]]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    example: str
+    sniff: Callable[[list[str]], float]
+    parse: Parser
+    source: str = ""  # where the format comes from (a client's public source file)
+    extensions: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, Format] = {}
+
+
+def register(fmt: Format) -> Format:
+    _REGISTRY[fmt.name] = fmt
+    return fmt
+
+
+def all_formats() -> list[Format]:
+    _load_builtin_formats()
+    return list(_REGISTRY.values())
+
+
+def get_format(name: str) -> Format:
+    _load_builtin_formats()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        names = ", ".join(sorted(_REGISTRY))
+        raise IngestError(f"Unknown format '{name}'; use one of: {names}.") from None
+
+
+def detect_format(head: list[str]) -> Format | None:
+    """The best-scoring format for a file's first lines, or None if nothing fits."""
+    best, best_score = None, 0.0
+    for fmt in all_formats():
+        score = fmt.sniff(head)
+        if score > best_score:
+            best, best_score = fmt, score
+    return best
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def conform(events: pl.DataFrame) -> pl.DataFrame:
+    """Give a parser's events exactly EVENT_SCHEMA: missing columns become null."""
+    return events.select(
+        pl.col(name).cast(dtype) if name in events.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in EVENT_SCHEMA.items()
+    )
+
+
+def _load_builtin_formats() -> None:
+    """Import the modules whose import registers the built-in formats."""
+    import ingest.structured  # noqa: F401
+    try:
+        import ingest.textlogs  # noqa: F401
+    except ModuleNotFoundError as error:  # the text parsers may not be installed yet
+        if error.name != "ingest.textlogs":
+            raise
