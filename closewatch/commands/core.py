@@ -1,0 +1,192 @@
+"""Core commands: ingest, sql, catalog, formats, info, reclassify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
+
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+# -- ingest ----------------------------------------------------------------
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "format_name", help="Read every input as this format (see `closewatch formats`); default: detect per file.")
+@click.option("--tz", default="UTC", show_default=True, help="Time zone of timestamps that carry none (an IANA name).")
+@click.option("--catalog", "catalog_option", type=click.Path(exists=True, dir_okay=False), help="Your own close-code catalog file, evaluated before the built-in one.")
+@db_option
+@click.pass_context
+def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str, catalog_option: str | None) -> None:
+    """Load session-close logs into the database.
+
+    PATHS may be files, directories (read recursively), globs, or - for
+    standard input; .gz files are decompressed. Each file loads whole in one
+    transaction or not at all; a file already loaded adds nothing.
+
+    \b
+    Example:
+        closewatch ingest sample_logs/
+        closewatch ingest 'logs/*.jsonl.gz' --tz Europe/Berlin
+        zcat app.log.gz | closewatch ingest - --format assemblyai-python
+    """
+    from closewatch import jobs
+    from ingest.sources import expand_inputs
+
+    store = get_store(ctx)
+    inputs = expand_inputs(list(paths))
+    with _progress_display(inputs) as progress_for:
+        results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for)
+    _print_ingest_summary(results)
+
+
+class _progress_display:
+    """A rich progress bar per large input, shown only on a terminal."""
+
+    def __init__(self, inputs):
+        large = any((source.size or 0) >= PROGRESS_MIN_BYTES for source in inputs)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+            console=err_console, transient=True,
+        ) if large and err_console.is_terminal else None
+
+    def __enter__(self):
+        if self.progress is None:
+            return None
+        self.progress.start()
+
+        def progress_for(source):
+            total = None if source.compressed else source.size
+            task = self.progress.add_task(Path(source.name).name, total=total)
+            return lambda done: self.progress.update(task, completed=done)
+
+        return progress_for
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _print_ingest_summary(results) -> None:
+    table = Table(title="Ingest summary", title_justify="left")
+    for name in ["file", "format", "read", "accepted", "duplicates", "rejected", "skipped"]:
+        table.add_column(name, justify="left" if name in ("file", "format") else "right")
+    for r in results:
+        table.add_row(r.source, r.format or "-", f"{r.lines_read:,}", f"{r.accepted:,}", f"{r.duplicates:,}", f"{r.rejected:,}", f"{r.skipped:,}")
+    console = Console()
+    console.print(table)
+    for r in results:
+        if r.status == "no_events":
+            console.print(f"[yellow]{r.source}: {r.message}.[/]", highlight=False)
+        for line, reason in r.first_rejects:
+            console.print(f"  {r.source}:{line}: rejected: {reason}", highlight=False)
+        if r.rejected > len(r.first_rejects):
+            console.print(f"  ... {r.rejected - len(r.first_rejects):,} more in the rejects table (closewatch sql \"select * from rejects\")", highlight=False)
+
+
+# -- sql, catalog, formats, info --------------------------------------------
+
+
+@click.command()
+@click.argument("query")
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True, help="Output format; json prints one array of objects.")
+@db_option
+@click.pass_context
+def sql(ctx: click.Context, query: str, output: str) -> None:
+    """Run a read-only SQL query against the database.
+
+    Tables: closures, ingest_batches, rejects, detections and the alert tables;
+    views: closures_daily, closures_hourly, client_error_rates.
+
+    \b
+    Example:
+        closewatch sql "select category, count(*) from closures group by 1" --format json
+    """
+    print_frame(get_store(ctx).user_query(query), output)
+
+
+@click.command()
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@click.option("--catalog", "catalog_option", type=click.Path(exists=True, dir_okay=False), help="Include your own catalog file.")
+@click.pass_context
+def catalog(ctx: click.Context, output: str, catalog_option: str | None) -> None:
+    """Show the close-code catalog: code, reason, category, severity, retry advice, action.
+
+    \b
+    Example:
+        closewatch catalog --format csv > catalog.csv
+    """
+    from analysis.catalog import catalog_table, load_catalog
+
+    print_frame(catalog_table(load_catalog(catalog_path(ctx, catalog_option))), output)
+
+
+@click.command()
+def formats() -> None:
+    """List the log formats closewatch reads, each with an example line.
+
+    \b
+    Example:
+        closewatch formats
+    """
+    from ingest.formats import all_formats
+
+    console = Console()
+    for fmt in all_formats():
+        console.print(f"[bold]{fmt.name}[/]: {fmt.description}", highlight=False)
+        if fmt.source:
+            console.print(f"  source: {fmt.source}", highlight=False, soft_wrap=True)
+        console.print(f"  example: {fmt.example}", highlight=False, soft_wrap=True, markup=False)
+
+
+@click.command()
+@db_option
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Show the database path, schema version, row counts and time span.
+
+    \b
+    Example:
+        closewatch --db demo.duckdb info
+    """
+    store = get_store(ctx)
+    frame = store.query("""
+        SELECT (SELECT max(version) FROM schema_version) AS schema_version,
+               (SELECT count(*) FROM closures) AS closures,
+               (SELECT count(*) FROM ingest_batches) AS batches,
+               (SELECT count(*) FROM rejects) AS rejects,
+               (SELECT min(ts) FROM closures) AS first_close,
+               (SELECT max(ts) FROM closures) AS last_close,
+               (SELECT count(DISTINCT client_id) FROM closures) AS clients
+    """)
+    row = frame.row(0, named=True)
+    console = Console()
+    console.print(f"database: {store.path.resolve()}", highlight=False)
+    for key, value in row.items():
+        console.print(f"{key}: {value if value is not None else '-'}", highlight=False)
+
+
+@click.command()
+@click.option("--catalog", "catalog_option", type=click.Path(exists=True, dir_okay=False), help="Your own catalog file, evaluated before the built-in one.")
+@db_option
+@click.pass_context
+def reclassify(ctx: click.Context, catalog_option: str | None) -> None:
+    """Apply the current catalog to every stored closure (after you change it).
+
+    \b
+    Example:
+        closewatch reclassify --catalog my-codes.toml
+    """
+    from closewatch import jobs
+
+    updated = jobs.reclassify(get_store(ctx), catalog_path(ctx, catalog_option))
+    Console().print(f"Reclassified {updated:,} closures.")
+
+

@@ -1,0 +1,84 @@
+"""What every closewatch command shares: the error boundary, --db, the store, output.
+
+``ClosewatchGroup`` is the CLI's one error boundary: a ``ClosewatchError``
+becomes one line on stderr and exit status 1; click's own usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from closewatch.config import load_settings, resolve_db_path
+from closewatch.errors import ClosewatchError
+from closewatch.store import Store
+
+err_console = Console(stderr=True)
+OUTPUT_FORMATS = click.Choice(["table", "csv", "json"])
+
+
+class ClosewatchGroup(click.Group):
+    """A click group that turns domain errors into one sentence and exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClosewatchError as error:
+            err_console.print(f"[bold red]Error:[/] {error}", highlight=False)
+            ctx.exit(1)
+
+
+def db_option(command: Callable) -> Callable:
+    """Let every command take --db after its own name, as well as after `closewatch`."""
+
+    @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The DuckDB file (default: $CLOSEWATCH_DB or ./closewatch.duckdb).")
+    @functools.wraps(command)
+    def wrapper(*args, db_path: str | None = None, **kwargs):
+        if db_path:
+            click.get_current_context().obj["db"] = db_path
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def get_store(ctx: click.Context) -> Store:
+    """The store the options name, with a notice on stderr while it waits for a lock."""
+    settings = load_settings(ctx.obj.get("config"))
+    timeout = ctx.obj.get("lock_timeout")
+    return Store(
+        resolve_db_path(ctx.obj.get("db")),
+        lock_timeout_s=settings.lock_timeout_s if timeout is None else timeout,
+        on_wait=lambda message: err_console.print(message, style="yellow", highlight=False),
+    )
+
+
+def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
+    return Path(option) if option else load_settings(ctx.obj.get("config")).catalog
+
+
+# -- output ----------------------------------------------------------------
+
+
+def print_frame(frame: pl.DataFrame, output: str) -> None:
+    """Print rows as a rich table, CSV, or one JSON array of objects."""
+    if output == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif output == "json":
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        table = Table(show_lines=False)
+        for name in frame.columns:
+            table.add_column(name, overflow="fold")
+        for row in frame.iter_rows():
+            table.add_row(*("" if value is None else str(value) for value in row))
+        Console().print(table)
+        Console(stderr=True).print(f"{frame.height:,} rows", style="dim")
+
+
