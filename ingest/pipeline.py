@@ -14,6 +14,7 @@ import hashlib
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,7 +51,7 @@ class FileResult:
     source: str
     format: str | None
     batch_id: str
-    status: str = "loaded"  # loaded / no_events
+    status: str = "loaded"  # loaded / no_events / unreadable
     lines_read: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -80,7 +81,13 @@ def ingest_input(
         else:
             result.format = fmt.name
             clock = time.perf_counter()
-            sha = _stage(source, fmt, options, enrich, staging, result, progress)
+            try:
+                sha = _stage(source, fmt, options, enrich, staging, result, progress)
+            except (EOFError, OSError, zlib.error) as error:
+                _discard_staging(staging, result)
+                result.status = "unreadable"
+                result.message = f"the file cannot be read to its end ({error}); check that it is complete and not corrupted"
+                sha = ""
             parse_s = time.perf_counter() - clock
         clock = time.perf_counter()
         _load(store, staging, result, sha, started, parse_s, clock)
@@ -90,8 +97,11 @@ def ingest_input(
 def _choose_format(source: Input, format_name: str | None) -> Format | None:
     if format_name:
         return get_format(format_name)
-    with source.open() as stream:
-        return detect_format(head_lines_of(stream))
+    try:
+        with source.open() as stream:
+            return detect_format(head_lines_of(stream))
+    except (EOFError, OSError, zlib.error):
+        return None  # unreadable from the start: recorded as no known format
 
 
 def _stage(source: Input, fmt: Format, options: ParseOptions, enrich: Enrich, staging: Path,
@@ -109,6 +119,14 @@ def _stage(source: Input, fmt: Format, options: ParseOptions, enrich: Enrich, st
     if result.accepted:
         _assign_event_ids(staging)
     return reader.hexdigest()
+
+
+def _discard_staging(staging: Path, result: FileResult) -> None:
+    """An input that fails half way loads nothing: drop what was staged and zero the counts."""
+    for part in staging.glob("*.parquet"):
+        part.unlink()
+    result.accepted = result.rejected = result.skipped = 0
+    result.first_rejects = []
 
 
 def _count_lines(batches: Iterator[pl.DataFrame], result: FileResult) -> Iterator[pl.DataFrame]:
@@ -204,9 +222,12 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
 
 
 def _sha256_of(source: Input) -> str:
-    with source.open() as stream:
-        reader = _HashingReader(stream, None)
-        reader.drain()
+    try:
+        with source.open() as stream:
+            reader = _HashingReader(stream, None)
+            reader.drain()
+    except (EOFError, OSError, zlib.error):
+        return ""
     return reader.hexdigest()
 
 

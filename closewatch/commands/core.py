@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
+from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, out_console, print_frame
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -80,15 +80,14 @@ def _print_ingest_summary(results) -> None:
         table.add_column(name, justify="left" if name in ("file", "format") else "right")
     for r in results:
         table.add_row(r.source, r.format or "-", f"{r.lines_read:,}", f"{r.accepted:,}", f"{r.duplicates:,}", f"{r.rejected:,}", f"{r.skipped:,}")
-    console = Console()
-    console.print(table)
+    out_console().print(table)
     for r in results:
-        if r.status == "no_events":
-            console.print(f"[yellow]{r.source}: {r.message}.[/]", highlight=False)
+        if r.status != "loaded":
+            click.secho(f"{r.source}: {r.message}.", fg="yellow")
         for line, reason in r.first_rejects:
-            console.print(f"  {r.source}:{line}: rejected: {reason}", highlight=False)
+            click.echo(f"  {r.source}:{line}: rejected: {reason}")
         if r.rejected > len(r.first_rejects):
-            console.print(f"  ... {r.rejected - len(r.first_rejects):,} more in the rejects table (closewatch sql \"select * from rejects\")", highlight=False)
+            click.echo(f"  ... {r.rejected - len(r.first_rejects):,} more in the rejects table (closewatch sql \"select * from rejects\")")
 
 
 # -- sql, catalog, formats, info --------------------------------------------

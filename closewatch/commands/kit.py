@@ -48,6 +48,12 @@ def db_option(command: Callable) -> Callable:
     return wrapper
 
 
+def out_console() -> Console:
+    """Console for results: the terminal's width, or wide enough not to wrap when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def get_store(ctx: click.Context) -> Store:
     """The store the options name, with a notice on stderr while it waits for a lock."""
     settings = load_settings(ctx.obj.get("config"))
@@ -78,7 +84,7 @@ def print_frame(frame: pl.DataFrame, output: str) -> None:
             table.add_column(name, overflow="fold")
         for row in frame.iter_rows():
             table.add_row(*("" if value is None else str(value) for value in row))
-        Console().print(table)
+        out_console().print(table)
         Console(stderr=True).print(f"{frame.height:,} rows", style="dim")
 
 

@@ -1,0 +1,129 @@
+"""Nothing lost, nothing doubled: dedupe, deterministic ids, atomic files, bad input never raises."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from closewatch import jobs
+from closewatch.store import Store
+from ingest.sources import bytes_input
+from tests.conftest import write_lines
+
+
+def closes(count: int, start: int = 0) -> list[str]:
+    return [
+        json.dumps({"ts": f"2026-11-20T10:{(i // 60) % 60:02d}:{i % 60:02d}Z", "session_id": f"s{i}", "code": 1006, "reason": "lost", "client": "web"})
+        for i in range(start, start + count)
+    ]
+
+
+def test_reingest_adds_nothing_and_reports_duplicates(run, tmp_path):
+    path = write_lines(tmp_path / "a.jsonl", closes(50))
+    run("ingest", str(path))
+    again = run("ingest", str(path))
+    assert run.json("select count(*) as n from closures") == [{"n": 50}]
+    batches = run.json("select accepted, duplicates from ingest_batches order by started_at")
+    assert batches == [{"accepted": 50, "duplicates": 0}, {"accepted": 0, "duplicates": 50}]
+    assert "50" in again.stdout
+
+
+def test_same_event_from_another_file_has_the_same_id(run, tmp_path):
+    lines = closes(30)
+    write_lines(tmp_path / "first.jsonl", lines[:20])
+    write_lines(tmp_path / "overlap.jsonl", lines[10:])
+    run("ingest", str(tmp_path / "first.jsonl"))
+    run("ingest", str(tmp_path / "overlap.jsonl"))
+    assert run.json("select count(*) as n, count(distinct event_id) as ids from closures") == [{"n": 30, "ids": 30}]
+    assert run.json("select duplicates from ingest_batches where source_file like '%overlap%'") == [{"duplicates": 10}]
+
+
+def test_identical_lines_in_one_file_are_distinct_events(run, tmp_path):
+    line = json.dumps({"code": 1006, "reason": "lost"})
+    run("ingest", str(write_lines(tmp_path / "same.jsonl", [line, line, line])))
+    run("ingest", str(write_lines(tmp_path / "same.jsonl", [line, line, line])))
+    assert run.json("select count(*) as n from closures") == [{"n": 3}]
+
+
+def test_file_without_events_is_recorded_and_reported(run, tmp_path):
+    path = write_lines(tmp_path / "app.log", ["just an application", "starting up", "done"])
+    result = run("ingest", str(path))
+    assert result.exit_code == 0
+    assert "app.log" in result.stdout and ("no known log format" in result.stdout or "no session-close events" in result.stdout)
+    assert run.json("select status from ingest_batches") == [{"status": "no_events"}]
+
+
+def test_secrets_in_rejects_and_reasons_are_redacted(run, tmp_path, db_path):
+    key = "0123456789abcdef0123456789abcdef"
+    lines = [
+        json.dumps({"code": 1008, "reason": f"Unauthorized Connection: invalid key {key}"}),
+        f'{{"broken": "Authorization: Bearer {key}"',
+    ]
+    run("ingest", str(write_lines(tmp_path / "s.jsonl", lines)))
+    assert key not in json.dumps(run.json("select * from closures"))
+    assert key not in json.dumps(run.json("select * from rejects"))
+
+
+INGEST_SCRIPT = """
+import sys
+from closewatch import jobs
+from closewatch.store import Store
+from ingest.sources import expand_inputs
+jobs.ingest(Store(sys.argv[1]), expand_inputs([sys.argv[2]]))
+"""
+
+
+def test_killed_mid_ingest_leaves_nothing_partial_and_rerun_loads_all(tmp_path):
+    """SIGKILL at several points of a real ingest: the file is either absent or complete."""
+    big = write_lines(tmp_path / "big.jsonl", closes(200_000))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", INGEST_SCRIPT, str(tmp_path / "timing.duckdb"), str(big)], env=env, check=True)
+    duration = time.monotonic() - started
+    for number, fraction in enumerate((0.5, 0.8, 0.95)):
+        db = tmp_path / f"killed-{number}.duckdb"
+        process = subprocess.Popen([sys.executable, "-c", INGEST_SCRIPT, str(db), str(big)], env=env)
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if db.exists():
+            with duckdb.connect(str(db), read_only=True) as con:
+                rows = con.execute("SELECT count(*) FROM closures").fetchone()[0]
+            assert rows in (0, 200_000)
+        jobs.ingest(Store(db), [bytes_input("big.jsonl", big.read_bytes())])
+        with duckdb.connect(str(db), read_only=True) as con:
+            assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM closures").fetchone() == (200_000, 200_000)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2000))
+def test_arbitrary_bytes_never_raise(tmp_path_factory, data):
+    store = Store(tmp_path_factory.mktemp("fuzz") / "f.duckdb")
+    (result,) = jobs.ingest(store, [bytes_input("fuzz.bin", data)])
+    assert result.accepted + result.rejected + result.skipped <= max(result.lines_read, 1) + 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+keys = st.sampled_from(["code", "close_code", "reason", "ts", "timestamp", "session_id", "client", "type", "error", "id", "x"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.dictionaries(keys, json_values, max_size=6) | json_values, min_size=1, max_size=8))
+def test_arbitrary_json_never_raises(tmp_path_factory, records):
+    store = Store(tmp_path_factory.mktemp("fuzz") / "f.duckdb")
+    data = "\n".join(json.dumps(record) for record in records).encode()
+    (result,) = jobs.ingest(store, [bytes_input("fuzz.jsonl", data)], format_name="jsonl")
+    assert result.accepted + result.rejected + result.skipped == len(records)
