@@ -31,7 +31,7 @@ class ClosewatchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ClosewatchError as error:
-            err_console.print(f"[bold red]Error:[/] {error}", highlight=False)
+            click.echo(click.style("Error:", fg="red", bold=True) + f" {error}", err=True)
             ctx.exit(1)
 
 
@@ -61,7 +61,7 @@ def get_store(ctx: click.Context) -> Store:
     return Store(
         resolve_db_path(ctx.obj.get("db")),
         lock_timeout_s=settings.lock_timeout_s if timeout is None else timeout,
-        on_wait=lambda message: err_console.print(message, style="yellow", highlight=False),
+        on_wait=lambda message: click.secho(message, fg="yellow", err=True),
     )
 
 

@@ -1,0 +1,87 @@
+"""The command line: help everywhere, --db in both places, JSON output, one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from closewatch.cli import cli
+from tests.conftest import write_lines
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        yield prefix + (name,)
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", list(all_commands(cli)), ids=lambda p: " ".join(p))
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(cli, [*path, "--help"], obj={})
+    assert result.exit_code == 0
+    assert "Example" in result.output, f"closewatch {' '.join(path)} --help has no example"
+
+
+def test_db_option_works_before_and_after_the_command(tmp_path):
+    runner = CliRunner()
+    first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
+    assert str(first) in runner.invoke(cli, ["--db", str(first), "info"], obj={}).stdout
+    assert str(second) in runner.invoke(cli, ["info", "--db", str(second)], obj={}).stdout
+
+
+def test_sql_json_is_one_array_of_objects(run, tmp_path):
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000}), json.dumps({"code": 1006})])))
+    result = run("sql", "select close_code, category from closures order by 1", "--format", "json")
+    assert json.loads(result.stdout) == [
+        {"close_code": 1000, "category": "normal"},
+        {"close_code": 1006, "category": "network_abnormal"},
+    ]
+
+
+def test_sql_csv_output(run):
+    result = run("sql", "select 1 as a, 'x' as b", "--format", "csv")
+    assert result.stdout.splitlines() == ["a,b", "1,x"]
+
+
+def test_sql_refusal_is_one_sentence_and_exit_1(run):
+    result = run("sql", "drop table closures")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") <= 2 and "read-only" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_catalog_and_formats_list_their_contents(run):
+    catalog = json.loads(run("catalog", "--format", "json", db=False).stdout)
+    assert {"session_expired", "input_duration_violation", "concurrency_limit"} <= {row["category"] for row in catalog}
+    formats = run("formats", db=False).stdout
+    for name in ("jsonl", "api-messages", "csv"):
+        assert f"{name}:" in formats
+
+
+def test_info_reports_counts_and_span(run, tmp_path):
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000, "ts": "2026-11-20T10:00:00Z"})])))
+    output = run("info").stdout
+    assert "closures: 1" in output and "schema_version:" in output and "2026-11-20 10:00:00" in output
+
+
+def test_reclassify_applies_a_changed_catalog(run, tmp_path):
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 3999, "reason": "Brand new reason"})])))
+    assert run.json("select category from closures") == [{"category": "unknown"}]
+    custom = tmp_path / "mine.toml"
+    custom.write_text(
+        '[[entry]]\ncodes = [3999]\ncategory = "server_error"\nseverity = "error"\nretry_safe = "with_backoff"\n'
+        'action = "Retry later."\nera = "v3"\ndocs = "x"\n'
+    )
+    result = run("reclassify", "--catalog", str(custom))
+    assert result.exit_code == 0, result.output
+    assert run.json("select category, action from closures") == [{"category": "server_error", "action": "Retry later."}]
+
+
+def test_missing_path_is_one_sentence(run):
+    result = run("ingest", "/nonexistent/file.jsonl")
+    assert result.exit_code == 1
+    assert "No file matches '/nonexistent/file.jsonl'" in result.stderr

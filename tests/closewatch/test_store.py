@@ -1,0 +1,146 @@
+"""The store: schema versions, the lock policy between processes, read-only user queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from closewatch import schema
+from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy
+from closewatch.store import Store
+from tests.conftest import write_lines
+
+HOLD_SCRIPT = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def hold_database(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process with the file open read-write, as the scheduler or a CLI would be."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_schema_is_created_on_first_use_and_versioned(store):
+    assert store.query("SELECT max(version) AS v FROM schema_version").item() == schema.LATEST
+    tables = set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"closures", "ingest_batches", "rejects", "detections", "closures_daily", "client_error_rates"} <= tables
+
+
+def test_older_database_is_migrated(db_path, monkeypatch):
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ DEFAULT now())")
+        con.execute(schema.MIGRATIONS[1])
+        con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    monkeypatch.setitem(schema.MIGRATIONS, schema.LATEST + 1, "CREATE TABLE added_later (x INTEGER);")
+    monkeypatch.setattr("closewatch.store.LATEST", schema.LATEST + 1)
+    store = Store(db_path)
+    assert store.query("SELECT count(*) FROM added_later").item() == 0
+    assert store.query("SELECT max(version) FROM schema_version").item() == schema.LATEST + 1
+
+
+def test_newer_database_is_refused_with_one_sentence(db_path):
+    Store(db_path).query("SELECT 1")
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("INSERT INTO schema_version (version) VALUES (999)")
+    with pytest.raises(SchemaTooNew, match="schema version 999, newer than this closewatch understands"):
+        Store(db_path).query("SELECT 1")
+
+
+def test_ingest_waits_for_another_process_then_succeeds(run, db_path, tmp_path):
+    Store(db_path).query("SELECT 1")
+    path = write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000})])
+    holder = hold_database(db_path, 2.0)
+    started = time.monotonic()
+    result = run("--lock-timeout", "20", "ingest", str(path))
+    holder.wait()
+    assert result.exit_code == 0
+    assert time.monotonic() - started >= 1.0
+    assert f"held by PID {holder.pid}" in result.stderr
+    assert run.json("select count(*) as n from closures") == [{"n": 1}]
+
+
+def test_busy_database_gives_a_clear_error_after_the_timeout(run, db_path, tmp_path):
+    Store(db_path).query("SELECT 1")
+    path = write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000})])
+    holder = hold_database(db_path, 10.0)
+    try:
+        result = run("--lock-timeout", "0.5", "ingest", str(path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    assert f"is busy: held by PID {holder.pid} for more than 0.5 s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_busy_error_is_a_store_error_in_the_api(db_path):
+    Store(db_path).query("SELECT 1")
+    holder = hold_database(db_path, 10.0)
+    try:
+        with pytest.raises(StoreBusy):
+            with Store(db_path, lock_timeout_s=0.2).transaction():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    "query, refusal",
+    [
+        ("INSERT INTO closures (event_id) VALUES ('x')", "read-only"),
+        ("DELETE FROM closures", "read-only"),
+        ("COPY closures TO '/tmp/closewatch-leak.csv'", "cannot read or write files"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "cannot read or write files"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "cannot read or write files"),
+        ("SET enable_external_access = true", "settings cannot be changed"),
+        ("SELEC 1", "The query failed"),
+    ],
+)
+def test_user_queries_are_read_only_and_without_files(store, query, refusal):
+    with pytest.raises(ReadOnlyQuery, match=refusal):
+        store.user_query(query)
+    assert not Path("/tmp/closewatch-leak.csv").exists()
+
+
+def test_user_query_returns_rows(store):
+    assert store.user_query("SELECT 41 + 1 AS answer").to_dicts() == [{"answer": 42}]
+
+
+def test_db_path_from_environment(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from closewatch.cli import cli
+
+    target = tmp_path / "from-env.duckdb"
+    monkeypatch.setenv("CLOSEWATCH_DB", str(target))
+    result = CliRunner().invoke(cli, ["info"], obj={})
+    assert result.exit_code == 0, result.output
+    assert str(target) in result.stdout and target.exists()
+
+
+def test_lock_timeout_from_config_file(tmp_path, monkeypatch):
+    from closewatch.config import load_settings
+
+    config = tmp_path / "closewatch.toml"
+    config.write_text("[store]\nlock_timeout_s = 2.5\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().lock_timeout_s == 2.5
+    config.write_text("[store]\nlock_timeout_s = 'soon'\n")
+    from closewatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lock_timeout_s must be a number"):
+        load_settings()
