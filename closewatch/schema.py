@@ -93,9 +93,105 @@ SELECT client_id,
 FROM closures GROUP BY client_id;
 """
 
+V2 = """
+-- alerts (alerts/engine.py, alerts/notify.py, alerts/scheduler.py); see docs/alerts.md
+CREATE TABLE alert_state (
+    rule           VARCHAR NOT NULL,
+    group_key      VARCHAR NOT NULL,   -- 'client_id=acme', '' when the rule has no group_by
+    group_values   VARCHAR,            -- the same as a JSON object
+    state          VARCHAR NOT NULL,   -- inactive / pending / firing / resolved
+    pending_since  TIMESTAMPTZ,
+    fired_at       TIMESTAMPTZ,
+    resolved_at    TIMESTAMPTZ,
+    notified_at    TIMESTAMPTZ,        -- evaluation time of the last notification of this firing
+    last_true      TIMESTAMPTZ,        -- last evaluation time at which the condition held
+    value          DOUBLE,
+    updated_at     TIMESTAMPTZ,
+    PRIMARY KEY (rule, group_key)
+);
+
+CREATE TABLE alert_events (
+    event_id     VARCHAR PRIMARY KEY,  -- deterministic: rule, group, new state, time
+    rule         VARCHAR,
+    group_key    VARCHAR,
+    from_state   VARCHAR,
+    to_state     VARCHAR,
+    event_time   TIMESTAMPTZ,          -- evaluation time (event time) of the transition
+    value        DOUBLE,
+    severity     VARCHAR,
+    recorded_at  TIMESTAMPTZ
+);
+
+CREATE TABLE alert_watermarks (
+    rule          VARCHAR PRIMARY KEY,
+    evaluated_to  TIMESTAMPTZ,         -- every evaluation time up to here has been evaluated once
+    updated_at    TIMESTAMPTZ
+);
+
+CREATE TABLE alert_silences (
+    silence_id   VARCHAR PRIMARY KEY,
+    rule         VARCHAR,
+    group_match  VARCHAR,              -- NULL: every group of the rule
+    created_at   TIMESTAMPTZ,
+    expires_at   TIMESTAMPTZ,
+    comment      VARCHAR,
+    created_by   VARCHAR,
+    ended_at     TIMESTAMPTZ           -- set by unsilence
+);
+
+CREATE TABLE alert_outbox (
+    notification_id  VARCHAR PRIMARY KEY,  -- deterministic: rule, group, kind, time, channel
+    rule             VARCHAR,
+    group_key        VARCHAR,
+    kind             VARCHAR,              -- firing / repeat / resolved
+    event_time       TIMESTAMPTZ,          -- evaluation time that caused it
+    channel          VARCHAR,              -- a channel name of the rules file; never its URL
+    payload          VARCHAR,              -- the message as JSON
+    status           VARCHAR,              -- pending / delivered
+    attempts         INTEGER,
+    created_at       TIMESTAMPTZ,
+    next_attempt_at  TIMESTAMPTZ,
+    last_attempt_at  TIMESTAMPTZ,
+    last_error       VARCHAR,
+    delivered_at     TIMESTAMPTZ
+);
+
+CREATE TABLE job_runs (
+    run_id       VARCHAR PRIMARY KEY,
+    job          VARCHAR,              -- ingest / analyze / evaluate / deliver
+    started_at   TIMESTAMPTZ,
+    finished_at  TIMESTAMPTZ,
+    outcome      VARCHAR,              -- running / ok / error (running forever: the process died)
+    error        VARCHAR,
+    detail       VARCHAR,
+    pid          INTEGER
+);
+
+CREATE TABLE watched_files (
+    path      VARCHAR PRIMARY KEY,
+    size      BIGINT,
+    mtime_ns  BIGINT,
+    sha256    VARCHAR,
+    batch_id  VARCHAR,
+    status    VARCHAR,                 -- ingested / already_loaded / failed
+    message   VARCHAR,
+    seen_at   TIMESTAMPTZ
+);
+
+CREATE VIEW alerts_active AS
+SELECT * FROM alert_state WHERE state IN ('pending', 'firing');
+
+CREATE VIEW scheduler_health AS
+SELECT job, arg_max(outcome, started_at) AS last_outcome, max(started_at) AS last_started,
+       max(finished_at) FILTER (WHERE outcome = 'ok') AS last_ok, arg_max(error, started_at) AS last_error,
+       count(*) FILTER (WHERE outcome = 'error') AS errors, count(*) AS runs
+FROM job_runs GROUP BY job;
+"""
+
 #: version -> SQL that brings a database from version-1 to version.
 MIGRATIONS: dict[int, str] = {
     1: V1,
+    2: V2,
 }
 
 LATEST = max(MIGRATIONS)
