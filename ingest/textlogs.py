@@ -1,0 +1,551 @@
+"""Text logs as clients write them: detect, parse, and fold each session close into one event.
+
+The per-client knowledge (format strings, roles, renderers) is data in
+``ingest.clients``; this module is the engine that applies it to batches of
+lines with polars expressions:
+
+1. every line: strip colour codes, flag traceback/continuation lines (a
+   traceback is skipped as part of the record it hangs under), and pre-filter
+   with the literal anchors of the format's patterns (Aho-Corasick);
+2. candidate lines only (a small share of a real log): read the envelope
+   (timestamp, logger, thread) and the first pattern that matches; lines a
+   client clearly meant as a close but that cannot be read become rejects;
+3. at the end of the input, the sequential rules run as window expressions
+   over the candidates: an error report folds into the close that follows it,
+   an echo into the report before it, a Begin line lends its session id to
+   the next close only when that is unambiguous.
+
+Candidates are buffered until the end (they are a few per cent of the lines);
+the cross-batch state of step 1 is two values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from ingest import clients
+from ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
+from ingest.formats import (
+    EVENT_SCHEMA,
+    Format,
+    LineBatches,
+    ParseOptions,
+    Parsed,
+    conform,
+    empty_events,
+    empty_rejects,
+    register,
+)
+from ingest.timestamps import parse_text
+
+#: Lines of one close (error, echo, close) further apart than this are different closes.
+FOLD_WINDOW_S = 10.0
+REJECT_RAW_LIMIT = 2048
+
+# Envelopes: the part of a line before the message, tried in order (the first that matches wins).
+_TS = r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+_LVL = r"DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|TRACE|SUCCESS"
+_NAME = r"[A-Za-z_][\w.\-]*"
+_SEP = r"(?:\s*[-|:]\s*|\s+)"
+ENVELOPES: tuple[tuple[str, str], ...] = (
+    # loguru's default: Delgan/loguru loguru/_defaults.py LOGURU_FORMAT
+    ("loguru", r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \| (?P<level>[A-Z]+) *\| (?P<logger>[\w.]+):"),
+    # logging.BASIC_FORMAT "%(levelname)s:%(name)s:%(message)s" (no timestamp)
+    ("python-default", rf"^(?P<level>{_LVL}):(?P<logger>[^:\s]*):"),
+    # "%(asctime)s [%(threadName)s] %(levelname)s %(name)s: %(message)s"
+    ("python-thread", rf"^\[?(?P<ts>{_TS})\]?{_SEP}\[(?P<ctx>[^\]]+)\]{_SEP}\[?(?P<level>{_LVL})\]?{_SEP}(?P<logger>{_NAME})"),
+    # asctime, level, name with spaces, brackets, dashes or pipes between (LiveKit's dev layout too)
+    ("python-level-name", rf"^\[?(?P<ts>{_TS})\]?{_SEP}\[?(?P<level>{_LVL})\]?{_SEP}\[?(?P<logger>{_NAME})\]?(?:{_SEP}|:)"),
+    # asctime, name, level ("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    ("python-name-level", rf"^\[?(?P<ts>{_TS})\]?{_SEP}\[?(?P<logger>{_NAME})\]?{_SEP}\[?(?P<level>{_LVL})\]?(?:{_SEP}|:)"),
+    # anything else that starts with a timestamp (Node apps, browser exports)
+    ("timestamp", rf"^\[?(?P<ts>{_TS})\]?(?:\s|$)"),
+)
+_ENVELOPE_FIELDS = ("ts", "level", "logger", "ctx")
+
+_ANSI = r"\x1b\[[0-9;]*[A-Za-z]"
+_TB_MARKERS = ("Traceback (most recent call last)", "During handling of the above exception",
+               "The above exception was the direct cause")
+_EXCEPTION_LINE = r"^[A-Za-z_][\w.]*(?::\s|$)"
+_CLIENT_TOKEN = r"(?:(?:^|\s)(?:client(?:_id)?|tenant)=(?P<c1>[^\s,;\"]+)|\"client(?:_id)?\": \"(?P<c2>[^\"]+)\")"
+_CLIENT_STRIP = r"\s+(?:client(?:_id)?|tenant)=[^\s,;\"]+"
+_FIELDS = ("code", "reason", "session", "aud", "sdur", "http", "inst")
+_KNOWN = "(?i)(?:" + "|".join(clients.STRONG_REASONS + clients.WEAK_REASONS + clients.NETWORK_TEXTS) + ")"
+_DEFAULT_INSTANCE = r"^[A-Za-z]+#\d+$"
+_HEAD = "(?i)^(.*?)(?:" + "|".join(clients.STRONG_REASONS + clients.WEAK_REASONS) + ")"
+_ROLE_RANK = {"C": 0, "E": 1, "A": 2, "G": 3, "T": 4, "B": 5}
+
+
+# --------------------------------------------------------------------------
+# A format's compiled view of its client table
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the engine needs from one format: its patterns in priority order and pre-filter literals."""
+
+    name: str
+    patterns: tuple[Pattern, ...]
+    anchors: tuple[str, ...]
+    phrases: tuple[str, ...] = ()  # case-insensitive pre-filter literals (generic fallback)
+    signatures: tuple[str, ...] = ()
+
+
+def _spec_of(client: Client) -> Spec:
+    anchors = tuple(sorted({p.anchor for p in client.patterns if p.anchor}))
+    return Spec(client.name, client.patterns, anchors, signatures=client.signatures)
+
+
+def _generic_spec() -> Spec:
+    """Every client's patterns, then the fallback on known reason texts."""
+    patterns = tuple(p for c in CLIENTS.values() for p in c.patterns) + GENERIC_CLIENT.patterns
+    anchors = tuple(sorted({p.anchor for p in patterns if p.anchor}))
+    return Spec("generic", patterns, anchors, phrases=clients.STRONG_REASONS + clients.WEAK_REASONS)
+
+
+# --------------------------------------------------------------------------
+# Step 1 and 2: per batch
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """What one batch hands the next: the kind of the last unindented line and the last record's line."""
+
+    last_was_traceback: bool = False
+    last_owner: int | None = None
+    lines: int = 0
+    candidates: list[pl.DataFrame] = field(default_factory=list)
+    exceptions: list[pl.DataFrame] = field(default_factory=list)
+    rejects: int = 0
+
+
+def _flag_lines(batch: pl.DataFrame, spec: Spec, state: _State) -> pl.DataFrame:
+    """Clean text, continuation flags, traceback owners and the pre-filter, for every line."""
+    text = pl.col("raw").str.replace_all(_ANSI, "").str.strip_chars_end()
+    frame = batch.select("source_line", text.alias("text"))
+    indented = pl.col("text").str.starts_with(" ") | pl.col("text").str.starts_with("\t")
+    empty = pl.col("text").str.len_bytes() == 0
+    marker = pl.any_horizontal([pl.col("text").str.starts_with(m) for m in _TB_MARKERS])
+    kind = pl.when(empty | indented).then(None).otherwise(marker)
+    after_tb = kind.shift(1).forward_fill().fill_null(state.last_was_traceback)
+    exception = ~empty & ~indented & ~marker & after_tb & pl.col("text").str.contains(_EXCEPTION_LINE)
+    candidate = pl.col("text").str.contains_any(list(spec.anchors)) if spec.anchors else pl.lit(False)
+    if spec.phrases:
+        candidate = candidate | pl.col("text").str.contains_any(list(spec.phrases), ascii_case_insensitive=True)
+    frame = frame.with_columns(
+        kind=kind, empty=empty, continuation=indented | marker | exception, exception=exception,
+    ).with_columns(
+        owner=pl.when(~pl.col("continuation") & ~pl.col("empty")).then(pl.col("source_line"))
+        .shift(1).forward_fill().fill_null(pl.lit(state.last_owner, pl.Int64)),
+        candidate=candidate & ~pl.col("continuation") & ~pl.col("empty"),
+    )
+    if frame.height:
+        kinds = frame["kind"].drop_nulls()
+        if kinds.len():
+            state.last_was_traceback = bool(kinds[-1])
+        owners = frame.filter(~pl.col("continuation") & ~pl.col("empty"))["source_line"]
+        if owners.len():
+            state.last_owner = int(owners[-1])
+    return frame
+
+
+def _wrap(regex: str) -> str:
+    """An outer group that is non-null exactly when the regex matched."""
+    return f"(?P<m>{regex})"
+
+
+def _first_match(frame: pl.DataFrame, regexes: list[str], prefix: str, fields: tuple[str, ...]) -> pl.DataFrame:
+    """For each row, the index of the first regex that matches and the named fields of that match."""
+    structs = frame.select(
+        [pl.col("text").str.extract_groups(_wrap(rx)).alias(f"{prefix}{i}") for i, rx in enumerate(regexes)]
+    )
+    chosen = pl.coalesce([
+        pl.when(pl.col(f"{prefix}{i}").struct.field("m").is_not_null()).then(pl.lit(i)) for i in range(len(regexes))
+    ] + [pl.lit(None, pl.Int32)])
+    out = structs.with_columns(chosen.cast(pl.Int32).alias(f"{prefix}id"))
+    columns = [pl.col(f"{prefix}id")]
+    for name in fields:
+        options = [
+            pl.when(pl.col(f"{prefix}id") == i).then(pl.col(f"{prefix}{i}").struct.field(name))
+            for i, rx in enumerate(regexes) if f"(?P<{name}>" in rx
+        ]
+        columns.append((pl.coalesce(options) if options else pl.lit(None, pl.String)).alias(name))
+    return out.select(columns)
+
+
+def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
+    """Envelope and pattern fields of candidate lines; one row per candidate."""
+    cands = frame.filter("candidate").select("source_line", "text")
+    if cands.height == 0:
+        return cands
+    clean = cands.with_columns(
+        client_tok=pl.col("text").str.extract_groups(_CLIENT_TOKEN),
+        text=pl.col("text").str.replace_all(_CLIENT_STRIP, ""),
+    ).with_columns(
+        client=pl.coalesce(pl.col("client_tok").struct.field("c1"), pl.col("client_tok").struct.field("c2")),
+    ).drop("client_tok")
+    envelope = _first_match(clean, [rx for _, rx in ENVELOPES], "_e", _ENVELOPE_FIELDS).drop("_eid")
+    envelope = envelope.rename({"ts": "ts_text"})
+    matched = _first_match(clean, [p.regex for p in spec.patterns], "_p", _FIELDS).rename({"_pid": "pid"})
+    rows = pl.concat([clean, envelope, matched], how="horizontal")
+    markers = [p.marker for p in spec.patterns if p.marker]
+    marked = pl.any_horizontal([pl.col("text").str.contains(m) for m in markers]) if markers else pl.lit(False)
+    rows = rows.with_columns(marked=marked).filter(pl.col("pid").is_not_null() | pl.col("marked"))
+    return _attributes(rows, spec, options)
+
+
+def _lookup(pid: pl.Expr, values: list, dtype: pl.DataType) -> pl.Expr:
+    return pid.replace_strict(list(range(len(values))), values, default=None, return_dtype=dtype)
+
+
+def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
+    """Typed fields, the pattern's static attributes, and why a row is a reject (null if it is not)."""
+    pats = spec.patterns
+    pid = pl.col("pid")
+    code_text = pl.col("code").str.strip_chars()
+    code_num = code_text.cast(pl.Int64, strict=False)
+    is_null_word = code_text.is_null() | code_text.is_in(list(clients.NULL_CODES))
+    bad_code = ~is_null_word & code_num.is_null()
+    out_of_range = code_num.is_not_null() & ((code_num < 100) | (code_num > 4999)) & ~is_null_word
+    fixed = _lookup(pid, [p.code for p in pats], pl.Int64)
+    http = pl.col("http").cast(pl.Int64, strict=False)
+    reason = pl.col("reason").str.strip_chars().str.replace(r'^"(.*)"$', "$1").str.replace(r"^'(.*)'$", "$1")
+    reason = reason.str.replace_all(r"\\n\s*", " ")
+    placeholder = reason.str.contains(clients.PLACEHOLDER_REASONS)
+    quality = _lookup(pid, [p.quality for p in pats], pl.Int64)
+    is_g = _lookup(pid, [p.role for p in pats], pl.String) == "G"
+    rows = rows.with_columns(
+        code=pl.when(is_g).then(pl.coalesce("code", pl.col("text").str.extract(clients.GENERIC_CODE, 1))).otherwise("code"),
+        session=pl.when(is_g).then(pl.coalesce("session", pl.col("text").str.extract(clients.GENERIC_SESSION, 1)))
+        .otherwise("session"),
+    )
+    rows = rows.with_columns(
+        ts=parse_text(pl.col("ts_text"), options.tz),
+        role=_lookup(pid, [p.role for p in pats], pl.String),
+        pattern=_lookup(pid, [f"{spec.name}:{p.name}" for p in pats], pl.String),
+        standalone=_lookup(pid, [p.standalone for p in pats], pl.String),
+        forward=_lookup(pid, [p.forward for p in pats], pl.Boolean),
+        default_code=_lookup(pid, [p.default_code for p in pats], pl.Int64),
+        close_code=pl.coalesce(fixed, pl.when(~bad_code & ~out_of_range).then(code_num), http),
+        close_reason=pl.when(placeholder).then(None).otherwise(reason),
+        q=pl.when(reason.str.contains(clients.POOR_REASONS)).then(0).otherwise(quality),
+        session=pl.when(pl.col("session").is_in(["None", "null", "undefined"])).then(None).otherwise(pl.col("session")),
+        client=pl.coalesce(
+            pl.col("client"),
+            pl.when(~pl.col("inst").str.contains(_DEFAULT_INSTANCE)).then(pl.col("inst")),
+        ),
+        text_head=pl.when(_lookup(pid, [p.role for p in pats], pl.String) == "G")
+        .then(pl.col("text").str.extract(_HEAD, 1).str.replace_all(r"\d+", "#")),
+        aud=pl.col("aud").cast(pl.Float64, strict=False),
+        sdur=pl.col("sdur").cast(pl.Float64, strict=False),
+        reject=pl.when(pid.is_null()).then(pl.lit("looks like a close line of this client, but its layout does not match the client's format"))
+        .when(bad_code).then(pl.format("close code '{}' is not a number", code_text))
+        .when(out_of_range).then(pl.format("close code {} is outside the WebSocket and HTTP ranges", code_num)),
+    )
+    return rows.select(
+        "source_line", "text", "ts", pl.col("ctx"), "logger", "role", "pattern", "standalone", "forward",
+        "default_code", "close_code", "close_reason", "q", "session", "client", "aud", "sdur", "text_head", "reject",
+    )
+
+
+def _exception_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Traceback exception lines that name a status, keyed by the record they hang under."""
+    rows = frame.filter("exception").select("owner", "text")
+    if rows.height == 0:
+        return pl.DataFrame(schema={"owner": pl.Int64, "exc_code": pl.Int64, "exc_reason": pl.String})
+    found = rows.with_columns(g=pl.col("text").str.extract_groups(clients.EXCEPTION_CODE_REGEX))
+    code = pl.coalesce([pl.col("g").struct.field(n) for n in ("http1", "http2", "http3", "code1", "code2")])
+    code = code.cast(pl.Int64, strict=False)
+    return found.select(
+        "owner",
+        exc_code=pl.when((code >= 100) & (code <= 4999)).then(code),
+        # an APIStatusError only wraps the close its record already logged
+        exc_reason=pl.when(pl.col("g").struct.field("code1").is_null()).then(pl.col("text").str.replace(r"^[\w.]+:\s*", "")),
+    ).filter(pl.col("owner").is_not_null())
+
+
+def _scan(batch: pl.DataFrame, spec: Spec, options: ParseOptions, state: _State) -> pl.DataFrame:
+    """Read one batch; keep its candidates in ``state``; return its rejects."""
+    frame = _flag_lines(batch, spec, state)
+    state.lines += frame.height
+    state.exceptions.append(_exception_rows(frame))
+    rows = _read_candidates(frame, spec, options)
+    if rows.height == 0:
+        return empty_rejects()
+    rejects = rows.filter(pl.col("reject").is_not_null())
+    state.candidates.append(rows.filter(pl.col("reject").is_null()).drop("text", "reject"))
+    state.rejects += rejects.height
+    raw = batch.join(rejects.select("source_line", "reject"), on="source_line", how="inner")
+    sentence = pl.col("reject").str.slice(0, 1).str.to_uppercase() + pl.col("reject").str.slice(1)
+    return raw.select(
+        pl.col("source_line").cast(pl.Int64),
+        pl.col("raw").str.slice(0, REJECT_RAW_LIMIT),
+        pl.format("{} in a {} log.", sentence, pl.lit(spec.name)).alias("reason"),
+    )
+
+
+# --------------------------------------------------------------------------
+# Step 3: fold the candidates into events
+# --------------------------------------------------------------------------
+
+
+def _compatible(a: str, b: str) -> pl.Expr:
+    """Two lines can describe one close: codes agree (or one is missing, or a 1006 after an HTTP refusal),
+    sessions agree, and they are close in time."""
+    ca, cb = pl.col(f"close_code{a}"), pl.col(f"close_code{b}")
+    sa, sb = pl.col(f"session{a}"), pl.col(f"session{b}")
+    ta, tb = pl.col(f"ts{a}"), pl.col(f"ts{b}")
+    codes = (ca.is_null() | cb.is_null() | (ca == cb)
+             | (ca.is_in([1005, 1006]) & (cb < 1000)) | (cb.is_in([1005, 1006]) & (ca < 1000)))
+    sessions = sa.is_null() | sb.is_null() | (sa == sb)
+    near = ta.is_null() | tb.is_null() | ((ta - tb).abs() <= pl.duration(seconds=FOLD_WINDOW_S))
+    return codes & sessions & near
+
+
+def _neighbours(cand: pl.DataFrame) -> pl.DataFrame:
+    """Each line's next close-or-begin line and previous report line within its thread."""
+    k = pl.col("ctx").fill_null("")
+    line = pl.col("source_line")
+    cand = cand.sort("source_line").with_columns(
+        nxt=pl.when(pl.col("role").is_in(["C", "B"])).then(line).shift(-1).backward_fill().over(k),
+        prv=pl.when(pl.col("role").is_in(["E", "C", "B", "T"])).then(line).shift(1).forward_fill().over(k),
+    )
+    info = cand.select(line, "role", "close_code", "session", "ts")
+    cand = cand.join(info, left_on="nxt", right_on="source_line", how="left", suffix="_n")
+    cand = cand.join(info, left_on="prv", right_on="source_line", how="left", suffix="_p")
+    return cand.sort("source_line")
+
+
+def _targets(cand: pl.DataFrame) -> pl.DataFrame:
+    """The line each candidate folds into (itself when it stands alone; null for Begin lines)."""
+    role, line = pl.col("role"), pl.col("source_line")
+    # a Termination message is followed only by a normal close
+    normal_next = (role != "T") | pl.col("close_code_n").is_null() | (pl.col("close_code_n") == 1000)
+    fwd_ok = (pl.col("role_n") == "C") & pl.col("forward").fill_null(True) & normal_next & _compatible("", "_n")
+    bwd_ok = pl.col("role_p").is_in(["E", "C"]) & _compatible("", "_p")
+    first = cand.with_columns(
+        target=pl.when(role == "C").then(line)
+        .when(role.is_in(["E", "T"]) & fwd_ok).then(pl.col("nxt"))
+        .when(role.is_in(["E", "T"])).then(line),
+        bwd_ok=bwd_ok, fwd_ok=fwd_ok,
+    )
+    resolved = first.select(pl.col("source_line").alias("prv"), pl.col("target").alias("prv_target"))
+    second = first.join(resolved, on="prv", how="left").with_columns(
+        target=pl.when(role.is_in(["A", "G"]) & pl.col("bwd_ok")).then(pl.col("prv_target"))
+        .when(role.is_in(["A", "G"]) & pl.col("fwd_ok")).then(pl.col("nxt"))
+        .when(role.is_in(["A", "G"])).then(line)
+        .otherwise(pl.col("target")),
+    ).sort("source_line")
+    return _pair_generic_echoes(second)
+
+
+def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
+    """Fallback lines that found no report: a line and the next one saying the same thing from another
+    logger are one close (an SDK line and the app's echo); pairs, never longer chains."""
+    k = pl.col("ctx").fill_null("")
+    free = (pl.col("role") == "G") & (pl.col("target") == pl.col("source_line"))
+    emitter = pl.col("logger").fill_null("") + "|" + pl.col("text_head").fill_null("")
+    frame = cand.with_columns(
+        free=free,
+        rkey=pl.col("close_reason").str.to_lowercase().str.slice(0, 48),
+        emitter=emitter,
+    )
+    prev = lambda c: pl.col(c).shift(1).over(k)  # noqa: E731
+    link = (
+        pl.col("free") & prev("free").fill_null(False) & (pl.col("rkey") == prev("rkey"))
+        & (pl.col("emitter") != prev("emitter"))
+        & (pl.col("close_code").is_null() | prev("close_code").is_null() | (pl.col("close_code") == prev("close_code")))
+        & (pl.col("ts").is_null() | prev("ts").is_null()
+           | ((pl.col("ts") - prev("ts")).abs() <= pl.duration(seconds=FOLD_WINDOW_S)))
+    ).fill_null(False)
+    frame = frame.with_columns(link=link).with_columns(run=(~pl.col("link")).cum_sum().over(k))
+    frame = frame.with_columns(pos=pl.col("link").cast(pl.Int32).cum_sum().over(k, "run"))
+    joined = pl.col("link") & (pl.col("pos") % 2 == 1)
+    return frame.with_columns(
+        target=pl.when(joined).then(pl.col("source_line").shift(1).over(k)).otherwise(pl.col("target"))
+    ).drop("free", "rkey", "emitter", "link", "run", "pos")
+
+
+def _events(cand: pl.DataFrame) -> pl.DataFrame:
+    """One row per close: the close line's place and time, the best code and reason of its group."""
+    known = pl.col("close_reason").str.contains(_KNOWN).fill_null(False)
+    can_stand = (pl.col("standalone") == "always") | (
+        (pl.col("standalone") == "known") & (pl.col("close_code").is_not_null() | known)
+    )
+    members = cand.filter(pl.col("target").is_not_null()).with_columns(
+        can_stand=can_stand,
+        rank=pl.col("role").replace_strict(_ROLE_RANK, default=9, return_dtype=pl.Int32),
+        qq=pl.when(pl.col("close_reason").is_not_null()).then(pl.col("q")).otherwise(-1),
+    )
+    heads = members.filter(pl.col("source_line") == pl.col("target")).select(
+        pl.col("source_line").alias("target"), pl.col("ts").alias("head_ts"), pl.col("ctx").alias("head_ctx"),
+    )
+    members = members.with_columns(
+        c_only=pl.when(pl.col("role") == "C").then(pl.col("close_code")),
+        not_c=pl.when(pl.col("role") != "C").then(pl.col("close_code")),
+    )
+    c_code = pl.col("c_only").drop_nulls().first()
+    other = pl.col("not_c").sort_by("rank", "source_line").drop_nulls().first()
+    grouped = members.group_by("target").agg(
+        is_event=(pl.col("role") == "C").any() | pl.col("can_stand").any(),
+        c_code=c_code,
+        other_code=other,
+        default_code=pl.col("default_code").drop_nulls().first(),
+        close_reason=pl.col("close_reason").sort_by(pl.col("qq"), pl.col("source_line"), descending=[True, False]).first(),
+        session_id=pl.col("session").sort_by("source_line").drop_nulls().first(),
+        client_id=pl.col("client").sort_by("source_line").drop_nulls().first(),
+        audio_duration_s=pl.col("aud").sort_by("source_line").drop_nulls().first(),
+        session_duration_s=pl.col("sdur").sort_by("source_line").drop_nulls().first(),
+        last_ts=pl.col("ts").max(),
+    ).filter("is_event")
+    code = (
+        pl.when(pl.col("c_code").is_in([1005, 1006]) & (pl.col("other_code") < 1000)).then(pl.col("other_code"))
+        .otherwise(pl.coalesce("c_code", "other_code", "default_code"))
+    )
+    events = grouped.join(heads, on="target", how="left").with_columns(
+        close_code=code.cast(pl.Int32),
+        ts=pl.coalesce("head_ts", "last_ts"),
+    )
+    return events.rename({"target": "source_line", "head_ctx": "ctx"}).sort("source_line")
+
+
+def _attach_sessions(events: pl.DataFrame, cand: pl.DataFrame) -> pl.DataFrame:
+    """A Begin line's session id (and client) goes to the next close of its thread only when exactly one
+    session began since the previous close there: anything else is ambiguous and stays null."""
+    none = "\x00"  # a Begin line without a client must not inherit the previous one's
+    begins = cand.filter(pl.col("role") == "B").select(
+        "source_line", "ctx", pl.col("session").fill_null(none).alias("b_session"),
+        pl.col("client").fill_null(none).alias("b_client"), is_begin=pl.lit(True),
+    )
+    stream = pl.concat([
+        begins,
+        events.select("source_line", "ctx", b_session=pl.lit(None, pl.String), b_client=pl.lit(None, pl.String),
+                      is_begin=pl.lit(False)),
+    ]).sort("source_line")
+    k = pl.col("ctx").fill_null("")
+    stream = stream.with_columns(
+        begun=pl.col("is_begin").cast(pl.Int32).cum_sum().over(k),
+        last_session=pl.col("b_session").forward_fill().over(k),
+        last_client=pl.col("b_client").forward_fill().over(k),
+    ).filter(~pl.col("is_begin")).with_columns(
+        since=(pl.col("begun") - pl.col("begun").shift(1).over(k).fill_null(0)),
+    )
+    found = stream.select(
+        "source_line",
+        b_session=pl.when((pl.col("since") == 1) & (pl.col("last_session") != none)).then(pl.col("last_session")),
+        b_client=pl.when((pl.col("since") == 1) & (pl.col("last_client") != none)).then(pl.col("last_client")),
+    )
+    return events.join(found, on="source_line", how="left").with_columns(
+        session_id=pl.coalesce("session_id", "b_session"),
+        client_id=pl.coalesce("client_id", "b_client"),
+    )
+
+
+def _enrich_from_tracebacks(cand: pl.DataFrame, exceptions: pl.DataFrame) -> pl.DataFrame:
+    """A record whose traceback ends in a status (a refused handshake) gets that code and text."""
+    if exceptions.height == 0:
+        return cand
+    per_owner = exceptions.group_by("owner").agg(pl.col("exc_code").drop_nulls().first(), pl.col("exc_reason").last())
+    cand = cand.join(per_owner, left_on="source_line", right_on="owner", how="left")
+    return cand.with_columns(
+        close_code=pl.coalesce("close_code", "exc_code"),
+        close_reason=pl.coalesce("close_reason", "exc_reason"),
+        q=pl.when(pl.col("close_reason").is_null() & pl.col("exc_reason").is_not_null()).then(0).otherwise(pl.col("q")),
+    ).drop("exc_code", "exc_reason")
+
+
+def fold(candidates: pl.DataFrame, exceptions: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Candidates (rows of ``_read_candidates``) to events in EVENT_SCHEMA."""
+    if candidates.height == 0:
+        return empty_events()
+    cand = candidates
+    if exceptions is not None:
+        cand = _enrich_from_tracebacks(cand, exceptions)
+    cand = _targets(_neighbours(cand))
+    events = _events(cand)
+    if events.height == 0:
+        return empty_events()
+    events = _attach_sessions(events, cand)
+    return conform(events)
+
+
+# --------------------------------------------------------------------------
+# Format entry points
+# --------------------------------------------------------------------------
+
+
+def parse_with(spec: Spec, batches: LineBatches, options: ParseOptions) -> Iterator[Parsed]:
+    """Rejects batch by batch as they are found; the events, folded, once the input is read."""
+    state = _State()
+    for batch in batches:
+        rejects = _scan(batch, spec, options, state)
+        if rejects.height:
+            yield Parsed(empty_events(), rejects, 0)
+    candidates = [c for c in state.candidates if c.height]
+    cand = pl.concat(candidates, how="vertical_relaxed") if candidates else pl.DataFrame()
+    exceptions = pl.concat(state.exceptions, how="vertical_relaxed") if state.exceptions else None
+    events = fold(cand, exceptions) if cand.height else empty_events()
+    skipped = max(0, state.lines - events.height - state.rejects)
+    yield Parsed(events, empty_rejects(), skipped)
+
+
+def sniff_with(spec: Spec, head: list[str]) -> float:
+    """How well the first lines fit: a share of lines in this client's shapes, kept below 0.9."""
+    lines = [line for line in head if line.strip()]
+    if not lines:
+        return 0.0
+    frame = pl.DataFrame({"text": lines}, schema={"text": pl.String}).with_columns(
+        pl.col("text").str.replace_all(_ANSI, "").str.strip_chars_end()
+    )
+    hits = frame.select(
+        n=pl.any_horizontal([pl.col("text").str.contains(p.regex) for p in spec.patterns]).sum(),
+        s=(pl.any_horizontal([pl.col("text").str.contains(sig, literal=True) for sig in spec.signatures]).sum()
+           if spec.signatures else pl.lit(0)),
+        j=pl.col("text").str.strip_chars_start().str.starts_with("{").sum(),
+    ).row(0, named=True)
+    weight = hits["n"] + 0.5 * hits["s"]
+    if weight == 0:
+        return 0.0
+    if spec.name == "generic":
+        score = 0.1 + 0.2 * weight / (weight + 3)
+    else:
+        score = 0.5 + 0.35 * weight / (weight + 2)
+    if hits["j"] > len(lines) / 2:
+        score *= 0.5
+    return round(score, 4)
+
+
+def _make_format(client: Client, spec: Spec) -> Format:
+    def sniff(head: list[str]) -> float:
+        return sniff_with(spec, head)
+
+    def parse(batches: LineBatches, options: ParseOptions) -> Iterator[Parsed]:
+        return parse_with(spec, batches, options)
+
+    sniff.__doc__ = f"Score how much the first lines look like a {client.name} log."
+    parse.__doc__ = f"Parse a {client.name} log into session-close events."
+    return Format(
+        name=client.name, description=client.description, example=client.example,
+        sniff=sniff, parse=parse, source=client.source, extensions=(".log", ".txt"),
+    )
+
+
+SPECS: dict[str, Spec] = {name: _spec_of(client) for name, client in CLIENTS.items()}
+SPECS["generic"] = _generic_spec()
+FORMATS: dict[str, Format] = {
+    name: register(_make_format(CLIENTS.get(name, GENERIC_CLIENT), spec)) for name, spec in SPECS.items()
+}
+
+#: format name -> render(event, layout=None) -> list of log lines, with the same format strings the parser reads.
+#: A rendered close parses back to its code, reason and session, except where the client itself
+#: loses them (see each renderer: e.g. websocket-client reports a lost connection as Status=None,
+#: an empty reason comes back as the SDK's own stand-in text).
+RENDERERS = {name: clients._untimed(fn) for name, fn in clients.RENDERERS_TIMED.items()}
+RENDERERS_TIMED = clients.RENDERERS_TIMED
+
+assert set(EVENT_SCHEMA)  # the schema this module conforms to
