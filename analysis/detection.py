@@ -1,0 +1,239 @@
+"""The detection job: read a window of closures, run every detector, replace the window's findings.
+
+The store is read once (read-only, short-lived) through Arrow into polars:
+the window's closures, hourly counts from before the window for the spike
+baseline, and the distinct reasons seen before it for ``new_reason``.
+Detection runs with the file closed; the findings are then written in one
+transaction that first deletes the findings a previous run over the same
+window produced, so re-running replaces and never duplicates. A finding's
+id is a hash of its pattern, key and window: the same data gives the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+
+from analysis import detectors
+from analysis.errors import AnalysisError
+from analysis.thresholds import Thresholds, load_thresholds, parse_duration
+from closewatch.store import Store
+
+#: The columns of ``detections``, in table order.
+DETECTION_COLUMNS = [
+    "detection_id", "pattern", "key", "window_start", "window_end", "count", "severity",
+    "explanation", "action", "evidence", "detected_at",
+]
+PATTERNS = (
+    "repeated_violation", "frequent_disconnects", "concurrency_saturation", "auth_failures",
+    "expiry_cost_leak", "error_spike", "new_reason",
+)
+
+_ONE_US = timedelta(microseconds=1)
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*(ago)?\s*$")
+
+# Normal closures are only counted, so their ids and sessions are not shipped to polars.
+_WINDOW_SQL = """
+SELECT CASE WHEN category <> 'normal' THEN event_id END AS event_id,
+       epoch_us(ts) AS ts_us,
+       CASE WHEN category <> 'normal' THEN session_id END AS session_id,
+       client_id,
+       coalesce(category, 'unknown') AS category,
+       CASE WHEN category <> 'normal' THEN close_reason END AS close_reason,
+       chunk_ms, audio_rate_ratio, session_duration_s
+FROM closures
+WHERE ts >= ? AND ts < ?
+"""
+_HISTORY_SQL = """
+SELECT category, (epoch_us(ts) // ?) * ? AS bucket_us, count(*) AS n
+FROM closures
+WHERE ts >= ? AND ts < ? AND category <> 'normal'
+GROUP BY ALL
+"""
+_REASONS_BEFORE_SQL = """
+SELECT DISTINCT close_reason FROM closures
+WHERE ts < ? AND category <> 'normal' AND close_reason IS NOT NULL
+"""
+
+
+@dataclass(frozen=True)
+class DetectionRun:
+    """What one run did: its window, how much it read, what it found and replaced."""
+
+    since: datetime
+    until: datetime
+    closures: int
+    findings: pl.DataFrame  # the stored rows, DETECTION_COLUMNS
+    replaced: int
+    read_s: float
+    detect_s: float
+    write_s: float
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the detectors read, already in polars (timestamps naive UTC)."""
+
+    closures: pl.DataFrame
+    history: pl.DataFrame  # category, bucket, n: spike counts before the window
+    reasons_before: pl.DataFrame  # close_reason: distinct reasons seen before the window
+    since: datetime
+    until: datetime
+    store_first: datetime
+    grid: tuple[datetime, datetime]
+
+
+# ---------------------------------------------------------------- the job
+
+
+def detect(store: Store, since: datetime | None = None, until: datetime | None = None,
+           thresholds: Thresholds | None = None) -> DetectionRun:
+    """Run every detector over [since, until) and store the findings, replacing the window's old ones.
+
+    Without ``since``/``until`` the window is everything the store holds.
+    Times are timezone-aware (naive ones are taken as UTC).
+    """
+    thresholds = thresholds or load_thresholds()
+    clock = time.perf_counter()
+    inputs = read_inputs(store, since, until, thresholds)
+    read_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    findings = with_ids(run_detectors(inputs, thresholds), inputs, datetime.now(timezone.utc))
+    detect_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    replaced = store_findings(store, findings, inputs.since, inputs.until)
+    return DetectionRun(
+        since=inputs.since, until=inputs.until, closures=inputs.closures.height, findings=findings,
+        replaced=replaced, read_s=read_s, detect_s=detect_s, write_s=time.perf_counter() - clock,
+    )
+
+
+def read_inputs(store: Store, since: datetime | None, until: datetime | None, thresholds: Thresholds) -> Inputs:
+    """Read the window's closures and the history the baselines need, in one short read-only connection."""
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise AnalysisError(f"--since {since:%Y-%m-%d %H:%M:%S} is not before --until {until:%Y-%m-%d %H:%M:%S}; swap or widen them.")
+    spike = thresholds["error_spike"]
+    interval_us = int(spike.interval / _ONE_US)
+    lookback = max(spike.baseline_days * timedelta(days=1), spike.fallback_intervals * spike.interval) + spike.interval
+    with store.connect(read_only=True) as con:
+        first, last = con.execute("SELECT min(ts), max(ts) FROM closures").fetchone()
+        if first is None:
+            raise AnalysisError("The store holds no closures yet; ingest logs first (closewatch ingest PATH).")
+        first, last = _utc(first), _utc(last)
+        since = since or first
+        until = until or last + _ONE_US
+        closures = con.execute(_WINDOW_SQL, [since, until]).pl()
+        history = con.execute(_HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()
+        reasons_before = con.execute(_REASONS_BEFORE_SQL, [since]).pl()
+    closures = closures.select(
+        pl.col("event_id").cast(pl.String), pl.from_epoch("ts_us", time_unit="us").alias("ts"),
+        *(pl.col(name).cast(dtype) for name, dtype in detectors.CLOSURE_COLUMNS.items() if name not in ("event_id", "ts")),
+    )
+    history = history.select(
+        pl.col("category").cast(pl.String), pl.from_epoch("bucket_us", time_unit="us").alias("bucket"), pl.col("n").cast(pl.UInt32)
+    )
+    grid_start = max(_naive(first), _naive(since) - lookback)
+    bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), spike.interval)  # noqa: E731
+    grid = pl.select(bucket(grid_start).alias("a"), bucket(_naive(until) - _ONE_US).alias("b")).row(0)
+    return Inputs(closures, history, reasons_before.select(pl.col("close_reason").cast(pl.String)),
+                  since, until, _naive(first), grid)
+
+
+def run_detectors(inputs: Inputs, thresholds: Thresholds) -> pl.DataFrame:
+    """Every detector's findings over the window, clipped to it (FINDING_SCHEMA)."""
+    lazy = inputs.closures.lazy()
+    limit = thresholds["general"].evidence_limit
+    learned_at = inputs.store_first + thresholds["new_reason"].learning
+    results = [
+        detectors.repeated_violation(lazy, thresholds["repeated_violation"], limit),
+        detectors.frequent_disconnects(lazy, thresholds["frequent_disconnects"], limit),
+        detectors.concurrency_saturation(lazy, thresholds["concurrency_saturation"], limit),
+        detectors.auth_failures(lazy, thresholds["auth_failures"], limit),
+        detectors.expiry_cost_leak(lazy, thresholds["expiry_cost_leak"], limit),
+        detectors.error_spike(lazy, inputs.history.lazy(), inputs.grid, thresholds["error_spike"], limit),
+        detectors.new_reason(lazy, inputs.reasons_before.lazy(), learned_at, thresholds["new_reason"], limit),
+    ]
+    since, until = _naive(inputs.since), _naive(inputs.until)
+    return pl.concat(results).with_columns(
+        window_start=pl.col("window_start").clip(lower_bound=since),
+        window_end=pl.col("window_end").clip(upper_bound=until),
+    )
+
+
+def with_ids(findings: pl.DataFrame, inputs: Inputs, detected_at: datetime) -> pl.DataFrame:
+    """Add the deterministic detection_id and detected_at; timestamps become UTC-aware for the store."""
+    ids = [
+        detection_id(pattern, key, start, end)
+        for pattern, key, start, end in findings.select("pattern", "key", "window_start", "window_end").iter_rows()
+    ]
+    return findings.with_columns(
+        detection_id=pl.Series(ids, dtype=pl.String),
+        detected_at=pl.lit(detected_at).dt.convert_time_zone("UTC"),
+        window_start=pl.col("window_start").dt.replace_time_zone("UTC"),
+        window_end=pl.col("window_end").dt.replace_time_zone("UTC"),
+    ).select(DETECTION_COLUMNS)
+
+
+def detection_id(pattern: str, key: str, start: datetime, end: datetime) -> str:
+    """md5 of pattern, key and window: the same finding always gets the same id."""
+    identity = "\x1f".join([pattern, key, start.isoformat(), end.isoformat()])
+    return hashlib.md5(identity.encode("utf-8")).hexdigest()
+
+
+def store_findings(store: Store, findings: pl.DataFrame, since: datetime, until: datetime) -> int:
+    """Replace the findings of [since, until) with these, in one transaction; returns how many were removed.
+
+    A finding belongs to a window when its own window lies inside it: that
+    is every finding a run over the window can produce, so nothing stale
+    survives a re-run and nothing outside the window is touched.
+    """
+    with store.transaction() as con:
+        removed = con.execute(
+            "DELETE FROM detections WHERE window_start >= ? AND window_end <= ?", [since, until]
+        ).fetchone()[0]
+        if findings.height:
+            con.register("new_findings", findings.to_arrow())
+            try:
+                columns = ", ".join(DETECTION_COLUMNS)
+                con.execute(f"INSERT OR REPLACE INTO detections ({columns}) SELECT {columns} FROM new_findings")
+            finally:
+                con.unregister("new_findings")
+    return removed
+
+
+# ---------------------------------------------------------------- times
+
+
+def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
+    """A point in time from the command line: ISO 8601 (UTC unless it says otherwise) or '24h' / '7d ago'."""
+    now = now or datetime.now(timezone.utc)
+    relative = _AGO.match(text)
+    if relative:
+        return now - parse_duration(f"{relative.group(1)}{relative.group(2)}")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AnalysisError(
+            f"{option} {text!r} is not a time; write an ISO time like 2024-05-01 or 2024-05-01T14:00 (UTC), "
+            "or a duration ago like 24h or 7d."
+        ) from None
+    return _utc(moment)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _naive(moment: datetime) -> datetime:
+    """UTC wall time without a zone: the detectors work on naive UTC timestamps."""
+    return _utc(moment).replace(tzinfo=None)
