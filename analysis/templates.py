@@ -23,7 +23,8 @@ MASKS: tuple[tuple[str, str], ...] = (
     # A JSON array: '[' followed by what can start a JSON value (not "[REDACTED]").
     (r"\[\s*[\[\{\"0-9\]\-].*$", "[…]"),
     (r'"[^"]*"', '"…"'),
-    (r"'[^']*'", "'…'"),
+    # Single quotes only when they open a quote, not in "it's".
+    (r"\B'[^']*'", "'…'"),
     (r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>"),
     # Plain numbers, with decimals: durations, rates, counts, codes in text.
     (r"\b[0-9]+(?:\.[0-9]+)?\b", "<n>"),

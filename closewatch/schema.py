@@ -8,6 +8,8 @@ Stages that add tables append a migration here (never edit a released one).
 
 from __future__ import annotations
 
+from analysis.summaries import MIGRATION_SQL as SUMMARIES_V3
+
 CLOSURES_COLUMNS = """
     event_id            VARCHAR NOT NULL,
     ts                  TIMESTAMPTZ,
@@ -192,6 +194,7 @@ FROM job_runs GROUP BY job;
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
+    3: SUMMARIES_V3,  # analysis/summaries.py: summary views and the reason_template macro
 }
 
 LATEST = max(MIGRATIONS)
