@@ -11,6 +11,7 @@ import click
 from closewatch import __version__
 from closewatch.commands import core
 from closewatch.commands.analyze import analyze
+from closewatch.commands.generate import generate
 from closewatch.commands.kit import ClosewatchGroup
 
 
@@ -34,7 +35,8 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
 
 
 for command in (core.ingest, core.sql, core.catalog, core.formats, core.info, core.reclassify,
-                analyze):
+                analyze,
+                generate):
     cli.add_command(command)
 
 

@@ -277,7 +277,7 @@ class ClientSpec:
     share: float
     utc_offset_h: float
     chunk_ms: int
-    incident: str | None = None
+    incidents: tuple[str, ...] = ()
     layout: str | None = None
     dialect: str | None = None
 
@@ -338,13 +338,13 @@ def build_roster(clients: int, formats: tuple[str, ...], with_incidents: bool = 
     than formats, clients write several formats (their sessions are split).
     """
     specs = INCIDENTS if with_incidents else ()
-    incident_of: dict[int, IncidentSpec] = {}
+    incident_of: dict[int, list[IncidentSpec]] = {}
     for number, spec in enumerate(specs):
-        incident_of.setdefault(number % clients, spec)
+        incident_of.setdefault(number % clients, []).append(spec)
     primary: dict[int, str] = {}
     used: set[str] = set()
-    for index, spec in incident_of.items():
-        primary[index] = _incident_format(spec, formats, used)
+    for index, own in incident_of.items():
+        primary[index] = _incident_format(own, formats, used)
         used.add(primary[index])
     uncovered = [name for name in formats if name not in used]
     for index in range(clients):
@@ -355,16 +355,20 @@ def build_roster(clients: int, formats: tuple[str, ...], with_incidents: bool = 
     background = [index for index in range(clients) if index not in incident_of] or list(range(clients))
     for number, name in enumerate(uncovered):
         extra[background[number % len(background)]].append(name)
-    return [_client_spec(index, primary[index], extra[index], incident_of.get(index), clients) for index in range(clients)]
+    return [_client_spec(index, primary[index], extra[index], incident_of.get(index, []), clients) for index in range(clients)]
 
 
-def _incident_format(spec: IncidentSpec, formats: tuple[str, ...], used: set[str]) -> str:
-    """The first preferred format that is selected, able to carry the incident, and not yet taken."""
+def _incident_format(specs: list[IncidentSpec], formats: tuple[str, ...], used: set[str]) -> str:
+    """The first preferred format that is selected, able to carry the client's incidents, and not yet taken.
+
+    With fewer clients than incidents a client carries several; the first one's preferences lead.
+    """
     def able(name: str) -> bool:
         traits = format_traits(name)
-        return traits["client"] and traits["ts"] and (traits["durations"] or not spec.needs_durations) and spec.era in traits["eras"]
+        durations = traits["durations"] or not any(spec.needs_durations for spec in specs)
+        return traits["client"] and traits["ts"] and durations and specs[0].era in traits["eras"]
 
-    preferred = [name for name in spec.formats if name in formats]
+    preferred = [name for name in specs[0].formats if name in formats]
     for pool in ([n for n in preferred if able(n) and n not in used], [n for n in preferred if able(n)],
                  [n for n in formats if able(n)], list(formats)):
         if pool:
@@ -377,11 +381,11 @@ _UTC_OFFSETS = (1.0, -5.0, 0.0, 5.5, -8.0, 9.0, 1.0, -3.0, 2.0, 8.0, -6.0, 0.0)
 _CHUNK_SIZES = (100, 50, 200, 250, 100, 500)
 
 
-def _client_spec(index: int, fmt: str, extra: list[str], incident: IncidentSpec | None, clients: int) -> ClientSpec:
+def _client_spec(index: int, fmt: str, extra: list[str], incidents: list[IncidentSpec], clients: int) -> ClientSpec:
     """One client: an incident's named client, or a background application named after its log format."""
     eras = format_traits(fmt)["eras"]
-    if incident is not None:
-        name, era = incident.client, incident.era if incident.era in eras else eras[0]
+    if incidents:
+        name, era = incidents[0].client, incidents[0].era if incidents[0].era in eras else eras[0]
     else:
         name = FORMAT_CLIENT_NAMES.get(fmt, "client")
         era = next(e for e in (_ERA_CYCLE[(index + k) % len(_ERA_CYCLE)] for k in range(len(_ERA_CYCLE))) if e in eras)
@@ -390,7 +394,7 @@ def _client_spec(index: int, fmt: str, extra: list[str], incident: IncidentSpec 
     return ClientSpec(
         client_id=name, era=era, formats=(fmt, *extra), share=1.0 / (rank + 1) ** 0.6,
         utc_offset_h=_UTC_OFFSETS[index % len(_UTC_OFFSETS)], chunk_ms=_CHUNK_SIZES[index % len(_CHUNK_SIZES)],
-        incident=incident.kind if incident else None,
+        incidents=tuple(spec.kind for spec in incidents),
     )
 
 
@@ -500,10 +504,8 @@ def _draw_variants(roster: list[ClientSpec], client: np.ndarray, rng: np.random.
         variant[rows] = ids[np.minimum(np.searchsorted(cumulative, uniform[rows], side="right"), len(ids) - 1)]
     categories = np.array([v.category for v in VARIANTS])
     for index, spec in enumerate(roster):
-        if spec.incident is None:
-            continue
-        own = _incident_spec(spec.incident).category
-        rows = (client == index) & (categories[variant] == own)
+        own = [_incident_spec(kind).category for kind in spec.incidents]
+        rows = (client == index) & np.isin(categories[variant], own)
         variant[rows] = _variant_id(spec.era, "normal")
     return variant
 
@@ -520,7 +522,7 @@ def _ensure_templates_seen(frame: pl.DataFrame, roster: list[ClientSpec], start_
     first_day = frame["ts_ms"].to_numpy() < start_ms + DAY_MS
     seen = set(np.unique(variant[first_day]).tolist())
     for era in ERAS:
-        owners = [i for i, spec in enumerate(roster) if spec.era == era and spec.incident is None]
+        owners = [i for i, spec in enumerate(roster) if spec.era == era and not spec.incidents]
         if not owners:
             continue
         for number in _era_distribution(era)[0].tolist():
@@ -581,7 +583,8 @@ class Window:
     end_ms: int
 
     def iso(self) -> tuple[str, str]:
-        return _iso_ms(self.start_ms), _iso_ms(self.end_ms)
+        """ISO 8601 UTC, whole seconds without a fraction (windows start on the minute)."""
+        return _iso_window(self.start_ms), _iso_window(self.end_ms)
 
 
 def incident_window(spec: IncidentSpec, start: date, days: int) -> Window:
@@ -788,10 +791,11 @@ _INJECTORS: dict[str, Callable] = {
 def _inject(frame: pl.DataFrame, roster: list[ClientSpec], start: date, days: int, seed: int) -> tuple[pl.DataFrame, list[dict]]:
     """Apply every incident to its client; returns the frame and the manifest's incident entries (without counts)."""
     incidents = []
-    for index, client in enumerate(roster):
-        if client.incident is None:
+    for spec in INCIDENTS:
+        index = next((i for i, client in enumerate(roster) if spec.kind in client.incidents), None)
+        if index is None:
             continue
-        spec = _incident_spec(client.incident)
+        client = roster[index]
         window = incident_window(spec, start, days)
         frame, details = _INJECTORS[spec.kind](frame, index, spec, window, client, _rng(seed, f"incident:{spec.kind}"))
         incidents.append({"spec": spec, "client": client, "window": window, "details": details})
@@ -944,6 +948,11 @@ EventRows = list[dict]
 def _iso_ms(ms: int) -> str:
     seconds, millis = divmod(int(ms), 1000)
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def _iso_window(ms: int) -> str:
+    text = _iso_ms(ms)
+    return text.replace(".000Z", "Z")
 
 
 def _clean(value):
@@ -1134,7 +1143,7 @@ def _file_plan(roster: list[ClientSpec], formats: tuple[str, ...]) -> list[Clien
         dialect = layout = None
         if fmt == "jsonl":
             dialects = list(_JSONL_DIALECTS)
-            dialect = "canonical" if spec.incident == "expiry_leak" else dialects[number % len(dialects)]
+            dialect = "canonical" if "expiry_leak" in spec.incidents else dialects[number % len(dialects)]
         elif fmt == "csv":
             dialect = "csv" if number % 2 == 0 else "tsv"
         else:
@@ -1257,15 +1266,15 @@ def build_manifest(config: GeneratorConfig, formats: tuple[str, ...], roster: li
         "generator": "ingest.generator",
         "version": MANIFEST_VERSION,
         "seed": config.seed,
-        "start": _iso_ms(start_ms).replace(".000Z", "Z"),
-        "end": _iso_ms(start_ms + config.days * DAY_MS).replace(".000Z", "Z"),
+        "start": _iso_window(start_ms),
+        "end": _iso_window(start_ms + config.days * DAY_MS),
         "days": config.days,
         "sessions_per_day": config.sessions_per_day,
         "formats": list(formats),
         "events": frame.height,
         "clients": [
             {"client": spec.client_id, "era": spec.era, "formats": list(spec.formats), "share": round(spec.share, 4),
-             "utc_offset_h": spec.utc_offset_h, "chunk_ms": spec.chunk_ms, "incident": spec.incident,
+             "utc_offset_h": spec.utc_offset_h, "chunk_ms": spec.chunk_ms, "incidents": list(spec.incidents),
              "events": int(frame.filter(pl.col("client_id") == spec.client_id).height)}
             for spec in roster
         ],
