@@ -217,6 +217,9 @@ def _iso(ts: datetime | None) -> str:
 
 
 def _begin_ts(event: dict) -> datetime | None:
+    """When the session began: ``began_at`` if the event says, else its duration (or 30 s) before the close."""
+    if event.get("began_at") is not None:
+        return event["began_at"]
     ts = event.get("ts")
     if ts is None:
         return None
@@ -762,7 +765,8 @@ GENERIC = (
             "", GENERIC_SRC, quality=1, standalone="always"),
 )
 # Where the generic fallback finds a code and a session id near the reason.
-GENERIC_CODE = r"(?i)\b(?:close[ _]?code|status[ _]?code|error[ _]?code|code|status)[\"']?\s*[=:]?\s*[\"']?(?P<code>\d{3,4})\b"
+# (a code token that starts with a digit but is not a number, "1OO8", makes the line a reject)
+GENERIC_CODE = r"(?i)\b(?:close[ _]?code|status[ _]?code|error[ _]?code|code|status)[\"']?\s*[=:]?\s*[\"']?(?P<code>\d[^\s,;:)\"']*)"
 GENERIC_SESSION = r"(?i)\bsession(?:[ _]?id)?[\"']?\s*[=:]\s*[\"']?(?P<session>[0-9a-f]{8}-[0-9a-f-]{27,}|[0-9a-f]{16,})"
 
 
@@ -917,6 +921,9 @@ def noise_lines(fmt: str, rng: Random, ts: datetime | None, layout: str | None =
         return [text]
     layout = layout or ("livekit" if fmt == "livekit-agents" else "default")
     table = _LIVEKIT_NOISE if fmt == "livekit-agents" else _PY_NOISE
+    if fmt == "assemblyai-python-v2":  # a v2 app has no v3 SDK logger; it prints transcripts
+        table = tuple(row for row in _PY_NOISE if "streaming.v3" not in row[1]) + (
+            ("INFO", "app.realtime", "I'd like to check the status of my order"),)
     if secrets:
         table = _PY_SECRET_NOISE
     level, name, text = rng.choice(table)

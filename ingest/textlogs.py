@@ -285,7 +285,7 @@ def _scan(batch: pl.DataFrame, spec: Spec, options: ParseOptions, state: _State)
     return raw.select(
         pl.col("source_line").cast(pl.Int64),
         pl.col("raw").str.slice(0, REJECT_RAW_LIMIT),
-        pl.format("{} in a {} log.", sentence, pl.lit(spec.name)).alias("reason"),
+        pl.format("{} (format {}).", sentence, pl.lit(spec.name)).alias("reason"),
     )
 
 
