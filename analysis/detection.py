@@ -38,11 +38,12 @@ _ONE_US = timedelta(microseconds=1)
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*(ago)?\s*$")
 
 # Normal closures are only counted, so their ids and sessions are not shipped to polars.
+# A log that names no client is one application's log: its file stands in for the client.
 _WINDOW_SQL = """
 SELECT CASE WHEN category <> 'normal' THEN event_id END AS event_id,
        epoch_us(ts) AS ts_us,
        CASE WHEN category <> 'normal' THEN session_id END AS session_id,
-       client_id,
+       coalesce(client_id, '(no client id) ' || regexp_extract(source_file, '[^/\\\\]+$')) AS client_id,
        coalesce(category, 'unknown') AS category,
        CASE WHEN category <> 'normal' THEN close_reason END AS close_reason,
        chunk_ms, audio_rate_ratio, session_duration_s

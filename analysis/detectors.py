@@ -72,20 +72,21 @@ def _findings(frame: pl.LazyFrame, pattern: str) -> pl.DataFrame:
     )
 
 
-def _episodes(events: pl.LazyFrame, by: list[str], window: timedelta, min_count: int, limit: int,
-              **aggs: pl.Expr) -> pl.LazyFrame:
+def _episodes(events: pl.LazyFrame, by: list[str], window: timedelta, merge_gap: timedelta, min_count: int,
+              limit: int, **aggs: pl.Expr) -> pl.LazyFrame:
     """Group each key's events into episodes and keep those with >= min_count within one window.
 
-    Events of a key less than ``window`` apart belong to one episode, so a
-    client that misbehaves for an hour gets one finding, not six. ``peak`` is
-    the most events in any sliding ``window`` (ending at an event) of the
-    episode; an episode qualifies when its peak reaches ``min_count``.
+    Events of a key at most ``merge_gap`` (or ``window``, if longer) apart
+    belong to one episode, so a client that misbehaves for hours gets one
+    finding, not six. ``peak`` is the most events in any sliding ``window``
+    (ending at an event) of the episode; an episode qualifies when its peak
+    reaches ``min_count``.
     """
     gap = pl.col("ts").diff().over(by)
     return (
         events.sort([*by, "ts", "event_id"])
         .with_columns(
-            _episode=(gap.is_null() | (gap > window)).cum_sum(),
+            _episode=(gap.is_null() | (gap > max(window, merge_gap))).cum_sum(),
             _peak=pl.len().rolling(index_column="ts", period=window).over(by),
         )
         .group_by([*by, "_episode"])
@@ -174,7 +175,7 @@ def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
     """Clients whose code breaks the protocol again and again (chunk length, pacing, messages)."""
     violations = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
-        violations, ["key"], cfg.window, cfg.min_count, limit,
+        violations, ["key"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
         main=pl.col("category").mode().sort().first(),
         main_count=pl.col("category").value_counts(sort=True).first().struct.field("count"),
         chunk_ms=pl.col("chunk_ms").median(),
@@ -243,7 +244,7 @@ _DISCONNECT_ACTION = (
 def _disconnect_bursts(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     abnormal = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
-        abnormal, ["key"], cfg.window, cfg.min_count, limit,
+        abnormal, ["key"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
         main=pl.col("category").mode().sort().first(),
     )
     explained = episodes.with_columns(
@@ -396,7 +397,7 @@ def auth_failures(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
     """Repeated refusals per client: a missing or revoked key (auth_failed) or an account problem."""
     refused = closures.filter(pl.col("category").is_in(["auth_failed", "account_issue"])).with_columns(_client_key())
     episodes = _episodes(
-        refused, ["key", "category"], cfg.window, cfg.min_count, limit,
+        refused, ["key", "category"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
         example=pl.col("close_reason").drop_nulls().first(),
     )
     is_account = pl.col("category") == "account_issue"
@@ -500,10 +501,11 @@ def _zero_filled(counts: pl.LazyFrame, grid: tuple[datetime, datetime], interval
 
 
 def _spike_baselines(grid: pl.LazyFrame, cfg: Section) -> pl.LazyFrame:
-    """Median, MAD and number of points of the same-time-of-day and the recent-intervals baselines."""
+    """Each bucket's threshold, from the same-time-of-day baseline or, lacking days, the recent one."""
     stats = {
         "med": pl.col("n").median(),
         "mad": (pl.col("n") - pl.col("n").median()).abs().median(),
+        "busiest": pl.col("n").max(),
         "points": pl.len(),
     }
     day = timedelta(days=1)
@@ -516,21 +518,25 @@ def _spike_baselines(grid: pl.LazyFrame, cfg: Section) -> pl.LazyFrame:
         offset=-(cfg.fallback_intervals + 1) * cfg.interval, group_by=["category"],
     ).agg(**{f"{name}_recent": expr for name, expr in stats.items()})
     use_same_hour = pl.col("points") >= cfg.min_baseline_points
-    enough = use_same_hour | (pl.col("points_recent") >= cfg.min_baseline_points)
-    med = pl.when(use_same_hour).then(pl.col("med")).otherwise(pl.col("med_recent"))
-    mad = pl.when(use_same_hour).then(pl.col("mad")).otherwise(pl.col("mad_recent"))
+    use_recent = ~use_same_hour & (pl.col("points_recent") >= cfg.fallback_intervals)
+
+    def spread(mad: str) -> pl.Expr:
+        return cfg.k * pl.max_horizontal(pl.col(mad) * _MAD_SCALE, pl.lit(cfg.min_mad))
+
     return (
         same_hour.join(recent, on=["category", "bucket"])
-        .filter(enough)
+        .filter(use_same_hour | use_recent)
         .with_columns(
-            median=med,
-            mad=mad,
+            median=pl.when(use_same_hour).then(pl.col("med")).otherwise(pl.col("med_recent")),
+            threshold=pl.when(use_same_hour)
+            .then(pl.col("med") + spread("mad"))
+            .otherwise(pl.max_horizontal(pl.col("med_recent") + spread("mad_recent"),
+                                         pl.col("busiest_recent") * cfg.fallback_max_factor)),
             basis=pl.when(use_same_hour)
             .then(pl.format("the same hour on the previous {} days", "points"))
             .otherwise(pl.format("the previous {} intervals", "points_recent")),
         )
-        .with_columns(threshold=pl.col("median") + cfg.k * pl.max_horizontal(pl.col("mad") * _MAD_SCALE, pl.lit(cfg.min_mad)))
-        .select("category", "bucket", "median", "mad", "basis", "threshold")
+        .select("category", "bucket", "median", "basis", "threshold")
     )
 
 

@@ -33,7 +33,9 @@ CREATE OR REPLACE MACRO reason_template(reason) AS (
                 regexp_replace(
                 regexp_replace(
                 regexp_replace(
+                regexp_replace(
                 regexp_replace(reason,
+                    '(?i)^(\s*invalid (?:message type|json|message)\s*:).*$', '\1 …', 'g'),
                     '\{.*$', '{…}', 'g'),
                     '\[\s*[\[\{"0-9\]\-].*$', '[…]', 'g'),
                     '"[^"]*"', '"…"', 'g'),

@@ -18,6 +18,8 @@ MAX_TEMPLATE_CHARS = 200
 
 # (pattern, replacement), applied in order; Rust regex syntax (polars).
 MASKS: tuple[tuple[str, str], ...] = (
+    # What follows "Invalid Message Type:", "Invalid JSON:" or "Invalid Message:" is the client's own message.
+    (r"(?i)^(\s*invalid (?:message type|json|message)\s*:).*$", "${1} …"),
     # A JSON object runs to the end of the reason: the close frame cuts it anywhere.
     (r"\{.*$", "{…}"),
     # A JSON array: '[' followed by what can start a JSON value (not "[REDACTED]").
