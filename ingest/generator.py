@@ -44,7 +44,7 @@ import json
 import random
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -168,15 +168,31 @@ _MESSAGE_TYPES = ("ForceEndpoints", "SessionTermination", "Terminated", "KeepAli
 
 # ---------------------------------------------------------------- formats (what each can carry)
 
-#: What a format's files can tell the ingest pipeline, and which eras its client speaks.
-#: ``client`` and ``ts``: the client id and the close time survive parsing (incidents
-#: need both); ``durations``: the Termination's durations survive (the expiry leak
-#: needs them). Formats not listed get only background traffic of any era.
+#: What a format's files can tell the ingest pipeline, which eras its clients speak and
+#: which layouts the generator prints (timestamped ones: a log without times cannot place
+#: an incident). ``client``/``ts``: the client id and close time survive parsing (incidents
+#: need both); ``durations``: session_duration_s survives (the expiry leak needs it);
+#: ``incidents``: unknown reasons survive too. Checked by tests/ingest/test_generator.py
+#: against the parsers.
 FORMAT_TRAITS: dict[str, dict] = {
     "jsonl": {"client": True, "ts": True, "durations": True, "eras": ERAS},
     "csv": {"client": True, "ts": True, "durations": True, "eras": ERAS},
     "api-messages": {"client": True, "ts": True, "durations": True, "eras": ("v3", "v3-early")},
+    "assemblyai-python-v3": {"client": True, "ts": True, "eras": ("v3", "v3-early"),
+                             "layouts": ("pipes", "dashes", "brackets", "spaces", "thread")},
+    "assemblyai-python-v2": {"client": True, "ts": True, "eras": ("v2",),
+                             "layouts": ("brackets", "dashes", "pipes", "spaces", "thread")},
+    "assemblyai-js": {"client": True, "ts": True, "eras": ("v3", "v2", "v3-early"), "layouts": ("iso",)},
+    # the API docs' websocket-client handlers print() without a time: its closes have no ts
+    "websocket-client": {"client": True, "ts": False, "eras": ("v3", "v3-early"), "layouts": ("plain",)},
+    "browser-js": {"client": True, "ts": True, "eras": ERAS, "layouts": ("dash", "kv")},
+    "pipecat": {"client": True, "ts": True, "eras": ("v3", "v3-early"), "layouts": ("loguru",)},
+    "livekit-agents": {"client": True, "ts": True, "eras": ("v3",),
+                       "layouts": ("livekit", "dashes", "brackets", "pipes", "spaces")},
+    # the fallback reads only known reason texts (a never-seen reason is invisible to it)
+    "generic": {"client": True, "ts": True, "eras": ERAS, "layouts": ("plain",), "incidents": False},
 }
+_TRAIT_DEFAULTS = {"client": False, "ts": False, "durations": False, "eras": ERAS, "layouts": (), "incidents": True}
 
 #: A fitting application name for a background client that writes this format.
 FORMAT_CLIENT_NAMES: dict[str, str] = {
@@ -314,20 +330,9 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
 # ---------------------------------------------------------------- the roster
 
 
-def text_traits() -> dict[str, dict]:
-    """Traits of the text formats, as ingest.textlogs declares them (empty if it is absent)."""
-    try:
-        from ingest import textlogs
-    except ModuleNotFoundError as error:
-        if error.name != "ingest.textlogs":
-            raise
-        return {}
-    return dict(getattr(textlogs, "GENERATOR_TRAITS", {}))
-
-
 def format_traits(name: str) -> dict:
-    traits = FORMAT_TRAITS.get(name) or text_traits().get(name)
-    return traits or {"client": False, "ts": False, "durations": False, "eras": ERAS}
+    """What the generator may rely on for a format; unknown (new) formats get background traffic only."""
+    return {**_TRAIT_DEFAULTS, **FORMAT_TRAITS.get(name, {})}
 
 
 def build_roster(clients: int, formats: tuple[str, ...], with_incidents: bool = True) -> list[ClientSpec]:
@@ -366,7 +371,8 @@ def _incident_format(specs: list[IncidentSpec], formats: tuple[str, ...], used: 
     def able(name: str) -> bool:
         traits = format_traits(name)
         durations = traits["durations"] or not any(spec.needs_durations for spec in specs)
-        return traits["client"] and traits["ts"] and durations and specs[0].era in traits["eras"]
+        return (traits["client"] and traits["ts"] and traits["incidents"] and durations
+                and specs[0].era in traits["eras"])
 
     preferred = [name for name in specs[0].formats if name in formats]
     for pool in ([n for n in preferred if able(n) and n not in used], [n for n in preferred if able(n)],
@@ -1098,11 +1104,12 @@ def write_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_e
 
 
 def _noise_function() -> Callable | None:
+    """Unrelated application lines in a client's layout (ingest.clients noise_lines), if offered."""
     try:
-        from ingest import textlogs
+        from ingest import clients, textlogs
     except ModuleNotFoundError:
         return None
-    return getattr(textlogs, "noise_lines", None)
+    return getattr(textlogs, "noise_lines", None) or getattr(clients, "noise_lines", None)
 
 
 def _render_event(row: dict, layout: str | None) -> dict:
@@ -1124,12 +1131,8 @@ def _render_event(row: dict, layout: str | None) -> dict:
 
 
 def text_layouts(fmt: str) -> tuple[str, ...]:
-    """The layouts a text format's client can print, timestamped ones first (ingest.textlogs LAYOUTS)."""
-    try:
-        from ingest import textlogs
-    except ModuleNotFoundError:
-        return ()
-    return tuple(getattr(textlogs, "GENERATOR_LAYOUTS", {}).get(fmt, ()))
+    """The layouts the generator prints for a text format (timestamped ones; see FORMAT_TRAITS)."""
+    return tuple(format_traits(fmt)["layouts"])
 
 
 def _file_plan(roster: list[ClientSpec], formats: tuple[str, ...]) -> list[ClientSpec]:
