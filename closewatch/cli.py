@@ -10,6 +10,7 @@ import click
 
 from closewatch import __version__
 from closewatch.commands import core
+from closewatch.commands.alerts import alerts, scheduler
 from closewatch.commands.analyze import analyze
 from closewatch.commands.generate import generate
 from closewatch.commands.kit import ClosewatchGroup
@@ -35,6 +36,7 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
 
 
 for command in (core.ingest, core.sql, core.catalog, core.formats, core.info, core.reclassify,
+                alerts, scheduler,
                 analyze,
                 generate):
     cli.add_command(command)

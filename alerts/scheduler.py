@@ -1,0 +1,352 @@
+"""``closewatch scheduler``: ingest a watched folder, analyze, evaluate rules, deliver the outbox, on intervals.
+
+APScheduler 3.x runs four interval jobs in a BlockingScheduler with ONE
+worker thread, so jobs never overlap: DuckDB allows one writer process, and
+inside this process a single worker means no two connections compete.
+Every job run opens the store for short transactions and closes it again,
+so the dashboard and the CLI can use the database between (and during most
+of) the runs; when another process holds the file, the job waits with the
+store's backoff, and gives up after the lock timeout with an ``error``
+outcome (the next run tries again).
+
+Each run is recorded in ``job_runs`` (job, started, finished, outcome, error,
+detail): a row is written as ``running`` when the job starts and completed
+when it ends, so a scheduler killed mid-job leaves a ``running`` row that the
+next start marks ``interrupted``. ``scheduler_health`` (a view) gives the last
+run of each job for the dashboard.
+
+Exactly once across restarts:
+
+* ingest: a file is loaded only if its content's sha256 is not already in
+  ``ingest_batches``, which is written in the same transaction as the file's
+  rows, so a kill mid-file loads it fully on the next run, and a finished
+  file is never loaded again. ``watched_files`` remembers (path, size, mtime)
+  so unchanged files are not even re-read. Files younger than ``settle`` are
+  left for the next run: they may still be being written.
+* evaluate / deliver: see alerts/engine.py and alerts/notify.py (watermark
+  and outbox in the same transactions as the state they follow).
+
+One scheduler per database: an exclusive lock on ``<db>.scheduler.lock``
+refuses a second one (the OS drops it when the process dies, even on SIGKILL).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from alerts.engine import EngineSettings, evaluate
+from alerts.errors import AlertError
+from alerts.notify import deliver
+from alerts.rules import format_duration, load_rules, parse_duration
+from closewatch.errors import ClosewatchError, StoreBusy
+from closewatch.store import Store
+
+UTC = timezone.utc
+log = logging.getLogger("closewatch.scheduler")
+JOBS = ("ingest", "analyze", "evaluate", "deliver")
+#: Names in a watched folder that are never logs, or not finished yet.
+_SKIP_NAMES = {"manifest.json", "README.md"}
+_SKIP_SUFFIXES = {".py", ".md", ".tmp", ".part", ".partial", ".crdownload", ".lock"}
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The [scheduler] section of closewatch.toml (durations in seconds)."""
+
+    watch: Path | None = None
+    ingest_every_s: float = 30.0
+    analyze_every_s: float = 300.0
+    evaluate_every_s: float = 60.0
+    deliver_every_s: float = 15.0
+    misfire_grace_s: float = 60.0
+    settle_s: float = 5.0
+    analyze_window_s: float = 86400.0
+    format: str | None = None
+    tz: str = "UTC"
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any], origin: str = "closewatch.toml", base: Path | None = None,
+                     watch: str | None = None) -> SchedulerSettings:
+        """Read [scheduler]; --watch overrides `watch`; a relative `watch` is relative to the config file."""
+        known = {"watch", "format", "tz"} | {f"{job}_every" for job in JOBS} | {"misfire_grace", "settle", "analyze_window"}
+        for key in section:
+            if key not in known:
+                raise AlertError(f"{origin}: [scheduler] has no setting '{key}' (known: {', '.join(sorted(known))}); fix the config file.")
+        values: dict[str, Any] = {}
+        for key in known - {"watch", "format", "tz"}:
+            if key in section:
+                seconds = parse_duration(section[key])
+                if seconds is None or (key != "settle" and seconds <= 0):
+                    raise AlertError(f"{origin}: [scheduler] {key} must be a duration like \"30s\", not {section[key]!r}; fix the config file.")
+                values[f"{key}_s"] = seconds
+        for key in ("format", "tz"):
+            if key in section:
+                if not isinstance(section[key], str):
+                    raise AlertError(f"{origin}: [scheduler] {key} must be text; fix the config file.")
+                values[key] = section[key]
+        folder = watch or section.get("watch")
+        if folder:
+            path = Path(folder).expanduser()
+            values["watch"] = path if path.is_absolute() or watch or base is None else base / path
+        return cls(**values)
+
+
+# -- job runs ---------------------------------------------------------------------
+
+
+class JobRecorder:
+    """Writes one job_runs row per run; rows that could not be written (database busy) wait in memory."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.unwritten: list[tuple[str, list[Any]]] = []
+
+    def run(self, job: str, work: Callable[[], str]) -> tuple[str, str | None]:
+        """Run one job and record it; returns (outcome, error). Never raises a user error."""
+        run_id = uuid.uuid4().hex
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        if not self._write("INSERT INTO job_runs VALUES (?, ?, ?, NULL, 'running', NULL, NULL, ?)", [run_id, job, started, os.getpid()]):
+            self.unwritten.append(("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'error', ?, NULL, ?)",
+                                   [uuid.uuid4().hex, job, started, "the database was busy; the run was skipped", os.getpid()]))
+            log.warning("%s skipped: the database is busy", job)
+            return "error", "the database was busy"
+        outcome, error, detail = "ok", None, ""
+        try:
+            detail = work() or ""
+        except ClosewatchError as failure:
+            outcome, error = "error", str(failure)
+        except Exception as failure:  # a bug: keep the scheduler alive, record it, show the traceback in the log
+            outcome, error = "error", f"{type(failure).__name__}: {failure}"
+            log.exception("%s failed unexpectedly", job)
+        finished = datetime.now(UTC)
+        done = ("UPDATE job_runs SET finished_at = ?, outcome = ?, error = ?, detail = ? WHERE run_id = ?",
+                [finished, outcome, error, detail, run_id])
+        if not self._write(*done):
+            self.unwritten.append(done)
+        took = time.perf_counter() - clock
+        if outcome == "ok":
+            log.info("%s ok in %.2f s: %s", job, took, detail)
+        else:
+            log.warning("%s %s in %.2f s: %s", job, outcome, took, error)
+        return outcome, error
+
+    def interrupted(self) -> int:
+        """Mark runs left 'running' by a scheduler that died (we hold the scheduler lock, so none is live)."""
+        with self.store.transaction() as con:
+            return con.execute("""
+                UPDATE job_runs SET outcome = 'interrupted', finished_at = now(),
+                       error = 'the scheduler stopped during this run (killed or crashed); the next run redid its work'
+                WHERE outcome = 'running'
+            """).fetchone()[0]
+
+    def _write(self, sql: str, params: list[Any]) -> bool:
+        try:
+            with self.store.transaction() as con:
+                for earlier_sql, earlier_params in self.unwritten:
+                    con.execute(earlier_sql, earlier_params)
+                con.execute(sql, params)
+            self.unwritten.clear()
+            return True
+        except StoreBusy:
+            return False
+
+
+# -- the jobs ---------------------------------------------------------------------------
+
+
+@dataclass
+class Jobs:
+    """The four units of work; each returns a one-line detail for its job_runs row."""
+
+    store: Store
+    rules_path: Path
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    settings: SchedulerSettings = field(default_factory=SchedulerSettings)
+    catalog: Path | None = None
+    thresholds: Path | None = None
+    _analyzed: str | None = None
+
+    def ingest(self) -> str:
+        if self.settings.watch is None:
+            return "no watched folder configured"
+        return ingest_watched(self.store, self.settings.watch, self.settings.settle_s, self.settings.format,
+                              self.settings.tz, self.catalog)
+
+    def analyze(self) -> str:
+        """Run the detectors over the last analyze_window (from the start of its UTC day), if data changed."""
+        from analysis.detection import detect
+        from analysis.thresholds import load_thresholds
+
+        token = self.store.latest_batch()
+        if token == self._analyzed:
+            return "no new data since the last run"
+        with self.store.transaction() as con:
+            newest = con.execute("SELECT max(ts) FROM closures").fetchone()[0]
+        if newest is None:
+            return "no closures yet"
+        since = newest - timedelta(seconds=self.settings.analyze_window_s)
+        since = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)  # stable window: findings keep their ids
+        run = detect(self.store, since=since, thresholds=load_thresholds(self.thresholds))
+        self._analyzed = token
+        return f"{run.findings.height} findings from {run.closures} closures since {since:%Y-%m-%d %H:%M} UTC"
+
+    def evaluate(self) -> str:
+        ruleset = load_rules(self.rules_path, self.engine.step_s)
+        report = evaluate(self.store, ruleset, self.engine)
+        if report.failures:
+            raise AlertError(f"{report.summary()}: {report.failures[0]}")
+        return report.summary()
+
+    def deliver(self) -> str:
+        ruleset = load_rules(self.rules_path, self.engine.step_s)
+        report = deliver(self.store, ruleset, self.engine)
+        if report.failed:
+            raise AlertError(report.summary())
+        return report.summary()
+
+
+def ingest_watched(store: Store, folder: Path, settle_s: float, format_name: str | None, tz: str,
+                   catalog: Path | None, clock: Callable[[], float] = time.time) -> str:
+    """Load each settled, new file of the folder once; returns what happened in one line."""
+    from closewatch import jobs
+    from ingest.sources import expand_inputs
+
+    if not folder.is_dir():
+        raise AlertError(f"The watched folder {folder} does not exist; create it or fix [scheduler] watch / --watch.")
+    with store.transaction() as con:
+        known = {row[0]: (row[1], row[2]) for row in con.execute("SELECT path, size, mtime_ns FROM watched_files").fetchall()}
+    loaded, skipped, failed, waiting = 0, 0, [], 0
+    for path in _candidates(folder):
+        stat = path.stat()
+        key = str(path.resolve())
+        if known.get(key) == (stat.st_size, stat.st_mtime_ns):
+            continue
+        if clock() - stat.st_mtime < settle_s:
+            waiting += 1
+            continue
+        source = expand_inputs([str(path)])[0]
+        digest = _sha256(source)
+        with store.transaction() as con:
+            row = con.execute("SELECT batch_id FROM ingest_batches WHERE sha256 = ? LIMIT 1", [digest]).fetchone()
+        if row is not None:
+            _remember(store, key, stat, digest, row[0], "already_loaded", "the same content was loaded before")
+            skipped += 1
+            continue
+        try:
+            result = jobs.ingest(store, [source], format_name, tz, catalog)[0]
+        except ClosewatchError as error:
+            _remember(store, key, stat, digest, None, "failed", str(error))
+            failed.append(f"{path.name}: {error}")
+            continue
+        _remember(store, key, stat, digest, result.batch_id, "ingested",
+                  f"{result.accepted} accepted, {result.duplicates} duplicates, {result.rejected} rejected")
+        loaded += 1
+    detail = f"{loaded} files loaded, {skipped} already loaded, {waiting} still being written"
+    if failed:
+        raise AlertError(f"{detail}; {len(failed)} failed: {failed[0]}")
+    return detail
+
+
+def _candidates(folder: Path) -> list[Path]:
+    """Files that may be logs: not hidden, not partial downloads, not the generator's manifest."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.name not in _SKIP_NAMES and path.suffix not in _SKIP_SUFFIXES:
+            files.append(path)
+    return files
+
+
+def _sha256(source) -> str:
+    """The same digest ingest records in ingest_batches.sha256 (of the decompressed content)."""
+    digest = hashlib.sha256()
+    with source.open() as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remember(store: Store, key: str, stat: os.stat_result, digest: str, batch_id: str | None, status: str, message: str) -> None:
+    with store.transaction() as con:
+        con.execute("INSERT OR REPLACE INTO watched_files VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+                    [key, stat.st_size, stat.st_mtime_ns, digest, batch_id, status, message])
+
+
+# -- the scheduler --------------------------------------------------------------------------
+
+
+class SchedulerLock:
+    """One scheduler per database: an exclusive flock on <db>.scheduler.lock, released by the OS on any exit."""
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".scheduler.lock")
+        self.handle = None
+
+    def __enter__(self) -> SchedulerLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise AlertError(f"Another scheduler (PID {holder}) is already running on {self.path.with_suffix('')}; stop it first.") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+
+
+def run_once(jobs: Jobs, recorder: JobRecorder) -> dict[str, str]:
+    """Every job once, in order (ingest, analyze, evaluate, deliver); returns job -> outcome."""
+    return {name: recorder.run(name, getattr(jobs, name))[0] for name in JOBS}
+
+
+def run_forever(jobs: Jobs, recorder: JobRecorder, settings: SchedulerSettings) -> None:
+    """Run the jobs on their intervals until SIGTERM or SIGINT; the job running then finishes first."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, int(settings.misfire_grace_s))},
+        timezone=UTC,
+    )
+    start = datetime.now(UTC)
+    for order, name in enumerate(JOBS):
+        every = getattr(settings, f"{name}_every_s")
+        scheduler.add_job(recorder.run, "interval", args=[name, getattr(jobs, name)], id=name, name=name,
+                          seconds=every, next_run_time=start + timedelta(milliseconds=100 * order))
+        log.info("job %s every %s", name, format_duration(every))
+
+    def stop(signum, _frame) -> None:
+        log.info("%s received: finishing the running job, then stopping", signal.Signals(signum).name)
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler.start()
+    log.info("scheduler stopped")

@@ -1,0 +1,379 @@
+"""Alert commands: the `alerts` group (run, status, history, silence, silences, unsilence, check,
+backtest, outbox, deliver) and `scheduler`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+import polars as pl
+from rich.console import Console
+
+from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
+from closewatch.config import load_settings, resolve_db_path
+
+UTC = timezone.utc
+RULES_HELP = "The rules file (default: `rules` under [alerts] in closewatch.toml, else ./alerts.toml, else the shipped defaults)."
+
+
+def rules_option(command):
+    return click.option("--rules", "rules_path", type=click.Path(dir_okay=False), help=RULES_HELP)(command)
+
+
+@dataclass
+class _Context:
+    store: object
+    rules_path: Path
+    engine: object
+    settings: object
+
+    def ruleset(self):
+        from alerts.rules import load_rules
+
+        return load_rules(self.rules_path, self.engine.step_s)
+
+
+def _context(ctx: click.Context, rules_path: str | None) -> _Context:
+    from alerts.engine import EngineSettings
+    from alerts.rules import resolve_rules_path
+
+    settings = load_settings(ctx.obj.get("config"))
+    origin = str(settings.path or "closewatch.toml")
+    section = settings.section("alerts")
+    engine = EngineSettings.from_section(section, origin)
+    path = resolve_rules_path(rules_path, section, settings.path.parent if settings.path else None)
+    return _Context(get_store(ctx), path, engine, settings)
+
+
+def _parse_time(text: str, option: str) -> datetime:
+    """ISO 8601 (UTC unless it says otherwise) or a duration ago like 2h or 7d."""
+    from alerts.errors import AlertError
+    from alerts.rules import parse_duration
+
+    now = datetime.now(UTC)
+    ago = parse_duration(text.strip().removesuffix("ago").strip())
+    if ago is not None:
+        return now - timedelta(seconds=ago)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AlertError(f"{option} {text!r} is not a time; write an ISO time like 2024-05-01T14:00 (UTC) or a duration ago like 2h or 7d.") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@click.group(name="alerts")
+def alerts() -> None:
+    """Alert rules: evaluate them, see their state and history, silence them, backtest them.
+
+    Rules live in a TOML file (see docs/alerts.md); without one, the shipped
+    defaults apply. `closewatch scheduler` evaluates them on a schedule.
+
+    \b
+    Example:
+        closewatch alerts check --rules alerts.toml
+        closewatch alerts run
+        closewatch alerts backtest --from 2024-05-01 --to 2024-05-08 --format json
+    """
+
+
+@alerts.command()
+@rules_option
+@click.option("--no-deliver", is_flag=True, help="Only queue notifications in the outbox; the scheduler (or `alerts deliver`) sends them.")
+@db_option
+@click.pass_context
+def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
+    """Evaluate every rule once now, from its watermark up to the newest data, then deliver notifications.
+
+    Each evaluation time is evaluated once: running it again right away does
+    nothing new, and after a pause the missed times are caught up.
+
+    \b
+    Example:
+        closewatch alerts run
+        closewatch alerts run --rules alerts.toml --no-deliver
+    """
+    from alerts.engine import current_states, evaluate
+    from alerts.notify import deliver
+
+    c = _context(ctx, rules_path)
+    ruleset = c.ruleset()
+    for warning in ruleset.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False)
+    report = evaluate(c.store, ruleset, c.engine)
+    console = Console()
+    console.print(report.summary() + ".", highlight=False)
+    for failure in report.failures:
+        err_console.print(f"[red]{failure}[/]", highlight=False)
+    if not no_deliver:
+        delivered = deliver(c.store, ruleset, c.engine)
+        console.print(f"Notifications: {delivered.summary()}.", highlight=False)
+    states = current_states(c.store)
+    if states.height:
+        print_frame(states.select("rule", "group", "state", "value", "fired_at"), "table")
+    if report.failures:
+        ctx.exit(1)
+
+
+@alerts.command()
+@click.option("--all", "all_states", is_flag=True, help="Include inactive and resolved groups.")
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@db_option
+@click.pass_context
+def status(ctx: click.Context, all_states: bool, output: str) -> None:
+    """Show pending and firing alerts per rule and group, with each rule's watermark.
+
+    \b
+    Example:
+        closewatch alerts status --all --format json
+    """
+    from alerts.engine import current_states
+
+    print_frame(current_states(get_store(ctx), all_states), output)
+
+
+@alerts.command()
+@click.option("--rule", help="Only this rule.")
+@click.option("--since", help="Only transitions at or after this time (ISO, or a duration ago like 24h).")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@db_option
+@click.pass_context
+def history(ctx: click.Context, rule: str | None, since: str | None, limit: int, output: str) -> None:
+    """Show alert state transitions (pending, firing, resolved), newest first.
+
+    \b
+    Example:
+        closewatch alerts history --rule auth-failures --since 7d
+    """
+    from alerts.engine import history as read_history
+
+    print_frame(read_history(get_store(ctx), rule, _parse_time(since, "--since") if since else None, limit), output)
+
+
+@alerts.command()
+@click.argument("rule")
+@click.option("--group", help="Only this group: 'client_id=acme', or just 'acme' for a one-column group. Default: every group.")
+@click.option("--for", "duration", required=True, help="How long, e.g. 30m, 2h, 1d. The silence ends on its own.")
+@click.option("--comment", default="", help="Why (shown in `alerts silences`).")
+@rules_option
+@db_option
+@click.pass_context
+def silence(ctx: click.Context, rule: str, group: str | None, duration: str, comment: str, rules_path: str | None) -> None:
+    """Stop notifications of a rule (or one of its groups) for a while; states still change.
+
+    \b
+    Example:
+        closewatch alerts silence disconnect-storm --group call-center-eu --for 2h --comment "ISP maintenance"
+    """
+    from alerts.engine import add_silence
+    from alerts.errors import AlertError
+    from alerts.rules import format_duration, parse_duration
+
+    seconds = parse_duration(duration)
+    if not seconds:
+        raise AlertError(f"--for {duration!r} is not a duration; write e.g. 30m, 2h or 1d.")
+    c = _context(ctx, rules_path)
+    silence_id = add_silence(c.store, c.ruleset(), rule, group, seconds, comment, _user())
+    Console().print(f"Silenced {rule}{' for ' + group if group else ''} for {format_duration(seconds)} (id {silence_id}).", highlight=False)
+
+
+@alerts.command()
+@click.option("--all", "include_ended", is_flag=True, help="Include expired and ended silences.")
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@db_option
+@click.pass_context
+def silences(ctx: click.Context, include_ended: bool, output: str) -> None:
+    """List active silences.
+
+    \b
+    Example:
+        closewatch alerts silences --all
+    """
+    from alerts.engine import list_silences
+
+    print_frame(list_silences(get_store(ctx), include_ended), output)
+
+
+@alerts.command()
+@click.argument("target")
+@click.option("--group", help="With a rule name: only the silence of this group.")
+@db_option
+@click.pass_context
+def unsilence(ctx: click.Context, target: str, group: str | None) -> None:
+    """End a silence now: by its id, or every active silence of a rule.
+
+    \b
+    Example:
+        closewatch alerts unsilence 3f9a1c2e
+        closewatch alerts unsilence disconnect-storm
+    """
+    from alerts.engine import end_silences
+    from alerts.errors import AlertError
+
+    ended = end_silences(get_store(ctx), target, group)
+    if not ended:
+        raise AlertError(f"No active silence matches '{target}'{' and group ' + group if group else ''}; see `closewatch alerts silences`.")
+    Console().print(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
+
+
+@alerts.command()
+@rules_option
+@click.pass_context
+def check(ctx: click.Context, rules_path: str | None) -> None:
+    """Validate a rules file and the [alerts] settings; list every problem with its rule, line and field.
+
+    Exit status 0 when the file is valid (warnings, such as an unset
+    environment variable, are shown but do not fail), 1 otherwise.
+
+    \b
+    Example:
+        closewatch alerts check --rules alerts.toml
+    """
+    from alerts.engine import EngineSettings
+    from alerts.rules import check_rules, resolve_rules_path
+
+    settings = load_settings(ctx.obj.get("config"))
+    section = settings.section("alerts")
+    engine = EngineSettings.from_section(section, str(settings.path or "closewatch.toml"))
+    path = resolve_rules_path(rules_path, section, settings.path.parent if settings.path else None)
+    ruleset, problems = check_rules(path, engine.step_s)
+    console = Console()
+    if problems:
+        for problem in problems:
+            err_console.print(f"{path}: {problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{len(problems)} problem{'s' if len(problems) != 1 else ''}[/] in {path}.", highlight=False)
+        ctx.exit(1)
+    for warning in ruleset.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+    kinds = ", ".join(f"{sum(r.kind == k for r in ruleset.rules)} {k}" for k in ("threshold", "pattern", "absence", "sql") if any(r.kind == k for r in ruleset.rules))
+    console.print(f"{path}: OK, {len(ruleset.rules)} rules ({kinds}), channels: {', '.join(sorted(ruleset.channels))}.", highlight=False)
+
+
+@alerts.command()
+@click.option("--from", "start", required=True, help="Start of the replay: ISO time (UTC unless it says otherwise) or a duration ago like 7d.")
+@click.option("--to", "end", required=True, help="End of the replay, same forms.")
+@click.option("--rule", "rule_names", multiple=True, help="Only this rule (repeatable).")
+@rules_option
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True, help="json: an array of {rule, group, pending_at, fired_at, resolved_at, peak_value, notifications}.")
+@db_option
+@click.pass_context
+def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ...], rules_path: str | None, output: str) -> None:
+    """Replay stored history through the rules: when each rule and group would have fired and resolved.
+
+    Uses the same conditions and state machine as live evaluation; sends
+    nothing and writes nothing. Pattern rules need detections for the range
+    (run `closewatch analyze` first).
+
+    \b
+    Example:
+        closewatch alerts backtest --from 2024-05-01 --to 2024-05-08
+        closewatch alerts backtest --from 7d --to 0s --rule auth-failures --format json
+    """
+    from alerts.engine import backtest as replay
+
+    c = _context(ctx, rules_path)
+    episodes = replay(c.store, c.ruleset(), _parse_time(start, "--from"), _parse_time(end, "--to"), list(rule_names) or None)
+    if output == "json":
+        sys.stdout.write(json.dumps([e.as_dict() for e in episodes], indent=None) + "\n")
+        return
+    schema = {"rule": pl.String, "group": pl.String, "pending_at": pl.String, "fired_at": pl.String,
+              "resolved_at": pl.String, "peak_value": pl.Float64, "notifications": pl.Int64}
+    print_frame(pl.DataFrame([e.as_dict() for e in episodes], schema=schema), output)
+
+
+@alerts.command()
+@click.option("--status", "status_filter", type=click.Choice(["pending", "delivered"]), help="Only rows in this state.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@db_option
+@click.pass_context
+def outbox(ctx: click.Context, status_filter: str | None, limit: int, output: str) -> None:
+    """Show queued and delivered notifications, with attempts and the last error.
+
+    \b
+    Example:
+        closewatch alerts outbox --status pending
+    """
+    from alerts.notify import outbox as read_outbox
+
+    print_frame(read_outbox(get_store(ctx), status_filter, limit), output)
+
+
+@alerts.command(name="deliver")
+@rules_option
+@db_option
+@click.pass_context
+def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
+    """Send the notifications that are due now (failed ones wait for their backoff).
+
+    \b
+    Example:
+        closewatch alerts deliver
+    """
+    from alerts.notify import deliver
+
+    c = _context(ctx, rules_path)
+    report = deliver(c.store, c.ruleset(), c.engine)
+    Console().print(f"Notifications: {report.summary()}.", highlight=False)
+
+
+# -- scheduler ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--watch", type=click.Path(file_okay=False), help="Ingest new files dropped in this folder (default: `watch` under [scheduler]).")
+@rules_option
+@click.option("--once", is_flag=True, help="Run every job once, in order, and exit (non-zero if one failed).")
+@db_option
+@click.pass_context
+def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, once: bool) -> None:
+    """Run the jobs on a schedule: ingest the watched folder, analyze, evaluate rules, deliver notifications.
+
+    Intervals come from [scheduler] in closewatch.toml (ingest_every,
+    analyze_every, evaluate_every, deliver_every, misfire_grace, settle).
+    The database is opened only while a job works, so the dashboard and the
+    CLI can use it alongside. Stops cleanly on Ctrl-C or SIGTERM after the
+    running job; every run is recorded in job_runs (view: scheduler_health).
+
+    \b
+    Example:
+        closewatch scheduler --watch incoming/
+        closewatch --config closewatch.toml scheduler --once
+    """
+    from alerts.scheduler import JobRecorder, Jobs, SchedulerLock, SchedulerSettings, run_forever, run_once
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    c = _context(ctx, rules_path)
+    config = c.settings
+    section = config.section("scheduler")
+    settings = SchedulerSettings.from_section(section, str(config.path or "closewatch.toml"),
+                                              config.path.parent if config.path else None, watch)
+    c.ruleset()  # a broken rules file stops the start, with every problem named
+    thresholds = config.section("analysis").get("thresholds")
+    jobs = Jobs(c.store, c.rules_path, c.engine, settings, catalog_path(ctx, None),
+                (config.path.parent / thresholds) if thresholds and config.path else (Path(thresholds) if thresholds else None))
+    with SchedulerLock(resolve_db_path(ctx.obj.get("db"))):
+        recorder = JobRecorder(c.store)
+        stale = recorder.interrupted()
+        if stale:
+            logging.getLogger("closewatch.scheduler").warning("%d job runs were interrupted by an earlier stop", stale)
+        if once:
+            outcomes = run_once(jobs, recorder)
+            if any(outcome != "ok" for outcome in outcomes.values()):
+                ctx.exit(1)
+            return
+        err_console.print(f"closewatch scheduler on {c.store.path} with rules {c.rules_path}; Ctrl-C stops it.", highlight=False)
+        run_forever(jobs, recorder, settings)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
