@@ -182,8 +182,8 @@ def with_ids(findings: pl.DataFrame, inputs: Inputs, detected_at: datetime) -> p
 
 
 def detection_id(pattern: str, key: str, start: datetime, end: datetime) -> str:
-    """md5 of pattern, key and window: the same finding always gets the same id."""
-    identity = "\x1f".join([pattern, key, start.isoformat(), end.isoformat()])
+    """md5 of pattern, key and window (in UTC): the same finding always gets the same id."""
+    identity = "\x1f".join([pattern, key, _naive(start).isoformat(), _naive(end).isoformat()])
     return hashlib.md5(identity.encode("utf-8")).hexdigest()
 
 

@@ -35,15 +35,16 @@ CREATE OR REPLACE MACRO reason_template(reason) AS (
                 regexp_replace(
                 regexp_replace(
                 regexp_replace(reason,
-                    '(?i)^(\s*invalid (?:message type|json|message)\s*:).*$', '\1 …', 'g'),
+                    '(?i)^([\t\n\f\r ]*invalid (?:message type|json|message)[\t\n\f\r ]*:).*$', '\1 …', 'g'),
                     '\{.*$', '{…}', 'g'),
-                    '\[\s*[\[\{"0-9\]\-].*$', '[…]', 'g'),
+                    '\[[\t\n\f\r ]*[\[\{"0-9\]\-].*$', '[…]', 'g'),
                     '"[^"]*"', '"…"', 'g'),
                     '\B''[^'']*''', '''…''', 'g'),
                     '(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b', '<id>', 'g'),
                     '\b[0-9]+(?:\.[0-9]+)?\b', '<n>', 'g'),
-                    '\b[\w\-]*[0-9][\w\-]*\b', '<id>', 'g'),
-                    '\s+', ' ', 'g')
+                    '\b[A-Za-z0-9_\-]*[0-9][A-Za-z0-9_\-]*\b', '<id>', 'g'),
+                    '[\t\n\f\r ]+', ' ', 'g'),
+                ' '
             ),
             200
         ),

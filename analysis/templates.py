@@ -16,23 +16,26 @@ import polars as pl
 
 MAX_TEMPLATE_CHARS = 200
 
-# (pattern, replacement), applied in order; Rust regex syntax (polars).
+# (pattern, replacement), applied in order; Rust regex syntax (polars). Word
+# boundaries, word characters and spaces are ASCII-only, as in DuckDB's RE2,
+# so the SQL twin in analysis/summaries.py gives the same templates.
+_B = r"(?-u:\b)"
 MASKS: tuple[tuple[str, str], ...] = (
     # What follows "Invalid Message Type:", "Invalid JSON:" or "Invalid Message:" is the client's own message.
-    (r"(?i)^(\s*invalid (?:message type|json|message)\s*:).*$", "${1} …"),
+    (r"(?i)^([\t\n\f\r ]*invalid (?:message type|json|message)[\t\n\f\r ]*:).*$", "${1} …"),
     # A JSON object runs to the end of the reason: the close frame cuts it anywhere.
     (r"\{.*$", "{…}"),
     # A JSON array: '[' followed by what can start a JSON value (not "[REDACTED]").
-    (r"\[\s*[\[\{\"0-9\]\-].*$", "[…]"),
+    (r"\[[\t\n\f\r ]*[\[\{\"0-9\]\-].*$", "[…]"),
     (r'"[^"]*"', '"…"'),
     # Single quotes only when they open a quote, not in "it's".
-    (r"\B'[^']*'", "'…'"),
-    (r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>"),
+    (rf"(?-u:\B)'[^']*'", "'…'"),
+    (rf"(?i){_B}[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}{_B}", "<id>"),
     # Plain numbers, with decimals: durations, rates, counts, codes in text.
-    (r"\b[0-9]+(?:\.[0-9]+)?\b", "<n>"),
+    (rf"{_B}[0-9]+(?:\.[0-9]+)?{_B}", "<n>"),
     # Any remaining word with a digit in it is an id: sess_9f8a7b, key-12ab, 0x1f.
-    (r"\b[\w\-]*[0-9][\w\-]*\b", "<id>"),
-    (r"\s+", " "),
+    (rf"{_B}[A-Za-z0-9_\-]*[0-9][A-Za-z0-9_\-]*{_B}", "<id>"),
+    (r"[\t\n\f\r ]+", " "),
 )
 
 
@@ -41,7 +44,7 @@ def template_expr(reason: pl.Expr) -> pl.Expr:
     expr = reason
     for pattern, replacement in MASKS:
         expr = expr.str.replace_all(pattern, replacement, literal=False)
-    expr = expr.str.strip_chars().str.slice(0, MAX_TEMPLATE_CHARS)
+    expr = expr.str.strip_chars(" ").str.slice(0, MAX_TEMPLATE_CHARS)
     return pl.when(expr.str.len_chars() > 0).then(expr)
 
 
