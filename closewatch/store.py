@@ -76,8 +76,7 @@ class Store:
         loosen these settings.
         """
         self._ensure_schema()
-        config = {"enable_external_access": False, "lock_configuration": True}
-        con = self._open(read_only=True, config=config)
+        con = self._open(read_only=True, config={"enable_external_access": False}, lock_configuration=True)
         try:
             relation = con.sql(sql)
             if relation is None:
@@ -99,13 +98,16 @@ class Store:
 
     # -- internals ---------------------------------------------------------
 
-    def _open(self, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         wait = _FIRST_WAIT_S
         told = False
         while True:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only, config=config or {})
+                con.execute("SET enable_progress_bar = false")  # never draw DuckDB's bar over our output
+                if lock_configuration:
+                    con.execute("SET lock_configuration = true")
                 return con
             except duckdb.IOException as error:
                 holder = _holder(str(error))

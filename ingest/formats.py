@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -53,6 +54,16 @@ class Parsed:
     skipped: int = 0
 
 
+@dataclass(frozen=True)
+class StagedCounts:
+    """What a whole-file reader staged: rows it saw (lines), events, rejects, other lines."""
+
+    rows: int
+    events: int
+    rejects: int
+    skipped: int
+
+
 LineBatches = Iterator[pl.DataFrame]
 Parser = Callable[[LineBatches, ParseOptions], Iterator[Parsed]]
 
@@ -66,6 +77,10 @@ class Format:
     parse: Parser
     source: str = ""  # where the format comes from (a client's public source file)
     extensions: tuple[str, ...] = field(default_factory=tuple)
+    #: Optional whole-file reader for plain files: (path, options, staging folder) ->
+    #: StagedCounts, or None to fall back to ``parse``. It writes events-*.parquet
+    #: (EVENT_SCHEMA) and, for rejects, unfilled-rejects.parquet (source_line, reason).
+    stage_file: Callable[[Path, ParseOptions, Path], StagedCounts | None] | None = None
 
 
 _REGISTRY: dict[str, Format] = {}

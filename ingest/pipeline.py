@@ -1,17 +1,22 @@
-"""One input, end to end: detect, parse, redact, enrich, stage, load.
+"""One input, end to end: detect, parse, stage, finalise, load.
 
-Parsing and classification happen before the database is touched: each batch
-of parsed events is written to a Parquet file in a private staging folder, so
-memory stays bounded whatever the file's size. Only then is the store opened,
-and the whole file is appended in one transaction with its duplicate check
-(an anti-join on event_id), its rejects and its ``ingest_batches`` row: a file
-loads whole or not at all, and the lock is held only for the append.
+1. Parse: the format's parser turns the input into events (EVENT_SCHEMA) and
+   rejects, written batch by batch to Parquet files in a private staging
+   folder, so memory stays bounded whatever the file's size.
+2. Finalise (still outside the store): secrets are redacted, the distinct
+   (code, reason) pairs are classified by ``enrich`` (polars, the catalog),
+   and every event gets its deterministic event_id.
+3. Load: only now is the store opened; the whole file is appended in one
+   transaction with its duplicate check (an anti-join on event_id), its
+   rejects and its ``ingest_batches`` row. A file loads whole or not at all,
+   and the lock is held only for the append.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -25,13 +30,13 @@ import duckdb
 import polars as pl
 
 from closewatch.store import Store
-from ingest.errors import IngestError
-from ingest.formats import Format, ParseOptions, Parsed, detect_format, get_format
+from ingest.formats import Format, ParseOptions, Parsed, conform, detect_format, get_format
 from ingest.lines import head_lines_of, iter_line_batches
-from ingest.redact import redact_secrets
+from ingest.redact import ANY_SECRET, MASK, redact_series
 from ingest.sources import Input
 
-#: Adds the classification columns (category, severity, ...) to parsed events.
+#: Adds the classification columns (category, severity, ...) to a frame of
+#: distinct (close_code, close_reason) pairs; may fill close_code where inferred.
 Enrich = Callable[[pl.DataFrame], pl.DataFrame]
 #: Called with the number of bytes read so far.
 Progress = Callable[[int], None]
@@ -41,7 +46,10 @@ CLOSURE_COLUMNS = [
     "source_file", "source_line", "batch_id", "audio_duration_s", "session_duration_s", "category",
     "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era",
 ]
+CLASSIFICATION_COLUMNS = ["category", "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era"]
 FIRST_REJECTS_SHOWN = 5
+STAGING_MEMORY_LIMIT = "1GB"
+_UNREADABLE = (EOFError, OSError, zlib.error)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class FileResult:
     rejected: int = 0
     skipped: int = 0
     message: str = ""
+    sha256: str = ""
     first_rejects: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -75,23 +84,22 @@ def ingest_input(
     fmt = _choose_format(source, format_name)
     with tempfile.TemporaryDirectory(prefix="closewatch-stage-") as folder:
         staging = Path(folder)
-        if fmt is None:
-            result.status, result.message = "no_events", "no known log format recognised; see `closewatch formats` or pass --format"
-            sha, parse_s = _sha256_of(source), 0.0
-        else:
-            result.format = fmt.name
-            clock = time.perf_counter()
-            try:
-                sha = _stage(source, fmt, options, enrich, staging, result, progress)
-            except (EOFError, OSError, zlib.error) as error:
-                _discard_staging(staging, result)
-                result.status = "unreadable"
-                result.message = f"the file cannot be read to its end ({error}); check that it is complete and not corrupted"
-                sha = ""
-            parse_s = time.perf_counter() - clock
         clock = time.perf_counter()
-        _load(store, staging, result, sha, started, parse_s, clock)
+        sha = _parse(source, fmt, options, staging, result, progress)
+        if result.accepted:
+            _finalise(staging, enrich)
+        parse_s = time.perf_counter() - clock
+        _load(store, staging, result, sha, started, parse_s)
     return result
+
+
+def check_format_name(name: str | None) -> None:
+    """Fail before any work if --format names no known format."""
+    if name is not None:
+        get_format(name)
+
+
+# -- 1. parse ----------------------------------------------------------------
 
 
 def _choose_format(source: Input, format_name: str | None) -> Format | None:
@@ -100,33 +108,66 @@ def _choose_format(source: Input, format_name: str | None) -> Format | None:
     try:
         with source.open() as stream:
             return detect_format(head_lines_of(stream))
-    except (EOFError, OSError, zlib.error):
-        return None  # unreadable from the start: recorded as no known format
+    except _UNREADABLE:
+        return None  # unreadable from the start: reported as no known format
 
 
-def _stage(source: Input, fmt: Format, options: ParseOptions, enrich: Enrich, staging: Path,
+def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Path,
            result: FileResult, progress: Progress | None) -> str:
-    """Parse the input into staging Parquet files; returns the content's sha256."""
+    """Stage the input's events and rejects; returns the content's sha256 ('' if unreadable)."""
+    if fmt is None:
+        result.status = "no_events"
+        result.message = "no known log format recognised; see `closewatch formats` or pass --format"
+        return _digest(source)[0]
+    result.format = fmt.name
+    try:
+        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result)):
+            return _stage_lines(source, fmt, options, staging, result, progress)
+        return result.sha256
+    except _UNREADABLE as error:
+        _discard(staging, result)
+        result.status = "unreadable"
+        result.message = f"the file cannot be read to its end ({error}); check that it is complete and not corrupted"
+        return ""
+    finally:
+        if result.status == "loaded" and result.accepted == 0 and result.rejected == 0:
+            result.status = "no_events"
+            result.message = f"no session-close events found in {result.lines_read:,} lines; check the format with `closewatch formats` or pass --format"
+
+
+def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, result: FileResult) -> bool:
+    """A format's whole-file reader (DuckDB straight off the file), hashing in parallel.
+
+    The reader may decline (returns None) when the file needs the line-by-line
+    path, e.g. blank lines or unparseable records; nothing staged is kept then.
+    """
+    digest: list = []
+    hasher = threading.Thread(target=lambda: digest.append(_digest(source)))
+    hasher.start()
+    counts = fmt.stage_file(source.path, options, staging)
+    hasher.join()
+    if not digest:
+        raise EOFError("the file could not be read")
+    sha, lines = digest[0]
+    if counts is None or counts.rows != lines:
+        _discard(staging, result)
+        return False
+    result.sha256 = sha
+    result.lines_read, result.accepted, result.skipped = lines, counts.events, counts.skipped
+    if counts.rejects:
+        _fill_reject_texts(source, staging, result)
+    return True
+
+
+def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Path,
+                 result: FileResult, progress: Progress | None) -> str:
     with source.open() as stream:
         reader = _HashingReader(stream, progress)
         counted = _count_lines(iter_line_batches(reader), result)
         for number, parsed in enumerate(fmt.parse(counted, options)):
-            _stage_batch(parsed, number, fmt, source, enrich, staging, result)
+            _stage_batch(parsed, number, staging, result)
         reader.drain()
-    if result.accepted == 0 and result.rejected == 0:
-        result.status = "no_events"
-        result.message = f"no session-close events found in {result.lines_read} lines; check the format with `closewatch formats` or pass --format"
-    if result.accepted:
-        _assign_event_ids(staging)
     return reader.hexdigest()
-
-
-def _discard_staging(staging: Path, result: FileResult) -> None:
-    """An input that fails half way loads nothing: drop what was staged and zero the counts."""
-    for part in staging.glob("*.parquet"):
-        part.unlink()
-    result.accepted = result.rejected = result.skipped = 0
-    result.first_rejects = []
 
 
 def _count_lines(batches: Iterator[pl.DataFrame], result: FileResult) -> Iterator[pl.DataFrame]:
@@ -136,83 +177,141 @@ def _count_lines(batches: Iterator[pl.DataFrame], result: FileResult) -> Iterato
         yield batch
 
 
-def _stage_batch(parsed: Parsed, number: int, fmt: Format, source: Input, enrich: Enrich,
-                 staging: Path, result: FileResult) -> None:
+def _stage_batch(parsed: Parsed, number: int, staging: Path, result: FileResult) -> None:
     result.skipped += parsed.skipped
     if parsed.rejects.height:
-        rejects = parsed.rejects.with_columns(raw=redact_secrets(pl.col("raw")), reason=redact_secrets(pl.col("reason")))
-        rejects.write_parquet(staging / f"rejects-{number:06d}.parquet")
-        result.rejected += rejects.height
-        room = FIRST_REJECTS_SHOWN - len(result.first_rejects)
-        result.first_rejects += [(line, reason) for line, reason in rejects.select("source_line", "reason").head(room).iter_rows()]
+        _stage_rejects(parsed.rejects, staging / f"rejects-{number:06d}.parquet", result)
     if parsed.events.height:
-        events = _prepare(parsed.events, fmt.name, source.name, result.batch_id)
-        enrich(events).write_parquet(staging / f"events-{number:06d}.parquet")
-        result.accepted += events.height
+        conform(parsed.events).write_parquet(staging / f"events-{number:06d}.parquet", compression="lz4")
+        result.accepted += parsed.events.height
 
 
-def _prepare(events: pl.DataFrame, format_name: str, source_name: str, batch_id: str) -> pl.DataFrame:
-    """Redact, then fix the event's identity before classification can change anything."""
-    texts = ["close_reason", "client_id", "session_id"]
-    events = events.with_columns(redact_secrets(pl.col(name)) for name in texts)
-    identity = pl.concat_str(
-        [
-            pl.col("ts").dt.epoch("us").cast(pl.String).fill_null(""),
-            *(pl.col(name).cast(pl.String).fill_null("") for name in ["session_id", "close_code", "close_reason", "client_id"]),
-        ],
-        separator="\x1f",
-    )
-    return events.with_columns(
-        identity=identity,
-        source_format=pl.lit(format_name),
-        source_file=pl.lit(source_name),
-        batch_id=pl.lit(batch_id),
-    )
+def _stage_rejects(rejects: pl.DataFrame, path: Path, result: FileResult) -> None:
+    rejects = rejects.with_columns(raw=redact_series(rejects["raw"]), reason=redact_series(rejects["reason"]))
+    rejects.write_parquet(path)
+    result.rejected += rejects.height
+    room = FIRST_REJECTS_SHOWN - len(result.first_rejects)
+    result.first_rejects += list(rejects.select("source_line", "reason").head(max(room, 0)).iter_rows())
 
 
-def _assign_event_ids(staging: Path) -> None:
-    """event_id = hash of identity and its occurrence number in the file (or the log's own id).
+def _fill_reject_texts(source: Input, staging: Path, result: FileResult) -> None:
+    """The fast reader knows which lines it rejected but not their text: read just those lines."""
+    path = staging / "unfilled-rejects.parquet"
+    rejects = pl.read_parquet(path)
+    wanted = set(rejects["source_line"].to_list())
+    texts: dict[int, str] = {}
+    with source.open() as stream:
+        for number, line in enumerate(stream, start=1):
+            if number in wanted:
+                texts[number] = line.decode("utf-8", errors="replace").rstrip("\r\n")[:2048]
+    path.unlink()
+    filled = rejects.with_columns(raw=pl.col("source_line").replace_strict(texts, default=None, return_dtype=pl.String))
+    _stage_rejects(filled, staging / "rejects-fast.parquet", result)
 
-    Computed over the whole file, outside the store's lock, with DuckDB so it
-    spills to disk rather than running out of memory on huge files.
+
+def _discard(staging: Path, result: FileResult) -> None:
+    """An input that fails half way loads nothing: drop what was staged and zero the counts."""
+    for part in staging.glob("*.parquet"):
+        part.unlink()
+    result.accepted = result.rejected = result.skipped = 0
+    result.first_rejects = []
+
+
+# -- 2. finalise ---------------------------------------------------------------
+
+
+def _finalise(staging: Path, enrich: Enrich) -> None:
+    """Redact, classify and identify every staged event into final.parquet.
+
+    Classification and redaction of reasons and clients run in polars on the
+    distinct values (few, even in huge files) and are joined back in DuckDB,
+    which also computes the event ids over the whole file and spills to disk
+    rather than running out of memory.
     """
-    parts = str(staging / "events-*.parquet")
-    with duckdb.connect(config={"temp_directory": str(staging / "spill")}) as con:
-        con.execute(f"""
-            COPY (
-                SELECT * EXCLUDE (identity, event_id, occurrence),
-                       coalesce(event_id, md5(identity || '#' || occurrence::VARCHAR)) AS event_id
-                FROM (
-                    SELECT *, row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1 AS occurrence
-                    FROM read_parquet('{parts}')
-                )
-            ) TO '{staging / "final.parquet"}' (FORMAT parquet)
-        """)
+    with _staging_connection(staging) as con:
+        con.execute(f"CREATE VIEW parts AS SELECT * FROM read_parquet('{staging / 'events-*.parquet'}')")
+        pairs = con.execute("SELECT DISTINCT close_code, close_reason FROM parts").pl()
+        clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
+        con.register("reasons", _classified_reasons(pairs, enrich).to_arrow())
+        con.register("clients", clients.with_columns(redacted=redact_series(clients["client_id"])).to_arrow())
+        con.execute(_FINAL_SQL.format(final=staging / "final.parquet", secret=ANY_SECRET.replace("'", "''"), mask=MASK))
 
 
-def _load(store: Store, staging: Path, result: FileResult, sha: str, started: datetime,
-          parse_s: float, clock: float) -> None:
+def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich) -> pl.DataFrame:
+    """(close_code, close_reason) as logged -> redacted reason, classification, inferred code."""
+    redacted = pairs.with_columns(reason_redacted=redact_series(pairs["close_reason"]))
+    classified = enrich(
+        redacted.select(
+            pl.col("close_code").cast(pl.Int32),
+            pl.col("reason_redacted").alias("close_reason"),
+            code_inferred=pl.lit(False),
+        )
+    )
+    return pl.concat(
+        [
+            redacted.select(
+                key_code=pl.col("close_code").cast(pl.Int32).fill_null(_NULL_CODE),
+                key_reason=pl.col("close_reason").fill_null(_NULL_TEXT),
+                reason_redacted="reason_redacted",
+            ),
+            classified.select(pl.col("close_code").alias("new_code"), *CLASSIFICATION_COLUMNS),
+        ],
+        how="horizontal",
+    )
+
+
+_NULL_CODE = -(2**31)
+_NULL_TEXT = "\x1f"  # chr(31): never a whole reason text
+
+_FINAL_SQL = f"""
+COPY (
+    WITH e AS (
+        SELECT p.*,
+               CASE WHEN regexp_matches(p.session_id, '{{secret}}') THEN '{{mask}}' ELSE p.session_id END AS session_clean,
+               r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
+               c.redacted AS client_clean
+        FROM parts p
+        JOIN reasons r ON coalesce(p.close_code, {_NULL_CODE}) = r.key_code AND coalesce(p.close_reason, chr(31)) = r.key_reason
+        LEFT JOIN clients c ON p.client_id = c.client_id
+    ), identified AS (
+        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, ''), coalesce(session_clean, ''),
+                            coalesce(close_code::VARCHAR, ''), coalesce(reason_redacted, ''), coalesce(client_clean, '')) AS identity
+        FROM e
+    )
+    SELECT coalesce(event_id, md5(identity || '#' || (row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1)::VARCHAR)) AS event_id,
+           ts, session_clean AS session_id, new_code AS close_code, reason_redacted AS close_reason, client_clean AS client_id,
+           source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)},
+           event_id IS NOT NULL AS id_from_log
+    FROM identified
+) TO '{{final}}' (FORMAT parquet)
+"""
+
+
+def _staging_connection(staging: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB (not the store) that spills to the staging folder."""
+    con = duckdb.connect(config={"temp_directory": str(staging / "spill"), "memory_limit": STAGING_MEMORY_LIMIT})
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+# -- 3. load -------------------------------------------------------------------
+
+
+def _load(store: Store, staging: Path, result: FileResult, sha: str, started: datetime, parse_s: float) -> None:
     """Append the staged file in one transaction: events (deduplicated), rejects, batch row."""
+    clock = time.perf_counter()
     final = staging / "final.parquet"
-    reject_parts = sorted(staging.glob("rejects-*.parquet"))
+    reject_parts = [str(p) for p in sorted(staging.glob("rejects-*.parquet"))]
     with store.transaction() as con:
         if final.exists():
-            columns = ", ".join(CLOSURE_COLUMNS)
-            inserted = con.execute(f"""
-                INSERT INTO closures ({columns}, ingested_at)
-                SELECT {columns}, now() FROM (
-                    SELECT * FROM read_parquet('{final}')
-                    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_line) = 1
-                ) AS staged
-                WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = staged.event_id)
-            """).fetchone()[0]
+            ids_from_log = con.execute(f"SELECT bool_or(id_from_log) FROM read_parquet('{final}')").fetchone()[0]
+            dedupe = _DEDUPE_IDS_FROM_LOG if ids_from_log else ""
+            inserted = con.execute(_INSERT_SQL.format(final=final, dedupe=dedupe), [result.source, result.format, result.batch_id]).fetchone()[0]
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
         if reject_parts:
-            con.execute(
-                "INSERT INTO rejects SELECT ?, ?, source_line, raw, reason FROM read_parquet(?)",
-                [result.batch_id, result.source, [str(p) for p in reject_parts]],
-            )
+            con.execute("INSERT INTO rejects SELECT ?, ?, source_line, raw, reason FROM read_parquet(?)",
+                        [result.batch_id, result.source, reject_parts])
         con.execute(
             "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [result.batch_id, result.source, sha, result.format, started, result.lines_read, result.accepted,
@@ -221,45 +320,63 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         )
 
 
-def _sha256_of(source: Input) -> str:
+_INSERT_SQL = f"""
+INSERT INTO closures ({", ".join(CLOSURE_COLUMNS)}, ingested_at)
+SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in CLOSURE_COLUMNS)}, now()
+FROM (
+    SELECT * FROM read_parquet('{{final}}') {{dedupe}}
+) AS staged
+WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = staged.event_id)
+"""
+
+
+#: ids a log carries itself may repeat inside one file (computed ids cannot): keep the first.
+_DEDUPE_IDS_FROM_LOG = "QUALIFY NOT id_from_log OR row_number() OVER (PARTITION BY event_id ORDER BY source_line) = 1"
+
+
+# -- reading helpers -----------------------------------------------------------
+
+
+def _digest(source: Input) -> tuple[str, int]:
+    """sha256 of the (decompressed) content and its number of lines."""
     try:
         with source.open() as stream:
             reader = _HashingReader(stream, None)
             reader.drain()
-    except (EOFError, OSError, zlib.error):
-        return ""
-    return reader.hexdigest()
+    except _UNREADABLE:
+        return "", 0
+    return reader.hexdigest(), reader.lines
 
 
 class _HashingReader:
-    """A read-through stream that hashes what passes and reports progress."""
+    """A read-through stream that hashes and counts lines of what passes, and reports progress."""
 
     def __init__(self, stream: BinaryIO, progress: Progress | None):
         self._stream = stream
         self._hash = hashlib.sha256()
         self._progress = progress
         self._done = 0
+        self._newlines = 0
+        self._last = b"\n"
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
-        self._hash.update(data)
-        self._done += len(data)
-        if self._progress and data:
-            self._progress(self._done)
+        if data:
+            self._hash.update(data)
+            self._newlines += data.count(b"\n")
+            self._last = data[-1:]
+            self._done += len(data)
+            if self._progress:
+                self._progress(self._done)
         return data
 
     def drain(self) -> None:
-        while self.read(1 << 20):
+        while self.read(1 << 22):
             pass
+
+    @property
+    def lines(self) -> int:
+        return self._newlines + (0 if self._last == b"\n" else 1)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-
-def check_format_name(name: str | None) -> None:
-    """Fail before any work if --format names no known format."""
-    if name is not None:
-        get_format(name)
-
-
-__all__ = ["FileResult", "Enrich", "ingest_input", "check_format_name", "IngestError"]

@@ -23,6 +23,7 @@ class Input:
     opener: Callable[[], BinaryIO]
     size: int | None = None
     compressed: bool = False
+    path: Path | None = None  # set for files on disk, which formats may read directly
 
     def open(self) -> BinaryIO:
         return self.opener()
@@ -31,7 +32,7 @@ class Input:
 def file_input(path: Path) -> Input:
     with open(path, "rb") as handle:
         compressed = handle.read(2) == GZIP_MAGIC
-    return Input(str(path), lambda: open_binary(path), path.stat().st_size, compressed)
+    return Input(str(path), lambda: open_binary(path), path.stat().st_size, compressed, path)
 
 
 def bytes_input(name: str, data: bytes) -> Input:

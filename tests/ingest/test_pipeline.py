@@ -127,3 +127,25 @@ def test_arbitrary_json_never_raises(tmp_path_factory, records):
     data = "\n".join(json.dumps(record) for record in records).encode()
     (result,) = jobs.ingest(store, [bytes_input("fuzz.jsonl", data)], format_name="jsonl")
     assert result.accepted + result.rejected + result.skipped == len(records)
+
+
+def test_fast_file_reader_and_line_reader_agree(tmp_path):
+    """Files on disk take DuckDB's whole-file reader, stdin the line reader: same rows, same rejects."""
+    lines = closes(20) + [
+        json.dumps({"code": "abc", "reason": "x"}),
+        json.dumps({"code": 3007, "reason": "Input duration violation: 1500 ms. Expected between 50 and 1000 ms", "ts": "2026-11-20 10:00:00,5"}),
+        json.dumps({"ts": "not a time", "code": 1000}),
+        json.dumps({"note": "not a close"}),
+    ]
+    path = write_lines(tmp_path / "clean.jsonl", lines)
+    by_file, by_bytes = Store(tmp_path / "file.duckdb"), Store(tmp_path / "bytes.duckdb")
+    (from_file,) = jobs.ingest(by_file, [__import__("ingest.sources", fromlist=["file_input"]).file_input(path)])
+    (from_bytes,) = jobs.ingest(by_bytes, [bytes_input(str(path), path.read_bytes())])
+    columns = "event_id, ts, session_id, close_code, close_reason, client_id, source_line, category, chunk_ms"
+    rows = [store.query(f"SELECT {columns} FROM closures ORDER BY source_line") for store in (by_file, by_bytes)]
+    assert rows[0].equals(rows[1]) and rows[0].height == 21
+    rejects = [store.query("SELECT line_no, raw, reason FROM rejects ORDER BY line_no") for store in (by_file, by_bytes)]
+    assert rejects[0].equals(rejects[1])
+    assert rejects[0]["line_no"].to_list() == [21, 23]
+    assert rejects[0]["raw"][0] == lines[20]
+    assert (from_file.skipped, from_bytes.skipped) == (1, 1)
