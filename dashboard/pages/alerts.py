@@ -1,0 +1,227 @@
+"""Alerts: the rules and their current state, history, silences, scheduler health, and backtests.
+
+The live part (states, history, silences, health) is a fragment that reruns
+on its own every few seconds (``[dashboard] alerts_refresh`` in
+closewatch.toml, default 10 s), so an on-call person can leave it open.
+Silences go through ``alerts.engine`` exactly like `closewatch alerts silence`.
+"""
+
+from __future__ import annotations
+
+import getpass
+from datetime import datetime, timedelta, timezone
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+from dashboard import data, ui
+
+UTC = timezone.utc
+DEFAULT_REFRESH_S = 10.0
+
+
+def refresh_seconds() -> float:
+    """How often the live part reruns: [dashboard] alerts_refresh in closewatch.toml."""
+    from alerts.rules import parse_duration
+
+    value = data.get_settings().section("dashboard").get("alerts_refresh", DEFAULT_REFRESH_S)
+    seconds = parse_duration(value)
+    return seconds if seconds and seconds >= 1 else DEFAULT_REFRESH_S
+
+
+def rules_table(config: data.AlertConfig, states: pl.DataFrame) -> pl.DataFrame:
+    """One row per rule: what it watches and how many of its groups are firing or pending now."""
+    firing = states.filter(pl.col("state") == "firing").group_by("rule").len("firing") if states.height else pl.DataFrame(schema={"rule": pl.String, "firing": pl.UInt32})
+    pending = states.filter(pl.col("state") == "pending").group_by("rule").len("pending") if states.height else pl.DataFrame(schema={"rule": pl.String, "pending": pl.UInt32})
+    rules = pl.DataFrame([
+        {"rule": r.name, "kind": r.kind, "severity": r.severity, "enabled": r.enabled,
+         "group_by": ", ".join(r.group_by), "every": ui.fmt_duration(r.every_s),
+         "channels": ", ".join(r.channels), "description": r.description}
+        for r in config.ruleset.rules
+    ], schema={"rule": pl.String, "kind": pl.String, "severity": pl.String, "enabled": pl.Boolean, "group_by": pl.String,
+               "every": pl.String, "channels": pl.String, "description": pl.String})
+    return (
+        rules.join(firing, on="rule", how="left").join(pending, on="rule", how="left")
+        .with_columns(pl.col("firing").fill_null(0), pl.col("pending").fill_null(0))
+        .with_columns(now=pl.when(pl.col("firing") > 0).then(pl.lit("firing"))
+                      .when(pl.col("pending") > 0).then(pl.lit("pending")).otherwise(pl.lit("ok")))
+        .select("rule", "now", "firing", "pending", "kind", "severity", "enabled", "group_by", "every", "channels", "description")
+    )
+
+
+def health_table(health: pl.DataFrame, intervals: dict[str, float], now: datetime) -> pl.DataFrame:
+    """Each job's last run, and whether it is on time (a run within twice its interval plus a minute)."""
+    rows = []
+    known = {row["job"]: row for row in health.iter_rows(named=True)}
+    for job, every in intervals.items():
+        row = known.get(job)
+        if row is None:
+            rows.append({"job": job, "health": "never ran", "every": ui.fmt_duration(every), "last run (UTC)": "-",
+                         "outcome": "-", "last ok (UTC)": "-", "runs": 0, "errors": 0, "last error": ""})
+            continue
+        late = row["last_started"] is None or now - row["last_started"] > timedelta(seconds=2 * every + 60)
+        health = "late" if late else ("failing" if row["last_outcome"] == "error" else "ok")
+        rows.append({"job": job, "health": health, "every": ui.fmt_duration(every),
+                     "last run (UTC)": ui.fmt_time(row["last_started"]), "outcome": row["last_outcome"],
+                     "last ok (UTC)": ui.fmt_time(row["last_ok"]), "runs": row["runs"], "errors": row["errors"],
+                     "last error": row["last_error"] if row["last_outcome"] == "error" else ""})
+    return pl.DataFrame(rows)
+
+
+def live(config: data.AlertConfig) -> None:
+    """States, history, silences and scheduler health: reread on every refresh."""
+    now = datetime.now(UTC)
+    alerts = data.alert_data(data.get_store(), now)
+    if not alerts.available:
+        st.info("No alert data yet: this database has no alert tables. Open it once with `closewatch alerts run` or `closewatch up`.")
+        return
+    st.caption(f"Updated {ui.fmt_time(now)} UTC; refreshes every {ui.fmt_duration(refresh_seconds())}.")
+    rules = rules_table(config, alerts.states)
+    firing = int(rules["firing"].sum())
+    pending = int(rules["pending"].sum())
+    columns = st.columns(4)
+    columns[0].metric("Firing", firing, border=True)
+    columns[1].metric("Pending", pending, border=True)
+    columns[2].metric("Active silences", alerts.silences.height, border=True)
+    queued = alerts.outbox.filter(pl.col("status") != "delivered")["notifications"].sum() if alerts.outbox.height else 0
+    columns[3].metric("Notifications waiting", int(queued or 0), border=True)
+
+    st.subheader("Rules")
+    st.caption(f"From `{config.rules_path}`.")
+    st.dataframe(rules, hide_index=True, key="rules_table", column_config={"description": st.column_config.TextColumn(width="large")})
+
+    st.subheader("Current state")
+    active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))
+    if active.height:
+        st.dataframe(active, hide_index=True, key="states_table")
+    elif alerts.states.height:
+        st.success("Nothing is firing or pending.", icon=":material/check_circle:")
+    else:
+        st.info("No rule has been evaluated on this database yet; the scheduler's evaluate job does it (`closewatch up` starts it).")
+
+    st.subheader("Scheduler health")
+    health = health_table(alerts.health, config.intervals, now)
+    if alerts.health.height == 0:
+        st.warning("The scheduler has not run on this database yet: start it with `closewatch scheduler` or `closewatch up`.")
+    elif (health["health"] != "ok").any():
+        st.warning("Some jobs are late or failing; see the table.")
+    st.dataframe(health, hide_index=True, key="health_table")
+
+    st.subheader("Silences")
+    if alerts.silences.height:
+        st.dataframe(alerts.silences, hide_index=True, key="silences_table")
+    else:
+        st.caption("No active silences.")
+
+    st.subheader("History")
+    if alerts.history.height:
+        st.dataframe(alerts.history, hide_index=True, key="history_table")
+    else:
+        st.caption("No state changes recorded yet.")
+
+
+def silence_form(config: data.AlertConfig) -> None:
+    """Silence a rule (or one group) for a while, or end a silence."""
+    from alerts.engine import add_silence, end_silences
+    from alerts.errors import AlertError
+    from alerts.rules import format_duration, parse_duration
+
+    names = [rule.name for rule in config.ruleset.rules]
+    with st.form("silence"):
+        st.markdown("**Silence a rule**: notifications stop, states still change; the silence ends on its own.")
+        left, middle, right = st.columns(3)
+        rule = left.selectbox("Rule", names, key="silence_rule")
+        group = middle.text_input("Group (optional)", key="silence_group", help="'client_id=acme', or just 'acme'; empty: every group.")
+        duration = right.text_input("For", value="2h", key="silence_for", help="e.g. 30m, 2h, 1d")
+        comment = st.text_input("Comment", key="silence_comment")
+        if st.form_submit_button("Silence", icon=":material/notifications_off:"):
+            with ui.guard():
+                seconds = parse_duration(duration)
+                if not seconds:
+                    raise AlertError(f"'For' {duration!r} is not a duration; write e.g. 30m, 2h or 1d.")
+                silence_id = add_silence(data.get_store(), config.ruleset, rule, group.strip() or None, seconds, comment, _user())
+                st.success(f"Silenced {rule}{' for ' + group if group.strip() else ''} for {format_duration(seconds)} (id {silence_id}).")
+    with st.form("unsilence"):
+        st.markdown("**End a silence**: by its id, or every active silence of a rule.")
+        target = st.text_input("Silence id or rule name", key="unsilence_target")
+        if st.form_submit_button("Unsilence", icon=":material/notifications_active:"):
+            with ui.guard():
+                ended = end_silences(data.get_store(), target.strip())
+                if not ended:
+                    raise AlertError(f"No active silence matches '{target.strip()}'; the Silences table lists them.")
+                st.success(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
+
+
+def backtest_section(config: data.AlertConfig) -> None:
+    """Replay a rule over history and draw its would-be firings over the timeline."""
+    from alerts.engine import backtest
+
+    st.subheader("Backtest a rule")
+    span = data.cached(data.span)
+    if span.closures == 0:
+        ui.empty_state()
+        return
+    st.caption("Replays the rule over the loaded data with the same state machine; sends and writes nothing. "
+               "Empty dates: the whole span.")
+    rule = st.selectbox("Rule", [r.name for r in config.ruleset.enabled], key="backtest_rule")
+    start, end = ui.time_range(span, "bt_from", "bt_to")
+    if not st.button("Backtest", icon=":material/history:", key="run_backtest"):
+        return
+    first = start or span.first
+    last = end or (span.last + timedelta(minutes=1))
+    episodes = backtest(data.get_store(), config.ruleset, first, last, [rule])
+    bucket_s, frame = data.cached(data.timeline, start, end)
+    st.altair_chart(backtest_chart(frame, bucket_s, episodes, last))
+    if episodes:
+        st.dataframe(pl.DataFrame([e.as_dict() for e in episodes]), hide_index=True, key="episodes_table")
+        st.caption(f"{rule} would have fired {len(episodes)} time(s) between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
+    else:
+        st.info(f"{rule} would not have fired between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
+
+
+def backtest_chart(frame: pl.DataFrame, bucket_s: int, episodes: list, last: datetime) -> alt.LayerChart:
+    """Closures per bucket by severity, with each would-be firing as a shaded band."""
+    bars = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("bucket:T", title=f"UTC, one bar = {ui.fmt_duration(bucket_s)}"),
+        y=alt.Y("sum(closures):Q", title="closures"),
+        color=alt.Color("severity:N", scale=alt.Scale(domain=list(ui.SEVERITY_COLORS), range=list(ui.SEVERITY_COLORS.values()))),
+    )
+    if not episodes:
+        return bars.properties(height=280)
+    bands = pl.DataFrame({
+        "fired": [e.fired_at for e in episodes],
+        "resolved": [e.resolved_at or last for e in episodes],
+        "group": [e.group or "(all)" for e in episodes],
+    })
+    shade = alt.Chart(bands).mark_rect(opacity=0.25, color="#e45756").encode(
+        x="fired:T", x2="resolved:T", tooltip=["group:N", alt.Tooltip("fired:T", format="%Y-%m-%d %H:%M"),
+                                                alt.Tooltip("resolved:T", format="%Y-%m-%d %H:%M")])
+    return (shade + bars).properties(height=280)
+
+
+def _user() -> str:
+    try:
+        return f"{getpass.getuser()} (dashboard)"
+    except (KeyError, OSError):
+        return "dashboard"
+
+
+def main() -> None:
+    st.title("Alerts")
+    config = data.alert_config()
+
+    @st.fragment(run_every=refresh_seconds())
+    def live_part() -> None:
+        with ui.guard():
+            live(config)
+
+    live_part()
+    with st.expander("Silence or unsilence"):
+        silence_form(config)
+    with ui.guard():
+        backtest_section(config)
+
+
+with ui.guard():
+    main()

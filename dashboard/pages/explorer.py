@@ -1,0 +1,97 @@
+"""Explorer: filter closures, read the catalog's action and retry advice, open one closure in context.
+
+Every filter is bound to the URL, so other pages link here with filters
+already set, and a filtered view can be shared by copying the address.
+A closure opens by clicking its row, or by ``?event=<event_id>`` in the URL.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.catalog import CATEGORIES, SEVERITIES
+from dashboard import data, ui
+
+
+def filters(span: data.Span) -> data.Filters:
+    """The filter widgets (all bound to the URL) and the Filters they describe."""
+    choices = data.cached(data.explorer_choices)
+    start, end = ui.time_range(span)
+    first, second, third = st.columns(3)
+    codes = first.multiselect("Close code", choices.codes, key="code", bind="query-params", placeholder="any code")
+    categories = second.multiselect("Category", list(CATEGORIES), key="category", bind="query-params", placeholder="any category")
+    severities = third.multiselect("Severity", list(SEVERITIES), key="severity", bind="query-params", placeholder="any severity")
+    first, second, third = st.columns(3)
+    clients = first.multiselect("Client", choices.clients, key="client", bind="query-params", placeholder="any client")
+    session = second.text_input("Session id starts with", key="session", bind="query-params")
+    text = third.text_input("Reason contains", key="q", bind="query-params")
+    return data.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "")
+
+
+def detail(event_id: str) -> None:
+    """One closure: what happened, what to do, and its session's and client's other events."""
+    found = data.cached(data.closure_detail, event_id)
+    closure = found.closure
+    if closure is None:
+        st.warning(f"No closure has event id {event_id}; it may belong to another database.")
+        return
+    st.subheader("Closure")
+    code = "no code" if closure["close_code"] is None else str(closure["close_code"]) + (" (inferred)" if closure["code_inferred"] else "")
+    columns = st.columns(4)
+    columns[0].metric("Category", closure["category"] or "-")
+    columns[1].metric("Severity", closure["severity"] or "-")
+    columns[2].metric("Close code", code)
+    columns[3].metric("Retry safe", closure["retry_safe"] or "-")
+    st.markdown(f"**Reason:** {closure['close_reason'] or '(none logged)'}")
+    st.success(f"**What to do:** {closure['action']}  \n**Retry:** {ui.RETRY_ADVICE.get(closure['retry_safe'], '-')}", icon=":material/build:")
+    numbers = _numbers(closure)
+    if numbers:
+        st.info(numbers, icon=":material/straighten:")
+    with st.expander("Every field of this closure"):
+        st.json({key: (ui.fmt_time(value) if key in ("ts", "ingested_at") else value) for key, value in closure.items()})
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Session `{closure['session_id'] or '-'}`**: its closures")
+        if found.session.height:
+            st.dataframe(found.session, hide_index=True, column_config=ui.CLOSURE_COLUMNS, key="session_events")
+        else:
+            st.caption("The log names no session for this closure.")
+    with right:
+        st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(data.AROUND.total_seconds() // 60)} minutes")
+        st.dataframe(found.client, hide_index=True, column_config=ui.CLOSURE_COLUMNS, key="client_events")
+
+
+def _numbers(closure: dict) -> str:
+    """The numbers read out of the reason text, in the words the user needs."""
+    if closure.get("chunk_ms") is not None:
+        return f"The client's audio chunks were {closure['chunk_ms']:g} ms; the API accepts 50 to 1000 ms per chunk."
+    if closure.get("audio_rate_ratio") is not None:
+        return f"The client sent audio {closure['audio_rate_ratio']:.2g}x faster than real time; send it at real-time pace."
+    if closure.get("session_duration_s") is not None:
+        return f"The session lasted {closure['session_duration_s'] / 60:.1f} minutes."
+    return ""
+
+
+def main() -> None:
+    st.title("Explorer")
+    span = data.cached(data.span)
+    if span.closures == 0:
+        ui.empty_state()
+        return
+    chosen = filters(span)
+    total, rows = data.cached(data.explorer_rows, chosen)
+    shown = f"showing the newest {rows.height:,}" if total > rows.height else "showing all"
+    st.caption(f"{total:,} closures match; {shown}. Times are UTC. Click a row to open it. For more, use the SQL page.")
+    event = st.dataframe(
+        rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="closures_table",
+        column_config=ui.CLOSURE_COLUMNS,
+        column_order=["ts", "client_id", "session_id", "close_code", "close_reason", "category", "severity", "retry_safe", "action"],
+    )
+    row = ui.selected_row(event, rows)
+    event_id = row["event_id"] if row else st.query_params.get("event")
+    if event_id:
+        detail(event_id)
+
+
+with ui.guard():
+    main()

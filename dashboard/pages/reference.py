@@ -1,0 +1,57 @@
+"""Reference: the close-code catalog as one table, and a troubleshooting guide per category.
+
+The catalog is ``analysis.catalog`` (built-in plus the user's file named in
+the config); the guides are ``dashboard/guides.toml``, both data.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from analysis.catalog import CATEGORIES, catalog_table, load_catalog
+from dashboard import data, ui
+
+
+def catalog_section() -> None:
+    st.subheader("Close-code catalog")
+    settings = data.get_settings()
+    table = catalog_table(load_catalog(settings.catalog))
+    source = f"the built-in catalog and `{settings.catalog}`" if settings.catalog else "the built-in catalog"
+    st.caption(f"From {source}. Entries are evaluated top to bottom; the first match wins. "
+               "`retry_safe`: yes = reconnect now, with_backoff = retry with exponential backoff, no = fix first.")
+    chosen = st.multiselect("Category", list(CATEGORIES), key="ref_category", placeholder="every category")
+    if chosen:
+        table = table.filter(pl.col("category").is_in(chosen))
+    st.dataframe(
+        table.rename({"codes": "code", "reason": "reason pattern", "retry_safe": "retry safe", "action": "recommended action"}),
+        hide_index=True, key="catalog_table",
+        column_config={"recommended action": st.column_config.TextColumn(width="large")},
+    )
+
+
+def guides_section() -> None:
+    st.subheader("Troubleshooting by category")
+    guides = ui.load_toml("guides.toml")
+    counts = dict(data.cached(data.category_counts).iter_rows())
+    for category in CATEGORIES:
+        guide = guides.get(category)
+        if guide is None:
+            continue
+        count = counts.get(category, 0)
+        with st.expander(f"{guide['title']} (`{category}`): {count:,} closures loaded"):
+            st.markdown(guide["summary"])
+            st.markdown("**Likely causes**\n" + "\n".join(f"- {cause}" for cause in guide["causes"]))
+            st.markdown("**What to do**\n" + "\n".join(f"{n}. {step}" for n, step in enumerate(guide["steps"], 1)))
+            if count:
+                ui.explorer_link(f"See the {count:,} {category} closures", category=category)
+
+
+def main() -> None:
+    st.title("Reference")
+    catalog_section()
+    guides_section()
+
+
+with ui.guard():
+    main()

@@ -1,0 +1,91 @@
+"""SQL: ad-hoc read-only queries, with the schema beside the editor and example queries.
+
+Queries run through ``Store.user_query``: a read-only connection with
+``enable_external_access=false`` and the configuration locked, so a query can
+read the closewatch tables and nothing else. A refusal is one sentence.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import polars as pl
+import streamlit as st
+
+from dashboard import data, ui
+
+ROW_LIMIT = 100_000
+PICK = "Choose an example..."
+
+
+def examples() -> dict[str, str]:
+    """Title -> SQL, from dashboard/examples.toml."""
+    return {q["title"]: q["sql"].strip() for q in ui.load_toml("examples.toml")["query"]}
+
+
+def use_example() -> None:
+    """Put the chosen example in the editor (a callback: it runs before the editor is drawn)."""
+    title = st.session_state.get("example")
+    if title and title != PICK:
+        st.session_state["sql_text"] = examples()[title]
+
+
+def schema_panel() -> None:
+    """Every table and view with its columns."""
+    st.subheader("Schema")
+    frame = data.cached(data.schema)
+    for (name, kind), columns in frame.group_by("table_name", "table_type", maintain_order=True):
+        label = f"{name}" + (" (view)" if kind == "VIEW" else "")
+        with st.expander(label, expanded=name == "closures"):
+            st.dataframe(columns.select("column_name", "data_type"), hide_index=True, key=f"schema_{name}")
+
+
+def run(sql: str) -> None:
+    """Run the query and keep the result in the session, so downloads do not run it again."""
+    clock = time.perf_counter()
+    frame = data.user_query(data.get_store(), sql, ROW_LIMIT + 1)
+    st.session_state["sql_result"] = (sql, frame, time.perf_counter() - clock)
+
+
+def result_panel() -> None:
+    sql, frame, seconds = st.session_state["sql_result"]
+    truncated = frame.height > ROW_LIMIT
+    frame = frame.head(ROW_LIMIT)
+    more = f" (the first {ROW_LIMIT:,}; add a LIMIT or aggregate for the rest)" if truncated else ""
+    st.caption(f"{frame.height:,} rows{more} in {seconds * 1000:,.0f} ms.")
+    st.dataframe(frame, hide_index=True, key="sql_result_table")
+    left, right, _ = st.columns([1, 1, 4])
+    left.download_button("CSV", frame.write_csv(), file_name="closewatch-query.csv", mime="text/csv",
+                         icon=":material/download:", on_click="ignore")
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    right.download_button("Parquet", buffer.getvalue(), file_name="closewatch-query.parquet",
+                          mime="application/vnd.apache.parquet", icon=":material/download:", on_click="ignore")
+
+
+def main() -> None:
+    st.title("SQL")
+    st.caption("Read-only DuckDB SQL over the closewatch tables. Queries cannot write, change settings, attach databases or touch files.")
+    editor, side = st.columns([3, 1])
+    with side:
+        with ui.guard():
+            schema_panel()
+    with editor:
+        st.selectbox("Examples", [PICK, *examples()], key="example", on_change=use_example)
+        if "sql_text" not in st.session_state:
+            st.session_state["sql_text"] = next(iter(examples().values()))
+        sql = st.text_area("Query", key="sql_text", height=220)
+        if st.button("Run", type="primary", icon=":material/play_arrow:", key="run_sql"):
+            st.session_state.pop("sql_result", None)
+            if sql.strip():
+                with ui.guard():  # a refusal shows right under the button
+                    run(sql)
+            else:
+                ui.show_error("The editor is empty; write a SELECT query or choose an example.")
+        if "sql_result" in st.session_state:
+            result_panel()
+
+
+with ui.guard():
+    main()

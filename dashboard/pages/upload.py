@@ -1,0 +1,127 @@
+"""Upload: load several log files at once (.gz too), with progress and a result per file.
+
+Files go through ``closewatch.jobs.ingest``, exactly like ``closewatch
+ingest``: parsed and classified outside the database lock, then appended in
+one transaction per file. The other pages show the new rows right away,
+because their caches are keyed on the latest batch.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from closewatch import jobs
+from closewatch.errors import ClosewatchError
+from dashboard import data, ui
+from ingest.formats import all_formats
+from ingest.sources import bytes_input
+
+AUTO = "detect per file"
+
+
+def limit_text() -> str:
+    size = st.get_option("server.maxUploadSize")
+    return (f"Up to **{size:,} MB per file** (the dashboard's `server.maxUploadSize`; change it with "
+            "`closewatch dashboard --max-upload-mb N`). Larger files: `closewatch ingest PATH`, or drop them in the scheduler's watched folder.")
+
+
+def load(files: list, format_name: str | None, tz: str) -> list[dict]:
+    """Ingest each uploaded file, showing its progress; returns one result row per file."""
+    store = data.get_store()
+    settings = data.get_settings()
+    results = []
+    for upload in files:
+        payload = upload.getvalue()
+        source = bytes_input(upload.name, payload)
+        bar = st.progress(0.0, text=f"{upload.name}: reading")
+
+        def progress_for(_source, bar=bar, name=upload.name, size=len(payload)):
+            # for .gz the count is of decompressed bytes, so it is shown as a number, not a fraction
+            def report(done: int) -> None:
+                fraction = min(done / size, 1.0) if size and not _source.compressed else 0.5
+                bar.progress(fraction, text=f"{name}: {done / 1e6:,.1f} MB read")
+            return report
+
+        try:
+            (result,) = jobs.ingest(store, [source], format_name, tz, settings.catalog, progress_for)
+        except ClosewatchError as error:  # this file failed as a whole; the others still load
+            bar.progress(1.0, text=f"{upload.name}: not loaded")
+            results.append(_failed(upload.name, str(error)))
+            continue
+        bar.progress(1.0, text=f"{upload.name}: done")
+        results.append(_row(result))
+    return results
+
+
+def _failed(name: str, message: str) -> dict:
+    return {"file": name, "format": "-", "lines": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "skipped": 0,
+            "status": "failed", "message": message, "first_rejects": []}
+
+
+def _row(result) -> dict:
+    return {
+        "file": result.source,
+        "format": result.format or "-",
+        "lines": result.lines_read,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": result.rejected,
+        "skipped": result.skipped,
+        "status": result.status,
+        "message": result.message,
+        "first_rejects": [f"line {line}: {reason}" for line, reason in result.first_rejects],
+    }
+
+
+def show_results(results: list[dict]) -> None:
+    """The result per file, then the first rejected lines of each file that had some."""
+    st.subheader("Result")
+    table = pl.DataFrame(results).drop("first_rejects", "message")
+    st.dataframe(table, hide_index=True, key="upload_results")
+    accepted = sum(r["accepted"] for r in results)
+    st.success(f"Loaded {accepted:,} new closures from {len(results)} file(s); every page now includes them.", icon=":material/check_circle:")
+    st.page_link(ui.page_path("overview"), label="See them on the Overview", icon=":material/dashboard:")
+    for r in results:
+        if r["status"] == "failed":
+            ui.show_error(f"{r['file']} was not loaded: {r['message']}")
+        if r["status"] == "no_events":
+            st.warning(f"{r['file']}: {r['message']}.")
+        if r["first_rejects"]:
+            with st.expander(f"{r['file']}: first rejected lines ({r['rejected']:,} in all)", expanded=True):
+                st.code("\n".join(r["first_rejects"]), language=None)
+                if r["rejected"] > len(r["first_rejects"]):
+                    st.caption("The rest are in the `rejects` table (SQL page: `SELECT * FROM rejects`).")
+
+
+def main() -> None:
+    st.title("Upload logs")
+    st.markdown(
+        "Load session-close logs: JSON lines, CSV, the API's own messages, and the logs of the common SDKs and "
+        "frameworks (the format is detected per file). Compressed `.gz` files are read as they are. "
+        "A file already loaded adds nothing (duplicates are counted, not stored twice)."
+    )
+    st.caption(limit_text())
+    with st.form("upload", clear_on_submit=True):
+        files = st.file_uploader("Log files", accept_multiple_files=True, key="files")
+        left, right = st.columns(2)
+        names = [AUTO] + [fmt.name for fmt in all_formats()]
+        format_choice = left.selectbox("Format", names, help="Leave on 'detect per file' unless detection picks the wrong one.")
+        tz = right.text_input("Time zone of timestamps without one", value="UTC", help="An IANA name such as Europe/Berlin.")
+        submitted = st.form_submit_button("Load files", type="primary", icon=":material/upload:")
+    if submitted:
+        if not files:
+            st.warning("Choose one or more files first.")
+        else:
+            st.session_state["upload_results"] = load(files, None if format_choice == AUTO else format_choice, tz.strip() or "UTC")
+    if st.session_state.get("upload_results"):
+        show_results(st.session_state["upload_results"])
+    batches = data.cached(data.recent_batches)
+    if batches.height:
+        with st.expander("Recently loaded files"):
+            st.dataframe(batches, hide_index=True, key="recent_batches",
+                         column_config={"finished_at": st.column_config.DatetimeColumn("loaded (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+
+
+with ui.guard():
+    main()

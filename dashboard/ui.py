@@ -1,0 +1,180 @@
+"""What every page shares: the one error boundary, the time range picker, links, formatting.
+
+``guard`` is the dashboard's error boundary: a ``ClosewatchError`` becomes its
+one sentence in ``st.error``; anything else (a bug) becomes one sentence too,
+with the traceback written to the server's log rather than the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from closewatch.errors import ClosewatchError
+from dashboard import data
+
+log = logging.getLogger("closewatch.dashboard")
+
+HERE = Path(__file__).parent
+PAGES = {
+    "overview": "pages/overview.py",
+    "upload": "pages/upload.py",
+    "explorer": "pages/explorer.py",
+    "patterns": "pages/patterns.py",
+    "alerts": "pages/alerts.py",
+    "sql": "pages/sql.py",
+    "reference": "pages/reference.py",
+}
+#: Explorer filters travel in the URL under these names (the widgets are bound to them).
+FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session", "q")
+URL_TIME = "%Y-%m-%dT%H:%M"
+SEVERITY_COLORS = {"info": "#4c78a8", "warning": "#f2a900", "error": "#e45756", "critical": "#7b1e1e"}
+#: How closure rows are shown in every table.
+CLOSURE_COLUMNS = {
+    "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "close_code": st.column_config.NumberColumn("code", format="%d"),
+    "close_reason": st.column_config.TextColumn("reason", width="large"),
+    "retry_safe": st.column_config.TextColumn("retry safe"),
+    "action": st.column_config.TextColumn("action", width="large"),
+    "event_id": None,  # hidden: it is the key, not something to read
+}
+RETRY_ADVICE = {
+    "yes": "Safe to retry right away.",
+    "with_backoff": "Retry with exponential backoff and jitter.",
+    "no": "Do not retry until the cause is fixed: a retry fails the same way.",
+}
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Show errors as one sentence with st.error, never as a traceback."""
+    try:
+        yield
+    except ClosewatchError as error:
+        show_error(str(error))
+    except Exception as error:  # a bug: keep the page readable, keep the details for the log
+        log.exception("dashboard page failed")
+        show_error(f"Something went wrong on this page ({type(error).__name__}: {_first_line(error)}); the details are in the dashboard's log.")
+
+
+def show_error(message: str) -> None:
+    """The one place the dashboard shows an error."""
+    st.error(message, icon=":material/error:")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def page_path(name: str) -> str:
+    """A page's script path as st.page_link and st.switch_page want it."""
+    return PAGES[name]
+
+
+# ---------------------------------------------------------------- time
+
+
+def url_time(moment: datetime | None) -> str | None:
+    """A time as the bound datetime widgets read it from the URL (minutes, UTC)."""
+    return data.utc(moment).strftime(URL_TIME) if moment else None
+
+
+def time_range(span: data.Span, key_from: str = "from", key_to: str = "to") -> tuple[datetime | None, datetime | None]:
+    """Two bound pickers for a UTC range; empty means "from the first" / "to the last" closure.
+
+    Empty defaults, rather than the span itself, keep the range at "the whole
+    span" as new data arrives, and keep the URL clean. The end is inclusive
+    of its minute, so "to 10:17" includes a closure at 10:17:02.
+    """
+    left, right = st.columns(2)
+    start = left.datetime_input(
+        "From (UTC)", value=None, key=key_from, bind="query-params", step=timedelta(minutes=1),
+        help="Empty: from the first loaded closure.",
+    )
+    end = right.datetime_input(
+        "To (UTC, inclusive)", value=None, key=key_to, bind="query-params", step=timedelta(minutes=1),
+        help="Empty: up to the last loaded closure.",
+    )
+    if start is not None and end is not None and end < start:
+        st.warning("The range ends before it starts; showing the whole span instead.")
+        return None, None
+    return data.utc(start), (data.utc(end) + timedelta(minutes=1)) if end is not None else None
+
+
+def describe_range(start: datetime | None, end: datetime | None, span: data.Span) -> str:
+    """One line saying which time the page shows."""
+    if start is None and end is None:
+        return f"The whole span of the loaded data: {fmt_time(span.first)} to {fmt_time(span.last)} (UTC)."
+    return f"From {fmt_time(start or span.first)} to {fmt_time((end - timedelta(minutes=1)) if end else span.last)} (UTC)."
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_time(moment: datetime | None) -> str:
+    return data.utc(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def fmt_int(value: int | None) -> str:
+    return f"{value or 0:,}"
+
+
+def fmt_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
+
+
+def explorer_link(label: str, icon: str = ":material/table_rows:", **filters: Any) -> None:
+    """A link to the Explorer with filters (lists give repeated parameters); empty values are dropped."""
+    params = {key: value for key, value in filters.items() if value not in (None, "", [], ())}
+    st.page_link(page_path("explorer"), label=label, icon=icon, query_params=params or None)
+
+
+def range_params(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    """The Explorer's from/to for a [start, end) range picked on another page."""
+    params = {}
+    if start is not None:
+        params["from"] = url_time(start)
+    if end is not None:
+        params["to"] = url_time(end - timedelta(minutes=1))
+    return params
+
+
+def open_explorer(**filters: Any) -> None:
+    """Go to the Explorer with these filters (used when a table row is clicked)."""
+    params = {key: value for key, value in filters.items() if value not in (None, "", [], ())}
+    st.switch_page(page_path("explorer"), query_params=params or None)
+
+
+def selected_row(event: Any, frame: pl.DataFrame) -> dict[str, Any] | None:
+    """The row a user clicked in an ``st.dataframe(..., on_select="rerun")``, or None."""
+    try:
+        rows = event.selection.rows
+    except AttributeError:
+        return None
+    if not rows or rows[0] >= frame.height:
+        return None
+    return frame.row(rows[0], named=True)
+
+
+def load_toml(name: str) -> dict[str, Any]:
+    """A data file that ships beside the dashboard (guides, example queries)."""
+    with (HERE / name).open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def empty_state(what: str = "closures") -> None:
+    """What a page says when nothing is loaded yet, with the way out."""
+    st.info(f"No {what} loaded yet. Upload log files on the Upload page, or run `closewatch ingest PATH`.", icon=":material/info:")
+    st.page_link(page_path("upload"), label="Upload logs", icon=":material/upload:")
