@@ -225,7 +225,8 @@ def _absence_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
     """Groups whose last closure is older than the window, among those expected to report.
 
     Expected: everything (no group_by), the `expected` list, and any group seen
-    within `lookback`. The last closure per group and time comes from an ASOF
+    within `lookback`; the first two only from the first closure on, since an
+    empty store has not "stopped". The last closure per group and time comes from an ASOF
     join, so a week of minutes costs one pass, not a join over every window.
     """
     params = _grid_params(rule, grid, rule.lookback_s)
@@ -239,7 +240,7 @@ def _absence_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
         if rule.expected:
             params["expected"] = list(rule.expected)
             group_rows += f" UNION SELECT unnest($expected) AS {groups[0]}"
-            expected = f"list_contains($expected, g.{groups[0]})"
+            expected = f"list_contains($expected, g.{groups[0]}) AND tick >= (SELECT min(epoch_us(ts)) FROM closures WHERE {where})"
         else:
             expected = "FALSE"
         on = "".join(f"g.{c} = b.{c} AND " for c in groups)

@@ -66,8 +66,8 @@ TEMPLATE_FIELDS = (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_RULE_HEADER = re.compile(r"^\s*\[\[\s*rules\s*\]\]", re.MULTILINE)
-_CHANNEL_HEADER = re.compile(r"^\s*\[\s*channels\.\"?([^\]\"]+)\"?\s*\]", re.MULTILINE)
+_RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.MULTILINE)
+_CHANNEL_HEADER = re.compile(r"^[ \t]*\[[ \t]*channels\.\"?([^\]\"]+)\"?\s*\]", re.MULTILINE)
 
 COMMON_FIELDS = {
     "name", "kind", "description", "severity", "group_by", "for", "keep_firing_for", "repeat_interval", "resolve",
@@ -257,21 +257,21 @@ class _Parser:
     def parse(self, data: dict[str, Any]) -> tuple[RuleSet | None, list[str]]:
         for key in data:
             if key not in ("rules", "channels", "defaults"):
-                self.problems.append(f"unknown top-level key '{key}' (expected [[rules]], [channels.NAME] or [defaults])")
+                self.problems.append(f"unknown top-level key '{key}' (expected rules, channels or defaults tables)")
         channels = self._channels(data.get("channels", {}))
         defaults = data.get("defaults", {})
         if not isinstance(defaults, dict):
-            self.problems.append("[defaults] must be a table of rule fields")
+            self.problems.append("defaults must be a table of rule fields")
             defaults = {}
         for key in defaults:
             if key not in COMMON_FIELDS - {"name", "kind"}:
-                self.problems.append(f"[defaults]: '{key}' cannot have a default (allowed: {', '.join(sorted(COMMON_FIELDS - {'name', 'kind'}))})")
+                self.problems.append(f"defaults: '{key}' cannot have a default (allowed: {', '.join(sorted(COMMON_FIELDS - {'name', 'kind'}))})")
         raw_rules = data.get("rules", [])
         if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
-            self.problems.append("rules must be written as [[rules]] tables")
+            self.problems.append("rules must be written as tables headed rules in double brackets")
             raw_rules = []
         if not raw_rules:
-            self.problems.append("the file defines no rules; add at least one [[rules]] table")
+            self.problems.append("the file defines no rules; add at least one rule table (headed rules in double brackets)")
         rules = []
         seen: set[str] = set()
         for index, raw in enumerate(raw_rules):
@@ -289,7 +289,7 @@ class _Parser:
     def _channels(self, raw: Any) -> dict[str, Channel]:
         channels = {name: Channel(name, name) for name in BUILTIN_CHANNELS}
         if not isinstance(raw, dict):
-            self.problems.append("[channels] must be tables like [channels.oncall]")
+            self.problems.append("channels must be tables like channels.oncall")
             return channels
         for name, spec in raw.items():
             channel = self._channel(name, spec)
@@ -443,7 +443,7 @@ class _RuleParser:
         for channel in channels:
             if channel not in self.channels:
                 known = ", ".join(sorted(self.channels))
-                self.bad("channels", f"no channel named '{channel}' (defined: {known}; add a [channels.{channel}] table)")
+                self.bad("channels", f"no channel named '{channel}' (defined: {known}; define it in a channels.{channel} table)")
         out["channels"] = tuple(channels)
         return out
 

@@ -104,15 +104,15 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
     c = _context(ctx, rules_path)
     ruleset = c.ruleset()
     for warning in ruleset.warnings:
-        err_console.print(f"warning: {warning}", style="yellow", highlight=False)
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
     report = evaluate(c.store, ruleset, c.engine)
     console = Console()
-    console.print(report.summary() + ".", highlight=False)
+    console.print(report.summary() + ".", highlight=False, soft_wrap=True)
     for failure in report.failures:
-        err_console.print(f"[red]{failure}[/]", highlight=False)
+        err_console.print(failure, style="red", highlight=False, markup=False)
     if not no_deliver:
         delivered = deliver(c.store, ruleset, c.engine)
-        console.print(f"Notifications: {delivered.summary()}.", highlight=False)
+        console.print(f"Notifications: {delivered.summary()}.", highlight=False, markup=False, soft_wrap=True)
     states = current_states(c.store)
     if states.height:
         print_frame(states.select("rule", "group", "state", "value", "fired_at"), "table")
@@ -180,7 +180,7 @@ def silence(ctx: click.Context, rule: str, group: str | None, duration: str, com
         raise AlertError(f"--for {duration!r} is not a duration; write e.g. 30m, 2h or 1d.")
     c = _context(ctx, rules_path)
     silence_id = add_silence(c.store, c.ruleset(), rule, group, seconds, comment, _user())
-    Console().print(f"Silenced {rule}{' for ' + group if group else ''} for {format_duration(seconds)} (id {silence_id}).", highlight=False)
+    Console().print(f"Silenced {rule}{' for ' + group if group else ''} for {format_duration(seconds)} (id {silence_id}).", highlight=False, markup=False, soft_wrap=True)
 
 
 @alerts.command()
@@ -246,13 +246,13 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
     console = Console()
     if problems:
         for problem in problems:
-            err_console.print(f"{path}: {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"{path}: {problem}", highlight=False, markup=False, soft_wrap=True)
         err_console.print(f"[bold red]{len(problems)} problem{'s' if len(problems) != 1 else ''}[/] in {path}.", highlight=False)
         ctx.exit(1)
     for warning in ruleset.warnings:
-        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     kinds = ", ".join(f"{sum(r.kind == k for r in ruleset.rules)} {k}" for k in ("threshold", "pattern", "absence", "sql") if any(r.kind == k for r in ruleset.rules))
-    console.print(f"{path}: OK, {len(ruleset.rules)} rules ({kinds}), channels: {', '.join(sorted(ruleset.channels))}.", highlight=False)
+    console.print(f"{path}: OK, {len(ruleset.rules)} rules ({kinds}), channels: {', '.join(sorted(ruleset.channels))}.", highlight=False, markup=False, soft_wrap=True)
 
 
 @alerts.command()
@@ -320,7 +320,7 @@ def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
 
     c = _context(ctx, rules_path)
     report = deliver(c.store, c.ruleset(), c.engine)
-    Console().print(f"Notifications: {report.summary()}.", highlight=False)
+    Console().print(f"Notifications: {report.summary()}.", highlight=False, markup=False, soft_wrap=True)
 
 
 # -- scheduler ---------------------------------------------------------------------------------
