@@ -75,7 +75,6 @@ _CLIENT_STRIP = r"\s+(?:client(?:_id)?|tenant)=[^\s,;\"]+"
 _FIELDS = ("code", "reason", "session", "aud", "sdur", "http", "inst")
 _KNOWN = "(?i)(?:" + "|".join(clients.STRONG_REASONS + clients.WEAK_REASONS + clients.NETWORK_TEXTS) + ")"
 _DEFAULT_INSTANCE = r"^[A-Za-z]+#\d+$"
-_HEAD = "(?i)^(.*?)(?:" + "|".join(clients.STRONG_REASONS + clients.WEAK_REASONS) + ")"
 _ROLE_RANK = {"C": 0, "E": 1, "A": 2, "G": 3, "T": 4, "B": 5}
 
 
@@ -126,17 +125,20 @@ class _State:
 
 def _flag_lines(batch: pl.DataFrame, spec: Spec, state: _State) -> pl.DataFrame:
     """Clean text, continuation flags, traceback owners and the pre-filter, for every line."""
-    text = pl.col("raw").str.replace_all(_ANSI, "").str.strip_chars_end()
-    frame = batch.select("source_line", text.alias("text"))
+    text = pl.col("raw")
+    if batch["raw"].str.contains("\x1b", literal=True).any():  # colour codes are rare: strip only when present
+        text = text.str.replace_all(_ANSI, "")
+    frame = batch.select("source_line", text.str.strip_chars_end().alias("text"))
     indented = pl.col("text").str.starts_with(" ") | pl.col("text").str.starts_with("\t")
     empty = pl.col("text").str.len_bytes() == 0
     marker = pl.any_horizontal([pl.col("text").str.starts_with(m) for m in _TB_MARKERS])
     kind = pl.when(empty | indented).then(None).otherwise(marker)
     after_tb = kind.shift(1).forward_fill().fill_null(state.last_was_traceback)
     exception = ~empty & ~indented & ~marker & after_tb & pl.col("text").str.contains(_EXCEPTION_LINE)
-    candidate = pl.col("text").str.contains_any(list(spec.anchors)) if spec.anchors else pl.lit(False)
-    if spec.phrases:
-        candidate = candidate | pl.col("text").str.contains_any(list(spec.phrases), ascii_case_insensitive=True)
+    if spec.phrases:  # one Aho-Corasick pass for the anchors and the reason phrases
+        candidate = pl.col("text").str.contains_any(list(spec.anchors + spec.phrases), ascii_case_insensitive=True)
+    else:
+        candidate = pl.col("text").str.contains_any(list(spec.anchors)) if spec.anchors else pl.lit(False)
     frame = frame.with_columns(
         kind=kind, empty=empty, continuation=indented | marker | exception, exception=exception,
     ).with_columns(
@@ -159,27 +161,54 @@ def _wrap(regex: str) -> str:
     return f"(?P<m>{regex})"
 
 
-def _first_match(frame: pl.DataFrame, regexes: list[str], prefix: str, fields: tuple[str, ...]) -> pl.DataFrame:
-    """For each row, the index of the first regex that matches and the named fields of that match."""
-    structs = frame.select(
-        [pl.col("text").str.extract_groups(_wrap(rx)).alias(f"{prefix}{i}") for i, rx in enumerate(regexes)]
-    )
-    chosen = pl.coalesce([
-        pl.when(pl.col(f"{prefix}{i}").struct.field("m").is_not_null()).then(pl.lit(i)) for i in range(len(regexes))
-    ] + [pl.lit(None, pl.Int32)])
-    out = structs.with_columns(chosen.cast(pl.Int32).alias(f"{prefix}id"))
-    columns = [pl.col(f"{prefix}id")]
-    for name in fields:
-        options = [
-            pl.when(pl.col(f"{prefix}id") == i).then(pl.col(f"{prefix}{i}").struct.field(name))
-            for i, rx in enumerate(regexes) if f"(?P<{name}>" in rx
-        ]
-        columns.append((pl.coalesce(options) if options else pl.lit(None, pl.String)).alias(name))
-    return out.select(columns)
+def _first_match(frame: pl.DataFrame, regexes: list[str], fields: tuple[str, ...],
+                 masks: list[pl.Series] | None = None) -> pl.DataFrame:
+    """For rows of ``frame`` (source_line, text): the index of the first regex that matches, and its fields.
+
+    A regex only runs on the rows no earlier regex took (and, given ``masks``,
+    on the rows its mask allows), so a row pays for few of them. Rows nothing
+    matches are left out.
+    """
+    taken = pl.Series([False] * frame.height)
+    parts = []
+    for index, regex in enumerate(regexes):
+        mask = ~taken if masks is None else masks[index] & ~taken
+        if not mask.any():
+            continue
+        got = frame.filter(mask).select("source_line", g=pl.col("text").str.extract_groups(_wrap(regex)))
+        got = got.filter(pl.col("g").struct.field("m").is_not_null())
+        if got.height == 0:
+            continue
+        taken = taken | frame["source_line"].is_in(got["source_line"].implode())
+        parts.append(got.select(
+            "source_line", pl.lit(index, pl.Int32).alias("index"),
+            *[(pl.col("g").struct.field(name) if f"(?P<{name}>" in regex else pl.lit(None, pl.String)).alias(name)
+              for name in fields],
+        ))
+    if not parts:
+        return pl.DataFrame(schema={"source_line": pl.Int64, "index": pl.Int32, **{n: pl.String for n in fields}})
+    return pl.concat(parts)
+
+
+def _match_patterns(clean: pl.DataFrame, spec: Spec) -> pl.DataFrame:
+    """The first pattern (in priority order) each candidate matches, and its fields; a pattern only
+    looks at the rows that contain its anchor literal (found for all anchors in one pass)."""
+    text = clean["text"]
+    anchors = sorted({p.anchor for p in spec.patterns if p.anchor})
+    found = text.str.extract_many(anchors, overlapping=True) if anchors else None
+    masks: dict[str, pl.Series] = {}
+    for pattern in spec.patterns:
+        if pattern.anchor not in masks:
+            masks[pattern.anchor] = (
+                found.list.contains(pattern.anchor) if pattern.anchor
+                else text.str.contains_any(list(clients.STRONG_REASONS + clients.WEAK_REASONS), ascii_case_insensitive=True)
+            )
+    matched = _first_match(clean, [p.regex for p in spec.patterns], _FIELDS, [masks[p.anchor] for p in spec.patterns])
+    return matched.rename({"index": "pid"})
 
 
 def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
-    """Envelope and pattern fields of candidate lines; one row per candidate."""
+    """Envelope and pattern fields of candidate lines that match a pattern or a reject marker."""
     cands = frame.filter("candidate").select("source_line", "text")
     if cands.height == 0:
         return cands
@@ -189,13 +218,17 @@ def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> 
     ).with_columns(
         client=pl.coalesce(pl.col("client_tok").struct.field("c1"), pl.col("client_tok").struct.field("c2")),
     ).drop("client_tok")
-    envelope = _first_match(clean, [rx for _, rx in ENVELOPES], "_e", _ENVELOPE_FIELDS).drop("_eid")
-    envelope = envelope.rename({"ts": "ts_text"})
-    matched = _first_match(clean, [p.regex for p in spec.patterns], "_p", _FIELDS).rename({"_pid": "pid"})
-    rows = pl.concat([clean, envelope, matched], how="horizontal")
+    rows = clean.join(_match_patterns(clean, spec), on="source_line", how="left")
     markers = [p.marker for p in spec.patterns if p.marker]
     marked = pl.any_horizontal([pl.col("text").str.contains(m) for m in markers]) if markers else pl.lit(False)
-    rows = rows.with_columns(marked=marked).filter(pl.col("pid").is_not_null() | pl.col("marked"))
+    unmatched = rows.filter(pl.col("pid").is_null())
+    unmatched = unmatched.with_columns(marked=marked).filter("marked")
+    rows = pl.concat([rows.filter(pl.col("pid").is_not_null()).with_columns(marked=pl.lit(False)), unmatched])
+    if rows.height == 0:
+        return rows
+    rows = rows.sort("source_line")
+    envelope = _first_match(rows, [rx for _, rx in ENVELOPES], _ENVELOPE_FIELDS).drop("index")
+    rows = rows.join(envelope.rename({"ts": "ts_text"}), on="source_line", how="left")
     return _attributes(rows, spec, options)
 
 
@@ -218,6 +251,7 @@ def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.Dat
     reason = reason.str.replace_all(r"\\n\s*", " ")
     placeholder = reason.str.contains(clients.PLACEHOLDER_REASONS)
     quality = _lookup(pid, [p.quality for p in pats], pl.Int64)
+    rows = _timestamps(rows, options.tz)
     is_g = _lookup(pid, [p.role for p in pats], pl.String) == "G"
     rows = rows.with_columns(
         code=pl.when(is_g).then(pl.coalesce("code", pl.col("text").str.extract(clients.GENERIC_CODE, 1))).otherwise("code"),
@@ -225,7 +259,7 @@ def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.Dat
         .otherwise("session"),
     )
     rows = rows.with_columns(
-        ts=parse_text(pl.col("ts_text"), options.tz),
+        ts=pl.col("_ts"),
         role=_lookup(pid, [p.role for p in pats], pl.String),
         pattern=_lookup(pid, [f"{spec.name}:{p.name}" for p in pats], pl.String),
         standalone=_lookup(pid, [p.standalone for p in pats], pl.String),
@@ -239,8 +273,10 @@ def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.Dat
             pl.col("client"),
             pl.when(~pl.col("inst").str.contains(_DEFAULT_INSTANCE)).then(pl.col("inst")),
         ),
-        text_head=pl.when(_lookup(pid, [p.role for p in pats], pl.String) == "G")
-        .then(pl.col("text").str.extract(_HEAD, 1).str.replace_all(r"\d+", "#")),
+        # what a fallback line says before its reason: tells an SDK line from an app's echo of it
+        text_head=pl.when(is_g).then(
+            pl.col("text").str.slice(0, pl.col("text").str.find(pl.col("reason"), literal=True)).str.replace_all(r"\d+", "#")
+        ),
         aud=pl.col("aud").cast(pl.Float64, strict=False),
         sdur=pl.col("sdur").cast(pl.Float64, strict=False),
         reject=pl.when(pid.is_null()).then(pl.lit("looks like a close line of this client, but its layout does not match the client's format"))
@@ -251,6 +287,30 @@ def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.Dat
         "source_line", "text", "ts", pl.col("ctx"), "logger", "role", "pattern", "standalone", "forward",
         "default_code", "close_code", "close_reason", "q", "session", "client", "aud", "sdur", "text_head", "reject",
     )
+
+
+_PLAIN_TS = r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d{1,6})?Z?$"
+
+
+def _timestamps(rows: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """``_ts`` from ``ts_text``: the layouts' own shapes parsed directly (they are nearly all of them),
+    anything else through ``ingest.timestamps.parse_text``, which is exhaustive but slower per row."""
+    text = pl.col("ts_text")
+    plain = text.str.contains(_PLAIN_TS).fill_null(False)
+    utc = text.str.ends_with("Z")
+    naive = text.str.strip_suffix("Z").str.replace(",", ".", literal=True).str.replace("T", " ", literal=True)
+    parsed = naive.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
+    fast = (
+        pl.when(~plain).then(None)
+        .when(utc).then(parsed.dt.replace_time_zone("UTC"))
+        .otherwise(parsed.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC"))
+    )
+    rows = rows.with_columns(_ts=fast.cast(pl.Datetime("us", "UTC")), _plain=plain)
+    slow = rows.filter(~pl.col("_plain") & text.is_not_null())
+    if slow.height:
+        parsed_slow = slow.select("source_line", _slow=parse_text(text, tz))
+        rows = rows.join(parsed_slow, on="source_line", how="left").with_columns(_ts=pl.coalesce("_ts", "_slow")).drop("_slow")
+    return rows.drop("_plain")
 
 
 def _exception_rows(frame: pl.DataFrame) -> pl.DataFrame:
