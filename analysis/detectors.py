@@ -115,6 +115,16 @@ def _earliest_ids(limit: int, where: pl.Expr | None = None) -> pl.Expr:
     return ids.bottom_k_by([ts, ids], limit).drop_nulls()
 
 
+def _most_common(column: str) -> pl.Expr:
+    """The most frequent value of a group with its count, as a struct {column, count}.
+
+    Not ``mode().sort().first()`` or ``min()``: in polars 2.1 a string
+    aggregated that way can make a later ``pl.format`` panic ("assertion
+    failed: i < self.len()", intermittently); ``value_counts`` is safe.
+    """
+    return pl.col(column).value_counts(sort=True).first()
+
+
 def _span(start: str = "window_start", end: str = "window_end") -> pl.Expr:
     """A window's length as people say it: '40 s', '12 min', '3.5 h', '2.0 days'."""
     seconds = (pl.col(end) - pl.col(start)).dt.total_seconds(fractional=True)
@@ -176,12 +186,12 @@ def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
     violations = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
         violations, ["key"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
-        main=pl.col("category").mode().sort().first(),
-        main_count=pl.col("category").value_counts(sort=True).first().struct.field("count"),
+        top=_most_common("category"),
         chunk_ms=pl.col("chunk_ms").median(),
         rate=pl.col("audio_rate_ratio").median(),
         example=pl.col("close_reason").drop_nulls().first(),
     )
+    episodes = episodes.with_columns(main=pl.col("top").struct.field("category"), main_count=pl.col("top").struct.field("count"))
     main = pl.col("main")
     detail = (
         pl.when(main == "input_duration_violation").then(
@@ -245,7 +255,7 @@ def _disconnect_bursts(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
     abnormal = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
         abnormal, ["key"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
-        main=pl.col("category").mode().sort().first(),
+        main=_most_common("category").struct.field("category"),
     )
     explained = episodes.with_columns(
         explanation=pl.format(
@@ -421,24 +431,26 @@ def auth_failures(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
 def expiry_cost_leak(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Sessions left open until the maximum duration, with the hours billed, per client and day."""
     limit_s = cfg.session_limit.total_seconds()
+    expired = pl.col("category") == "session_expired"
+    duration = pl.col("session_duration_s").filter(expired)
     days = (
-        closures.filter(pl.col("category") == "session_expired")
-        .with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
+        closures.with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
         .group_by("key", "day")
         .agg(
-            count=pl.len(),
-            billed_h=pl.col("session_duration_s").fill_null(limit_s).sum() / 3600,
-            known=pl.col("session_duration_s").is_not_null().sum(),
-            window_start=pl.col("ts").min(),
-            window_end=pl.col("ts").max(),
-            evidence=_earliest_ids(limit),
+            sessions=pl.len(),
+            count=expired.sum(),
+            billed_h=duration.fill_null(limit_s).sum() / 3600,
+            known=duration.is_not_null().sum(),
+            window_start=pl.col("ts").filter(expired).min(),
+            window_end=pl.col("ts").filter(expired).max(),
+            evidence=_earliest_ids(limit, expired),
         )
-        .filter(pl.col("count") >= cfg.min_sessions)
+        .filter((pl.col("count") >= cfg.min_sessions) & (pl.col("count") >= cfg.min_share * pl.col("sessions")))
     )
     explained = days.with_columns(
         explanation=pl.format(
-            "client {} let {} sessions run into the maximum duration on {}, billed ~{} h ({} with the duration logged, the rest counted at {}).",
-            "key", "count", pl.col("day").dt.strftime("%Y-%m-%d"), _number(pl.col("billed_h")), "known",
+            "client {} let {} of its {} sessions on {} run into the maximum duration, billed ~{} h ({} with the duration logged, the rest counted at {}).",
+            "key", "count", "sessions", pl.col("day").dt.strftime("%Y-%m-%d"), _number(pl.col("billed_h")), "known",
             pl.lit(_duration_text(cfg.session_limit)),
         ),
         action=pl.lit(
@@ -588,7 +600,8 @@ def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at:
     ``reasons_before`` lists the distinct reasons of earlier closures; a
     template is new when none of them has it, and when its first closure is
     after ``learned_at`` (the store's first closure plus ``learning``), so a
-    fresh store does not report every reason it holds.
+    fresh store does not report every reason it holds. A template of a known
+    category needs ``min_count_known`` closures; an unknown one needs one.
     """
     window = (
         closures.filter((pl.col("category") != "normal") & pl.col("close_reason").is_not_null())
@@ -599,7 +612,7 @@ def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at:
             last_seen=pl.col("ts").max(),
             n=pl.len(),
             clients=pl.col("key").unique(),
-            category=pl.col("category").mode().sort().first(),
+            category=_most_common("category").struct.field("category"),
             evidence=_earliest_ids(limit),
         )
         .with_columns(template=template_expr(pl.col("close_reason")))
@@ -618,7 +631,10 @@ def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at:
             category=pl.col("category").first(),
             evidence=pl.col("evidence").explode().head(limit),
         )
-        .filter(pl.col("window_start") >= learned_at)
+        .filter(
+            (pl.col("window_start") >= learned_at)
+            & ((pl.col("category") == "unknown") | (pl.col("count") >= cfg.min_count_known))
+        )
     )
     explained = new.with_columns(
         key=pl.col("template"),
