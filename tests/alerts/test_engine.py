@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -14,40 +13,10 @@ from hypothesis import strategies as st
 from alerts import engine, notify
 from alerts.engine import EngineSettings, Grid, GroupState, advance, evaluate
 from alerts.rules import Rule, load_rules
+from tests.alerts.helpers import T0, add, at, rules, steady
 
-UTC = timezone.utc
-T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 MINUTE = 60 * 1_000_000
 LIVE = EngineSettings(lateness_s=0, initial_lookback_s=3600)
-SEVERITY = {"normal": "info", "input_duration_violation": "error", "network_abnormal": "warning", "auth_failed": "critical"}
-REASON = {"normal": "", "input_duration_violation": "Input duration violation: 1200 ms. Expected between 50 and 1000 ms",
-          "network_abnormal": "", "auth_failed": "Unauthorized Connection: Missing Authorization header"}
-CODE = {"normal": 1000, "input_duration_violation": 3007, "network_abnormal": 1006, "auth_failed": 1008}
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def add(store, rows) -> None:
-    """Insert closures (ts, client_id, category) straight into the store."""
-    with store.transaction() as con:
-        for ts, client, category in rows:
-            con.execute(
-                "INSERT INTO closures (event_id, ts, client_id, category, severity, close_code, close_reason, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [uuid.uuid4().hex, ts, client, category, SEVERITY[category], CODE[category], REASON[category], f"fix {category}"],
-            )
-
-
-def steady(client: str, start: float, end: float, category: str = "normal") -> list:
-    """One closure a minute, at :30, for minutes start .. end-1."""
-    return [(at(m + 0.5), client, category) for m in range(int(start), int(end))]
-
-
-def rules(tmp_path: Path, text: str):
-    path = tmp_path / "alerts.toml"
-    path.write_text(text, encoding="utf-8")
-    return load_rules(path)
 
 
 VIOLATIONS = """
