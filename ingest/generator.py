@@ -41,11 +41,12 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import random
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -508,12 +509,16 @@ def _draw_variants(roster: list[ClientSpec], client: np.ndarray, rng: np.random.
         rows = eras == number
         ids, cumulative = _era_distribution(era)
         variant[rows] = ids[np.minimum(np.searchsorted(cumulative, uniform[rows], side="right"), len(ids) - 1)]
-    categories = np.array([v.category for v in VARIANTS])
     for index, spec in enumerate(roster):
-        own = [_incident_spec(kind).category for kind in spec.incidents]
-        rows = (client == index) & np.isin(categories[variant], own)
+        own = _variants_of([_incident_spec(kind).category for kind in spec.incidents])
+        rows = (client == index) & own[variant]
         variant[rows] = _variant_id(spec.era, "normal")
     return variant
+
+
+def _variants_of(categories: list[str]) -> np.ndarray:
+    """A lookup table: True for the variant ids whose category is listed (integer work, not strings, on big frames)."""
+    return np.array([v.category in categories for v in VARIANTS])
 
 
 def _ensure_templates_seen(frame: pl.DataFrame, roster: list[ClientSpec], start_ms: int, seed: int) -> pl.DataFrame:
@@ -546,32 +551,32 @@ def _with_numbers(frame: pl.DataFrame, roster: list[ClientSpec], seed: int) -> p
     """Durations (ms) by how the session ended, and the numbers reason templates need."""
     rng = _rng(seed, "numbers")
     n = frame.height
-    categories = np.array([v.category for v in VARIANTS])[frame["variant"].to_numpy()]
-    lifetime = np.clip(rng.lognormal(np.log(150.0), 1.0, n), 2.0, MAX_SESSION_S - 60) * 1000
-    duration = lifetime.copy()
-    dropped = np.isin(categories, ["network_abnormal", "going_away", "server_error"])
-    duration[dropped] *= rng.uniform(0.05, 1.0, n)[dropped]
-    at_connect = np.isin(categories, ["concurrency_limit", "auth_failed", "account_issue", "protocol_error",
-                                      "session_conflict", "unknown"])
-    duration[at_connect] = rng.uniform(150, 900, n)[at_connect]
-    early = np.isin(categories, ["input_duration_violation", "audio_rate_exceeded", "invalid_message"])
-    duration[early] = rng.uniform(1_000, 60_000, n)[early]
-    idle = categories == "idle_timeout"
-    duration[idle] = rng.uniform(60_000, 600_000, n)[idle]
-    duration[categories == "session_expired"] = MAX_SESSION_S * 1000
-    long_chunk = rng.random(n) < 0.7
-    chunk = np.where(long_chunk, rng.integers(101, 161, n) * 10, rng.integers(10, 50, n))
-    ratio = np.round(rng.uniform(1.3, 3.0, n), 1)
+    variant = frame["variant"].to_numpy()
+    duration = np.clip(rng.lognormal(np.log(150.0), 1.0, n), 2.0, MAX_SESSION_S - 60) * 1000
+    dropped = _variants_of(["network_abnormal", "going_away", "server_error"])[variant]
+    duration[dropped] *= rng.uniform(0.05, 1.0, dropped.sum())
+    at_connect = _variants_of(["concurrency_limit", "auth_failed", "account_issue", "protocol_error",
+                               "session_conflict", "unknown"])[variant]
+    duration[at_connect] = rng.uniform(150, 900, at_connect.sum())
+    early = _variants_of(["input_duration_violation", "audio_rate_exceeded", "invalid_message"])[variant]
+    duration[early] = rng.uniform(1_000, 60_000, early.sum())
+    idle = _variants_of(["idle_timeout"])[variant]
+    duration[idle] = rng.uniform(60_000, 600_000, idle.sum())
+    duration[_variants_of(["session_expired"])[variant]] = MAX_SESSION_S * 1000
+    rate = _variants_of(["audio_rate_exceeded"])[variant]
+    # chunk lengths of violations: mostly too long (1010-1600 ms), some too short (10-49 ms)
+    p1 = np.where(rng.random(n) < 0.7, rng.integers(101, 161, n) * 10, rng.integers(10, 50, n)).astype(np.float64)
+    p1[rate] = np.round(rng.uniform(1.3, 3.0, rate.sum()), 1)
     return frame.with_columns(
         duration_ms=pl.Series(np.round(duration).astype(np.int64)),
-        p1=pl.Series(np.where(categories == "audio_rate_exceeded", ratio, chunk).astype(np.float64)),
+        p1=pl.Series(p1),
         p2=pl.Series(rng.integers(0, 20, n).astype(np.int32)),
         incident=pl.lit(None, pl.String),
     )
 
 
 def _epoch_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 # ---------------------------------------------------------------- incidents
@@ -621,14 +626,27 @@ def _rows(ts_ms, client: int, variant: int, duration_ms, p1=0.0, p2=0, incident:
     )
 
 
-def _starts_in(frame: pl.DataFrame, client: int, window: Window, margin_ms: int = 0) -> pl.Expr:
-    started = pl.col("ts_ms") - pl.col("duration_ms")
-    return (pl.col("client") == client) & started.is_between(window.start_ms, window.end_ms - margin_ms, closed="left")
+@dataclass
+class Traffic:
+    """The background as numpy arrays, for incident injectors: they read it and say which rows they replace."""
 
+    ts_ms: np.ndarray
+    client: np.ndarray
+    duration_ms: np.ndarray
 
-def _overlaps(client: int, window: Window) -> pl.Expr:
-    started = pl.col("ts_ms") - pl.col("duration_ms")
-    return (pl.col("client") == client) & (started < window.end_ms) & (pl.col("ts_ms") >= window.start_ms)
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> Traffic:
+        return cls(frame["ts_ms"].to_numpy(), frame["client"].to_numpy(), frame["duration_ms"].to_numpy())
+
+    def starts_in(self, client: int, window: Window, margin_ms: int = 0) -> np.ndarray:
+        """Rows of a client whose session started inside the window (minus a margin at its end)."""
+        started = self.ts_ms - self.duration_ms
+        return (self.client == client) & (started >= window.start_ms) & (started < window.end_ms - margin_ms)
+
+    def overlaps(self, client: int, window: Window) -> np.ndarray:
+        """Rows of a client whose session was open at some point inside the window."""
+        started = self.ts_ms - self.duration_ms
+        return (self.client == client) & (started < window.end_ms) & (self.ts_ms >= window.start_ms)
 
 
 def _attempt_chains(starts: np.ndarray, window: Window, rng: np.random.Generator, life_ms: tuple[int, int],
@@ -658,61 +676,72 @@ def _fill_to(starts: np.ndarray, minimum: int, window: Window, rng: np.random.Ge
     return np.concatenate([starts, extra])
 
 
-def _failing_sessions(frame, index, spec, window, rng, variant, life_ms, gaps_ms, retry_p, minimum, p1) -> tuple[pl.DataFrame, dict]:
-    """The shared shape of chunk, rate, revoked-key and new-reason incidents: sessions started in the window fail and retry."""
+Injected = tuple[np.ndarray | None, pl.DataFrame, dict]  # rows replaced (or None), new rows, manifest details
+
+
+def _failing_sessions(traffic: Traffic, index, spec, window, rng, variant, life_ms, gaps_ms, retry_p, minimum, p1) -> Injected:
+    """The shared shape of chunk, rate and revoked-key incidents: sessions started in the window fail and retry."""
     margin = 120_000
-    hit = _starts_in(frame, index, window, margin)
-    starts = frame.filter(hit).select(pl.col("ts_ms") - pl.col("duration_ms")).to_series().to_numpy()
+    hit = traffic.starts_in(index, window, margin)
+    starts = (traffic.ts_ms - traffic.duration_ms)[hit]
     starts = _fill_to(starts, minimum, window, rng, margin)
     closes = _attempt_chains(starts, window, rng, life_ms, gaps_ms, retry_p)
     life = rng.integers(*life_ms, len(closes))
     numbers = p1(len(closes)) if callable(p1) else p1
     events = _rows(closes, index, variant, life, numbers, rng.integers(0, 20, len(closes)), spec.kind)
-    kept = frame.filter(~hit)
-    return pl.concat([kept, events]), {"sessions_started": int(len(starts))}
+    return hit, events, {"sessions_started": len(starts)}
 
 
-def _chunks_too_long(frame, index, spec, window, client, rng):
+def _chunks_too_long(traffic, index, spec, window, client, rng) -> Injected:
     variant = _variant_id(client.era, spec.category)
-    chunk = lambda n: np.where(rng.random(n) < 0.85, 1200.0, 1280.0)  # noqa: E731
-    frame, details = _failing_sessions(frame, index, spec, window, rng, variant, (800, 3_000), [2_000, 5_000], 0.7, 15, chunk)
+
+    def chunk(n: int) -> np.ndarray:
+        return np.where(rng.random(n) < 0.85, 1200.0, 1280.0)
+
+    hit, events, details = _failing_sessions(traffic, index, spec, window, rng, variant, (800, 3_000), [2_000, 5_000],
+                                             0.7, 15, chunk)
     details |= {"chunk_ms": 1200, "client_chunk_ms_before": client.chunk_ms, "limit_ms": "50-1000"}
-    return frame, details
+    return hit, events, details
 
 
-def _faster_than_realtime(frame, index, spec, window, client, rng):
+def _faster_than_realtime(traffic, index, spec, window, client, rng) -> Injected:
     variant = _variant_id(client.era, spec.category)
-    ratio = lambda n: np.round(rng.uniform(2.0, 2.6, n), 1)  # noqa: E731
-    frame, details = _failing_sessions(frame, index, spec, window, rng, variant, (2_000, 20_000), [3_000, 10_000], 0.5, 15, ratio)
+
+    def ratio(n: int) -> np.ndarray:
+        return np.round(rng.uniform(2.0, 2.6, n), 1)
+
+    hit, events, details = _failing_sessions(traffic, index, spec, window, rng, variant, (2_000, 20_000),
+                                             [3_000, 10_000], 0.5, 15, ratio)
     details |= {"audio_rate_ratio": "2.0-2.6"}
-    return frame, details
+    return hit, events, details
 
 
-def _revoked_key(frame, index, spec, window, client, rng):
+def _revoked_key(traffic, index, spec, window, client, rng) -> Injected:
     variant = _variant_id(client.era, spec.category)
     gaps = [2_000, 4_000, 8_000, 16_000, 32_000]
-    frame, details = _failing_sessions(frame, index, spec, window, rng, variant, (150, 700), gaps, 0.9, 20, 0.0)
+    hit, events, details = _failing_sessions(traffic, index, spec, window, rng, variant, (150, 700), gaps, 0.9, 20, 0.0)
     details |= {"retries_per_session": "up to 5, exponential backoff from 2 s"}
-    return frame, details
+    return hit, events, details
 
 
-def _new_reason(frame, index, spec, window, client, rng):
+def _new_reason(traffic, index, spec, window, client, rng) -> Injected:
+    """About 40% of the sessions started in the window close at once with the never-seen reason (8 to 30 of them)."""
     variant = _variant_id(client.era, "unknown")
     margin = 120_000
-    hit = _starts_in(frame, index, window, margin)
-    pick = pl.Series(rng.random(frame.height) < 0.4)  # about 40% of the sessions started in the window
-    chosen = hit & pick
-    starts = frame.filter(chosen).select(pl.col("ts_ms") - pl.col("duration_ms")).to_series().to_numpy()
-    starts = _fill_to(starts[:30], 8, window, rng, margin)
+    rows = np.flatnonzero(traffic.starts_in(index, window, margin))
+    rows = rows[rng.random(len(rows)) < 0.4][:30]
+    chosen = np.zeros(len(traffic.ts_ms), dtype=bool)
+    chosen[rows] = True
+    starts = _fill_to((traffic.ts_ms - traffic.duration_ms)[rows], 8, window, rng, margin)
     life = rng.integers(400, 2_000, len(starts))
     events = _rows(starts + life, index, variant, life, incident=spec.kind)
-    return pl.concat([frame.filter(~chosen), events]), {"close_code": NEW_REASON_CODE, "reason": NEW_REASON}
+    return chosen, events, {"close_code": NEW_REASON_CODE, "reason": NEW_REASON}
 
 
-def _network_outage(frame, index, spec, window, client, rng):
+def _network_outage(traffic, index, spec, window, client, rng) -> Injected:
     """Sessions open or starting during the outage are replaced by reconnect loops that drop again and again."""
-    hit = _overlaps(index, window)
-    replaced = frame.filter(hit).height
+    hit = traffic.overlaps(index, window)
+    replaced = int(hit.sum())
     loops = int(np.clip(replaced // 3, 3, 6))
     variant = _variant_id(client.era, spec.category)
     closes, lives = [], []
@@ -731,10 +760,10 @@ def _network_outage(frame, index, spec, window, client, rng):
             closes.append(at)
             lives.append(life)
     events = _rows(closes, index, variant, lives, incident=spec.kind)
-    return pl.concat([frame.filter(~hit), events]), {"reconnect_loops": loops, "sessions_replaced": replaced}
+    return hit, events, {"reconnect_loops": loops, "sessions_replaced": replaced}
 
 
-def _concurrency_burst(frame, index, spec, window, client, rng):
+def _concurrency_burst(traffic, index, spec, window, client, rng) -> Injected:
     """A batch job opens many sessions in a few minutes; refusals (most at first) are retried with short backoff."""
     variant = _variant_id(client.era, spec.category)
     normal = _variant_id(client.era, "normal")
@@ -759,14 +788,13 @@ def _concurrency_burst(frame, index, spec, window, client, rng):
         _rows(refused_ms, index, variant, rng.integers(100, 600, len(refused_ms)), incident=spec.kind),
         _rows(accepted_ms + life, index, normal, life),
     ])
-    minutes = (refused_ms - window.start_ms) // 60_000
-    peak = int(np.bincount(minutes).argmax()) if len(minutes) else 0
-    details = {"jobs": int(len(jobs)), "peak_minute": _iso_ms(window.start_ms + peak * 60_000),
-               "peak_minute_count": int(np.bincount(minutes).max()) if len(minutes) else 0}
-    return pl.concat([frame, events]), details
+    per_minute = np.bincount((refused_ms - window.start_ms) // 60_000) if len(refused_ms) else np.zeros(1, np.int64)
+    details = {"jobs": len(jobs), "peak_minute": _iso_window(window.start_ms + int(per_minute.argmax()) * 60_000),
+               "peak_minute_count": int(per_minute.max())}
+    return None, events, details
 
 
-def _expiry_leak(frame, index, spec, window, client, rng):
+def _expiry_leak(traffic, index, spec, window, client, rng) -> Injected:
     """About ten sessions a day are never terminated: each closes at exactly 3 hours, billed in full."""
     variant = _variant_id(client.era, spec.category)
     limit = MAX_SESSION_S * 1000
@@ -779,8 +807,8 @@ def _expiry_leak(frame, index, spec, window, client, rng):
         starts.append(rng.integers(day_start, max(day_start + 1, last_start), wanted))
     starts_ms = np.sort(np.concatenate(starts))
     events = _rows(starts_ms + limit, index, variant, limit, incident=spec.kind)
-    return pl.concat([frame, events]), {"session_duration_s": MAX_SESSION_S, "per_day": "9-12",
-                                        "billed_hours": round(len(starts_ms) * MAX_SESSION_S / 3600, 1)}
+    return None, events, {"session_duration_s": MAX_SESSION_S, "per_day": "9-12",
+                          "billed_hours": round(len(starts_ms) * MAX_SESSION_S / 3600, 1)}
 
 
 _INJECTORS: dict[str, Callable] = {
@@ -795,17 +823,28 @@ _INJECTORS: dict[str, Callable] = {
 
 
 def _inject(frame: pl.DataFrame, roster: list[ClientSpec], start: date, days: int, seed: int) -> tuple[pl.DataFrame, list[dict]]:
-    """Apply every incident to its client; returns the frame and the manifest's incident entries (without counts)."""
-    incidents = []
+    """Apply every incident to its client; returns the frame and the manifest's incident entries (without counts).
+
+    Injectors only read the background (as numpy arrays) and return the rows
+    they replace and the rows they add, so a big frame is filtered once.
+    """
+    traffic = Traffic.of(frame)
+    replaced = np.zeros(frame.height, dtype=bool)
+    added, incidents = [], []
     for spec in INCIDENTS:
         index = next((i for i, client in enumerate(roster) if spec.kind in client.incidents), None)
         if index is None:
             continue
         client = roster[index]
         window = incident_window(spec, start, days)
-        frame, details = _INJECTORS[spec.kind](frame, index, spec, window, client, _rng(seed, f"incident:{spec.kind}"))
+        hit, events, details = _INJECTORS[spec.kind](traffic, index, spec, window, client, _rng(seed, f"incident:{spec.kind}"))
+        if hit is not None:
+            replaced |= hit
+        added.append(events)
         incidents.append({"spec": spec, "client": client, "window": window, "details": details})
-    return frame, incidents
+    if not added:
+        return frame, incidents
+    return pl.concat([frame.filter(pl.Series(~replaced)), *added]), incidents
 
 
 # ---------------------------------------------------------------- the plan: canonical closures with truth
@@ -825,15 +864,21 @@ def plan(config: GeneratorConfig, roster: list[ClientSpec] | None = None) -> tup
 
 
 def _finish(frame: pl.DataFrame, roster: list[ClientSpec], seed: int) -> pl.DataFrame:
-    """Sort by time, give every session an id, write the reasons, attach the variant's truth."""
-    frame = frame.sort("ts_ms", "client", "variant", maintain_order=True)
-    variants = _variant_frame()
-    frame = frame.join(variants, on="variant", how="left", maintain_order="left")
+    """Sort by time (stable), give every session an id, write the reasons, attach the variant's truth."""
+    frame = frame.sort("ts_ms", maintain_order=True)
+
+    def lookup(values: list, dtype: pl.DataType, key: str = "variant") -> pl.Expr:
+        return pl.lit(pl.Series(values, dtype=dtype)).gather(pl.col(key))
+
+    frame = frame.with_columns(
+        category=lookup([v.category for v in VARIANTS], pl.String),
+        close_code=lookup([v.code for v in VARIANTS], pl.Int32),
+        template=lookup([v.reason for v in VARIANTS], pl.String),
+    )
     frame = frame.with_columns(
         ts=pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
         session_id=session_ids(frame.height, seed),
-        client_id=pl.lit(pl.Series([spec.client_id for spec in roster])).gather(pl.col("client")),
-        era=pl.lit(pl.Series([spec.era for spec in roster])).gather(pl.col("client")),
+        client_id=lookup([spec.client_id for spec in roster], pl.String, "client"),
         close_reason=_reasons(frame),
     )
     duration_s = (pl.col("duration_ms") / 1000).round(0)
@@ -917,19 +962,22 @@ def generate_closures_frame(
         frame, _ = _inject(frame, roster, start, days, seed)
     frame = _exactly(frame, n, seed)
     frame = _finish(frame, roster, config.seed)
-    columns = CANONICAL_COLUMNS + (["expected_category", "era", "incident"] if truth else [])
-    return frame.rename({"category": "expected_category"}).select(columns)
+    if not truth:
+        return frame.select(CANONICAL_COLUMNS)
+    eras = pl.lit(pl.Series([spec.era for spec in roster])).gather(pl.col("client"))
+    return frame.select(*CANONICAL_COLUMNS, pl.col("category").alias("expected_category"), eras.alias("era"), "incident")
 
 
 def _exactly(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
-    """Drop random background rows (never incident rows) so that exactly ``n`` remain."""
+    """Drop random rows so that exactly ``n`` remain: background rows first, incident rows only if n is tiny."""
     surplus = frame.height - n
     if surplus <= 0:
         return frame
-    background = frame.select(pl.col("incident").is_null()).to_series().arg_true().to_numpy()
-    drop = _rng(seed, "exactly").choice(background, size=min(surplus, len(background)), replace=False)
+    rng = _rng(seed, "exactly")
+    background = frame.select(pl.col("incident").is_null()).to_series().to_numpy()
+    pool = np.flatnonzero(background) if background.sum() >= surplus else np.arange(frame.height)
     keep = np.ones(frame.height, dtype=bool)
-    keep[drop] = False
+    keep[rng.choice(pool, size=surplus, replace=False)] = False
     return frame.filter(pl.Series(keep))
 
 
@@ -953,7 +1001,7 @@ EventRows = list[dict]
 
 def _iso_ms(ms: int) -> str:
     seconds, millis = divmod(int(ms), 1000)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
 
 
 def _iso_window(ms: int) -> str:
@@ -964,7 +1012,7 @@ def _iso_window(ms: int) -> str:
 def _clean(value):
     """Whole-number floats as ints (JSON shows 12, not 12.0), NaN and None as None."""
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return None
         return int(value) if value.is_integer() else value
     return value
@@ -1025,6 +1073,14 @@ _TRANSCRIPTS = ("thanks for calling how can I help", "I'd like to check my order
                 "can you repeat that please", "okay goodbye")
 
 
+def _api_frame_writer(lines: list[tuple[int, int, str]], order: int, row: dict) -> Callable[[int, dict, int], None]:
+    """Appends one frame of a session: its time, then the app's context (client, session), then the frame."""
+    def frame(at_ms: int, body: dict, step: int) -> None:
+        record = {"ts": _iso_ms(at_ms), "client": row["client_id"], "session_id": row["session_id"], **body}
+        lines.append((at_ms, order * 8 + step, json.dumps(record, ensure_ascii=False)))
+    return frame
+
+
 def write_api_message_events(rows: EventRows) -> Iterable[str]:
     """The API's frames as an app logs them (one JSON object per frame, with its time, client and session).
 
@@ -1036,11 +1092,7 @@ def write_api_message_events(rows: EventRows) -> Iterable[str]:
     lines: list[tuple[int, int, str]] = []
     for order, row in enumerate(rows):
         close_ms, begin_ms = row["ts_ms"], row["ts_ms"] - row["duration_ms"]
-        head = {"ts": None, "client": row["client_id"], "session_id": row["session_id"]}
-
-        def frame(at_ms: int, body: dict, step: int) -> None:
-            lines.append((at_ms, order * 8 + step, json.dumps({**head, "ts": _iso_ms(at_ms), **body}, ensure_ascii=False)))
-
+        frame = _api_frame_writer(lines, order, row)
         frame(begin_ms, {"type": "Begin", "id": row["session_id"], "expires_at": (begin_ms // 1000) + MAX_SESSION_S}, 0)
         code, reason = row["close_code"], row["close_reason"]
         if code == 1000:
@@ -1096,7 +1148,7 @@ def write_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_e
             count = int(noise_per_event) + (rng.random() < noise_per_event % 1)
             for extra in range(count):
                 at_ms = row["ts_ms"] - rng.randint(1_000, 300_000)
-                at = datetime.fromtimestamp(at_ms / 1000, timezone.utc)
+                at = datetime.fromtimestamp(at_ms / 1000, UTC)
                 entries.append((at_ms, order * 64 + 32 + extra,
                                 noise(fmt, rng, at, layout=layout, secrets=rng.random() < 0.02)))
     entries.sort(key=lambda item: (item[0], item[1]))
@@ -1115,7 +1167,7 @@ def _noise_function() -> Callable | None:
 def _render_event(row: dict, layout: str | None) -> dict:
     """The event dict the text renderers take (ingest.textlogs RENDERERS)."""
     return {
-        "ts": datetime.fromtimestamp(row["ts_ms"] / 1000, timezone.utc),
+        "ts": datetime.fromtimestamp(row["ts_ms"] / 1000, UTC),
         "session_id": row["session_id"],
         "close_code": row["close_code"],
         "close_reason": row["close_reason"],
