@@ -55,6 +55,9 @@ from closewatch.store import Store
 UTC = timezone.utc
 log = logging.getLogger("closewatch.scheduler")
 JOBS = ("ingest", "analyze", "evaluate", "deliver")
+#: job_runs older than this are deleted (at start and every PRUNE_EVERY_RUNS runs).
+KEEP_RUNS_DAYS = 7
+PRUNE_EVERY_RUNS = 500
 #: Names in a watched folder that are never logs, or not finished yet.
 _SKIP_NAMES = {"manifest.json", "README.md"}
 _SKIP_SUFFIXES = {".py", ".md", ".tmp", ".part", ".partial", ".crdownload", ".lock"}
@@ -111,9 +114,16 @@ class JobRecorder:
     def __init__(self, store: Store):
         self.store = store
         self.unwritten: list[tuple[str, list[Any]]] = []
+        self.stopping = False  # set on SIGTERM/SIGINT: runs already queued behind the current one are dropped
+        self.runs = 0
 
     def run(self, job: str, work: Callable[[], str]) -> tuple[str, str | None]:
         """Run one job and record it; returns (outcome, error). Never raises a user error."""
+        if self.stopping:
+            return "skipped", None
+        self.runs += 1
+        if self.runs % PRUNE_EVERY_RUNS == 0:
+            self.prune()
         run_id = uuid.uuid4().hex
         started = datetime.now(UTC)
         clock = time.perf_counter()
@@ -150,6 +160,14 @@ class JobRecorder:
                        error = 'the scheduler stopped during this run (killed or crashed); the next run redid its work'
                 WHERE outcome = 'running'
             """).fetchone()[0]
+
+    def prune(self) -> None:
+        """Keep job_runs bounded: runs older than KEEP_RUNS_DAYS go (a failure there must not stop the job)."""
+        try:
+            with self.store.transaction() as con:
+                con.execute(f"DELETE FROM job_runs WHERE started_at < now() - INTERVAL {KEEP_RUNS_DAYS} DAY")
+        except StoreBusy:
+            pass
 
     def _write(self, sql: str, params: list[Any]) -> bool:
         try:
@@ -253,7 +271,8 @@ def ingest_watched(store: Store, folder: Path, settle_s: float, format_name: str
         _remember(store, key, stat, digest, result.batch_id, "ingested",
                   f"{result.accepted} accepted, {result.duplicates} duplicates, {result.rejected} rejected")
         loaded += 1
-    detail = f"{loaded} files loaded, {skipped} already loaded, {waiting} still being written"
+    parts = [f"{n} {what}" for n, what in ((loaded, "files loaded"), (skipped, "already loaded"), (waiting, "still being written")) if n]
+    detail = ", ".join(parts) or "no new files"
     if failed:
         raise AlertError(f"{detail}; {len(failed)} failed: {failed[0]}")
     return detail
@@ -328,6 +347,8 @@ def run_forever(jobs: Jobs, recorder: JobRecorder, settings: SchedulerSettings) 
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    recorder.prune()
     scheduler = BlockingScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, int(settings.misfire_grace_s))},
@@ -342,11 +363,11 @@ def run_forever(jobs: Jobs, recorder: JobRecorder, settings: SchedulerSettings) 
 
     def stop(signum, _frame) -> None:
         log.info("%s received: finishing the running job, then stopping", signal.Signals(signum).name)
+        recorder.stopping = True
         if scheduler.running:
             scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler.start()
     log.info("scheduler stopped")
