@@ -22,16 +22,16 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
+import psutil
 
-from ingest.clients import CLIENTS, RENDERERS_TIMED, noise_lines  # noqa: E402
-from ingest.formats import ParseOptions, get_format  # noqa: E402
-from ingest.lines import iter_line_batches  # noqa: E402
+from ingest.clients import CLIENTS, RENDERERS_TIMED, noise_lines
+from ingest.formats import ParseOptions, get_format
+from ingest.lines import iter_line_batches
 
 CODES = [(1000, "")] * 8 + [
     (3008, "Session Expired: Maximum session duration exceeded"),
@@ -41,7 +41,7 @@ CODES = [(1000, "")] * 8 + [
     (1008, "Unauthorized Connection: Missing Authorization header"),
     (3005, "Session Cancelled: An error occurred"), (1006, ""), (1006, ""), (401, ""), (4008, "Session Expired"),
 ]
-START = datetime(2025, 6, 1, tzinfo=timezone.utc)
+START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def _blocks(formats: list[str], rng: random.Random, count: int) -> tuple[list[list[str]], list[list[str]]]:

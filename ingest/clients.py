@@ -34,7 +34,7 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from random import Random
 
 # --------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def _seed(*parts: object) -> int:
 
 def _asctime(ts: datetime | None) -> str:
     """logging's default asctime: local wall time with a comma before milliseconds (UTC here)."""
-    ts = (ts or datetime(1970, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    ts = (ts or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC)
     return ts.strftime("%Y-%m-%d %H:%M:%S") + f",{ts.microsecond // 1000:03d}"
 
 
@@ -206,13 +206,13 @@ def py_line(layout: str, ts: datetime | None, level: str, name: str, message: st
 
 def loguru_line(ts: datetime | None, level: str, where: str, message: str) -> str:
     """loguru's default layout (Delgan/loguru loguru/_defaults.py LOGURU_FORMAT, colours off)."""
-    ts = (ts or datetime(1970, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    ts = (ts or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC)
     stamp = ts.strftime("%Y-%m-%d %H:%M:%S") + f".{ts.microsecond // 1000:03d}"
     return f"{stamp} | {level:<8} | {where} - {message}"
 
 
 def _iso(ts: datetime | None) -> str:
-    ts = (ts or datetime(1970, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    ts = (ts or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
@@ -494,7 +494,7 @@ def render_websocket_client(event: dict, layout: str | None = None) -> list[tupl
 
     if event.get("session_id"):
         begin = _begin_ts(event)
-        expires = (begin or ts or datetime(1970, 1, 1, tzinfo=timezone.utc)) + timedelta(hours=3)
+        expires = (begin or ts or datetime(1970, 1, 1, tzinfo=UTC)) + timedelta(hours=3)
         out(f"Session began: ID={event['session_id']}, ExpiresAt={expires.strftime('%Y-%m-%d %H:%M:%S')}{tag}", begin)
     if code == 1000:
         out(f"Session Terminated: Audio Duration={_num(event.get('audio_duration_s'))}s, "
@@ -650,7 +650,7 @@ def render_pipecat(event: dict, layout: str | None = None) -> list[tuple[datetim
     lines = []
     if event.get("session_id"):
         begin = _begin_ts(event)
-        expires = int(((begin or ts or datetime(1970, 1, 1, tzinfo=timezone.utc)) + timedelta(hours=3)).timestamp())
+        expires = int(((begin or ts or datetime(1970, 1, 1, tzinfo=UTC)) + timedelta(hours=3)).timestamp())
         lines.append(line("DEBUG", "begin", f"Session Begin: {event['session_id']} (expires at {expires})", begin))
     if code == 1000:
         lines.append(line("INFO", "term", f"Session Terminated: Audio Duration={_num(event.get('audio_duration_s'))}s, "
@@ -724,7 +724,7 @@ def render_livekit(event: dict, layout: str | None = None) -> list[tuple[datetim
     lines = []
     if sid:
         begin = _begin_ts(event)
-        expires = int(((begin or ts or datetime(1970, 1, 1, tzinfo=timezone.utc)) + timedelta(hours=3)).timestamp())
+        expires = int(((begin or ts or datetime(1970, 1, 1, tzinfo=UTC)) + timedelta(hours=3)).timestamp())
         lines.append(rec("INFO", "livekit.plugins.assemblyai", f"AssemblyAI session started id={sid} expires_at={expires}", begin))
     if code == 1000:
         lines.append(rec("DEBUG", "livekit.plugins.assemblyai", f"AssemblyAI sending close message session={sid}"))
@@ -744,8 +744,9 @@ def render_livekit(event: dict, layout: str | None = None) -> list[tuple[datetim
                      f"AssemblyAI WebSocket closed unexpectedly session={sid} code={code} data={data} extra={extra}"))
     lines.append(rec("WARNING", "livekit.agents", "failed to recognize speech, retrying in 0.1s", extra=retry))
     lines += [(ts, t) for t in LK_TRACEBACK]
-    lines.append((ts, f"livekit.agents._exceptions.APIStatusError: AssemblyAI connection closed unexpectedly "
-                      f"(status_code={code}, request_id=None, body=msg.data={data} msg.extra={extra!r}, retryable=True)"))
+    exception = (f"livekit.agents._exceptions.APIStatusError: AssemblyAI connection closed unexpectedly "
+                 f"(status_code={code}, request_id=None, body=msg.data={data} msg.extra={extra!r}, retryable=True)")
+    lines.append((ts, exception))
     return lines
 
 
@@ -811,7 +812,7 @@ CLIENTS: dict[str, Client] = {
         Client("browser-js", "Browser or Node apps logging their WebSocket onclose event", BROWSER_SRC, BROWSER, (),
                "Connection closed: 1006 - ", render_browser, ("dash", "kv")),
         Client("pipecat", "pipecat's AssemblyAISTTService (loguru default layout)",
-               "; ".join((PIPECAT_STT, PIPECAT_WS, PIPECAT_FP, PIPECAT_OLD)), PIPECAT,
+               f"{PIPECAT_STT}; {PIPECAT_WS}; {PIPECAT_FP}; {PIPECAT_OLD}", PIPECAT,
                ("pipecat.services.assemblyai", "pipecat.services.websocket_service", "AssemblyAISTTService"),
                "2025-06-01 12:00:00.000 | WARNING  | pipecat.services.websocket_service:_maybe_try_reconnect:212 - "
                "AssemblyAISTTService#0 connection closed, but with an error: received 3008 (registered) Session Expired: "

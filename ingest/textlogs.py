@@ -29,11 +29,10 @@ import polars as pl
 from ingest import clients
 from ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
 from ingest.formats import (
-    EVENT_SCHEMA,
     Format,
     LineBatches,
-    ParseOptions,
     Parsed,
+    ParseOptions,
     conform,
     empty_events,
     empty_rejects,
@@ -415,7 +414,7 @@ def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
         rkey=pl.col("close_reason").str.to_lowercase().str.slice(0, 48),
         emitter=emitter,
     )
-    prev = lambda c: pl.col(c).shift(1).over(k)  # noqa: E731
+    prev = lambda c: pl.col(c).shift(1).over(k)
     link = (
         pl.col("free") & prev("free").fill_null(False) & (pl.col("rkey") == prev("rkey"))
         & (pl.col("emitter") != prev("emitter"))
@@ -608,4 +607,3 @@ FORMATS: dict[str, Format] = {
 RENDERERS = {name: clients._untimed(fn) for name, fn in clients.RENDERERS_TIMED.items()}
 RENDERERS_TIMED = clients.RENDERERS_TIMED
 
-assert set(EVENT_SCHEMA)  # the schema this module conforms to

@@ -19,16 +19,16 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.clients import CLIENTS, FAKE_JWT, FAKE_KEY, RENDERERS_TIMED, noise_lines  # noqa: E402
+from ingest.clients import CLIENTS, FAKE_JWT, FAKE_KEY, RENDERERS_TIMED, noise_lines
 
 HERE = Path(__file__).resolve().parent
-START = datetime(2025, 6, 2, 8, 0, 0, tzinfo=timezone.utc)
+START = datetime(2025, 6, 2, 8, 0, 0, tzinfo=UTC)
 
 FILES = {
     "assemblyai-python-v3": ("assemblyai-python-v3.log", "pipes"),

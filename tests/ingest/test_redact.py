@@ -22,10 +22,10 @@ SHAPES = [
     (f"Authorization: Bearer {JWT}", JWT, "Authorization: Bearer "),
     (f"{{'Authorization': '{KEY}', 'User-Agent': 'AssemblyAI/1.0'}}", KEY, "'User-Agent': 'AssemblyAI/1.0'"),  # aiohttp / dict repr
     (f"headers: {{ Authorization: '{KEY}' }}", KEY, "headers: { Authorization: '"),  # Node util.inspect
-    (f"Authorization: Token abcd1234efgh5678", "abcd1234efgh5678", "Authorization: Token "),
-    (f"x-api-key: sk_live_0123456789abcdefXYZ", "sk_live_0123456789abcdefXYZ", "x-api-key: "),
+    ("Authorization: Token abcd1234efgh5678", "abcd1234efgh5678", "Authorization: Token "),
+    ("x-api-key: sk_live_0123456789abcdefXYZ", "sk_live_0123456789abcdefXYZ", "x-api-key: "),
     (f"wss://streaming.assemblyai.com/v3/ws?sample_rate=16000&token={JWT}&format_turns=true", JWT, "&format_turns=true"),
-    (f"wss://api.assemblyai.com/v2/realtime/ws?token=0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7", "0a1b2c3d4e5f6071", "?token="),
+    ("wss://api.assemblyai.com/v2/realtime/ws?token=0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7", "0a1b2c3d4e5f6071", "?token="),
     (f"StreamingClientOptions(api_key='{KEY}', api_host='streaming.assemblyai.com')", KEY, "api_host='streaming.assemblyai.com'"),
     ("ASSEMBLYAI_API_KEY=plainvalue123", "plainvalue123", "ASSEMBLYAI_API_KEY="),
     ("LIVEKIT_API_SECRET=Zm9vYmFyYmF6cXV4", "Zm9vYmFyYmF6cXV4", "LIVEKIT_API_SECRET="),

@@ -8,7 +8,7 @@ the renderers do not write (a garbled code, foreign tracebacks).
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -17,12 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import clients
-from ingest.formats import EVENT_SCHEMA, REJECT_SCHEMA, ParseOptions, all_formats, detect_format, get_format
+from ingest.formats import (
+    EVENT_SCHEMA,
+    REJECT_SCHEMA,
+    ParseOptions,
+    all_formats,
+    detect_format,
+    get_format,
+)
 from ingest.lines import head_lines_of, iter_line_batches
 from ingest.textlogs import FORMATS, RENDERERS, RENDERERS_TIMED
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
-T0 = datetime(2025, 6, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 SID = ["5f2c1a9e-0d7b-4c1e-9a51-3e2f0c6d8b71", "6a3d2b8f-1e8c-4d2f-8b62-4f3a1d7e9c82", "7b4e3c9a-2f9d-4e3a-9c73-5a4b2e8f0d93"]
 TEXT_FORMATS = list(FORMATS)
 # Layouts whose lines carry a timestamp.
@@ -307,8 +314,9 @@ def test_unrelated_lines_are_skipped_and_a_garbled_close_is_rejected_with_its_li
 
 
 def test_a_client_line_whose_layout_is_broken_is_a_reject():
-    lines = ["2025-06-01 12:00:00.000 | WARNING  | pipecat.services.websocket_service:_maybe_try_reconnect:212 - "
-             "AssemblyAISTTService#0 connection closed, but with an error: garbage"]
+    line = ("2025-06-01 12:00:00.000 | WARNING  | pipecat.services.websocket_service:_maybe_try_reconnect:212 - "
+            "AssemblyAISTTService#0 connection closed, but with an error: garbage")
+    lines = [line]
     _, rejects, _ = parse("pipecat", lines)
     assert rejects.height == 1 and "layout does not match" in rejects["reason"][0]
 
