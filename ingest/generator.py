@@ -228,12 +228,14 @@ class IncidentSpec:
     needs_durations: bool = False
     days: int = 0
     story: str = ""
+    exclusive: bool = True  # the client never shows the category outside the window
 
 
 INCIDENTS: tuple[IncidentSpec, ...] = (
     IncidentSpec("network_outage", "call-center-eu", "v3", "network_abnormal", "frequent_disconnects", 0.3, "09:35", 45,
                  ("pipecat", "livekit-agents", "assemblyai-python-v3", "jsonl", "api-messages", "csv"),
-                 story="the client's network path fails: every session drops with 1006 and reconnects in a loop"),
+                 story="the client's network path fails: every session drops with 1006 and reconnects in a loop",
+                 exclusive=False),
     IncidentSpec("chunks_too_long", "kiosk-recorder", "v3", "input_duration_violation", "repeated_violation", 0.4, "13:00", 240,
                  ("assemblyai-python-v3", "api-messages", "jsonl", "csv"),
                  story="a bad build sends 1200 ms audio chunks: every new session fails and is retried"),
@@ -247,7 +249,7 @@ INCIDENTS: tuple[IncidentSpec, ...] = (
                  ("jsonl", "csv"), needs_durations=True, days=3,
                  story="sessions are never terminated and run into the 3-hour limit, billed in full"),
     IncidentSpec("revoked_key", "ivr-legacy", "v2", "auth_failed", "auth_failures", 0.6, "11:20", 105,
-                 ("assemblyai-python-v2", "assemblyai-js", "jsonl", "csv"),
+                 ("assemblyai-js", "assemblyai-python-v2", "jsonl", "csv"),
                  story="the client's API key is revoked; every connection attempt is refused until a new key is deployed"),
     IncidentSpec("new_reason", "captions-live", "v3", "unknown", "new_reason", 0.8, "16:10", 90,
                  ("livekit-agents", "websocket-client", "jsonl", "api-messages", "csv"),
@@ -510,10 +512,14 @@ def _draw_variants(roster: list[ClientSpec], client: np.ndarray, rng: np.random.
         ids, cumulative = _era_distribution(era)
         variant[rows] = ids[np.minimum(np.searchsorted(cumulative, uniform[rows], side="right"), len(ids) - 1)]
     for index, spec in enumerate(roster):
-        own = _variants_of([_incident_spec(kind).category for kind in spec.incidents])
-        rows = (client == index) & own[variant]
+        rows = (client == index) & _variants_of(_excluded(spec))[variant]
         variant[rows] = _variant_id(spec.era, "normal")
     return variant
+
+
+def _excluded(spec: ClientSpec) -> list[str]:
+    """Categories an incident client never shows outside its incidents (so their ground truth is exact)."""
+    return [_incident_spec(kind).category for kind in spec.incidents if _incident_spec(kind).exclusive]
 
 
 def _variants_of(categories: list[str]) -> np.ndarray:
@@ -522,28 +528,32 @@ def _variants_of(categories: list[str]) -> np.ndarray:
 
 
 def _ensure_templates_seen(frame: pl.DataFrame, roster: list[ClientSpec], start_ms: int, seed: int) -> pl.DataFrame:
-    """Every background variant of every era in use occurs on the first day (history for new-reason detection).
+    """Every background variant occurs on the first day in every group of clients that log alike.
 
-    Missing ones replace normal closes of that era's non-incident clients on day one.
+    History for new-reason detection: a later rare close must not look like
+    a never-seen reason. Text clients print their own stand-in for an empty
+    reason (pipecat's "no close frame received or sent"), so the guarantee
+    holds per (log format, era). A missing variant replaces one normal close
+    of the group on day one, never with a category an incident client keeps
+    for its incident.
     """
     rng = _rng(seed, "first-day")
-    eras = [spec.era for spec in roster]
     variant = frame["variant"].to_numpy().copy()
-    client = frame["client"].to_numpy()
-    first_day = frame["ts_ms"].to_numpy() < start_ms + DAY_MS
-    seen = set(np.unique(variant[first_day]).tolist())
-    for era in ERAS:
-        owners = [i for i, spec in enumerate(roster) if spec.era == era and not spec.incidents]
-        if not owners:
-            continue
+    day_one = np.flatnonzero(frame["ts_ms"].to_numpy() < start_ms + DAY_MS)
+    client = frame["client"].to_numpy()[day_one]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, spec in enumerate(roster):
+        groups.setdefault((spec.formats[0], spec.era), []).append(index)
+    for (_, era), members in sorted(groups.items()):
+        normal = _variant_id(era, "normal")
         for number in _era_distribution(era)[0].tolist():
-            if number in seen:
+            owners = [i for i in members if VARIANTS[number].category not in _excluded(roster[i])]
+            rows = day_one[np.isin(client, owners)]
+            if len(rows) == 0 or (variant[rows] == number).any():
                 continue
-            candidates = np.flatnonzero(first_day & np.isin(client, owners) & (variant == _variant_id(era, "normal")))
+            candidates = rows[variant[rows] == normal]
             if len(candidates):
                 variant[candidates[rng.integers(len(candidates))]] = number
-                seen.add(number)
-    del eras
     return frame.with_columns(variant=pl.Series(variant, dtype=pl.Int32))
 
 
@@ -1337,9 +1347,11 @@ def build_manifest(config: GeneratorConfig, formats: tuple[str, ...], roster: li
         "incidents": entries,
         "background": background_levels(frame),
         "notes": [
-            "Times are UTC. An incident's events all lie in [start, end) and are all of its client's events of that category.",
+            ("Times are UTC. An incident's events all lie in [start, end) and are all its client's events of that category "
+             "in that window; details.exclusive = true: the client has none of that category outside the window either."),
             "Entries with details.required = false may fire but need not (error_spike follows from every incident).",
-            "Every background reason template occurs on the first day, so new_reason has history to compare with.",
+            ("Every background reason template occurs on the first day in every (log format, era) group of clients, "
+             "so new_reason has history to compare with."),
         ],
     }
 
@@ -1356,14 +1368,14 @@ def _incident_entries(item: dict, frame: pl.DataFrame, files: list[dict]) -> lis
     details = {
         "category": spec.category, "events": mine.height, "sessions": mine["session_id"].n_unique(),
         "close_codes": codes, "reason_example": example, "era": client.era, "format": client.formats[0],
-        "files": paths, "story": spec.story, "required": True, **item["details"],
+        "files": paths, "story": spec.story, "required": True, "exclusive": spec.exclusive, **item["details"],
     }
     main = {"kind": spec.kind, "client": client.client_id, "start": start, "end": end,
             "expected_pattern": spec.expected_pattern, "details": details}
     spike = {"kind": "error_spike", "client": client.client_id, "start": start, "end": end,
              "expected_pattern": "error_spike",
              "details": {"category": spec.category, "key": spec.category, "events": mine.height,
-                         "implied_by": spec.kind, "required": False}}
+                         "implied_by": spec.kind, "required": False, "exclusive": spec.exclusive}}
     return [main, spike]
 
 

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 
 from analysis.catalog import classify, load_catalog
+from analysis.templates import template_expr
 from closewatch import jobs
 from closewatch.store import Store
 from ingest import generator
@@ -34,7 +35,8 @@ PROTOCOL_VIOLATIONS = ("input_duration_violation", "audio_rate_exceeded", "inval
 #: A week of every format with a quarter of the demo's traffic: big enough for every incident, quick to load.
 WEEK = GeneratorConfig(days=7, sessions_per_day=700, seed=11)
 
-#: Formats whose parser loses generated closes today (xfail, strict: an entry must go once the parser is fixed).
+#: Formats whose parser loses generated closes today (xfail: remove an entry once its parser is fixed; not strict
+#: because whether a file trips the gap depends on its first lines).
 KNOWN_PARSER_GAPS: dict[str, str] = {
     "assemblyai-python-v2": "textlogs' sniff does not strip the ' client=...' tag that the renderers append, so a v2 "
                             "app log whose first lines are only 'Session ID:' / 'Closing Session' prints is not recognised",
@@ -43,7 +45,7 @@ KNOWN_PARSER_GAPS: dict[str, str] = {
 
 
 def _gap(fmt: str) -> list:
-    return [pytest.mark.xfail(reason=KNOWN_PARSER_GAPS[fmt], strict=True)] if fmt in KNOWN_PARSER_GAPS else []
+    return [pytest.mark.xfail(reason=KNOWN_PARSER_GAPS[fmt], strict=False)] if fmt in KNOWN_PARSER_GAPS else []
 
 
 def _formats_param() -> list:
@@ -129,7 +131,11 @@ def test_every_incident_is_in_the_files_for_its_client_in_its_window_with_its_ca
                FROM closures WHERE client_id = ? AND category = ?""",
             [item["start"], item["end"], item["client"], details["category"]],
         ).row(0, named=True)
-        assert counts == {"inside": details["events"], "total": details["events"]}, item["kind"]
+        assert counts["inside"] == details["events"], item["kind"]
+        if details.get("exclusive", True):
+            assert counts["total"] == details["events"], item["kind"]
+        else:  # the outage client also drops now and then outside the outage, as every client does
+            assert counts["total"] - counts["inside"] <= 0.05 * counts["inside"], item["kind"]
         assert details["events"] >= 8, item["kind"]
 
 
@@ -156,7 +162,7 @@ def test_incidents_are_unambiguous(week):
 
 def _utc(text: str) -> datetime:
     assert text.endswith("Z"), text
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def test_incident_numbers_are_the_ones_the_detectors_explain(week, loaded):
@@ -245,12 +251,12 @@ def test_sessions_have_unique_v4_ids_and_plausible_durations(planned):
 
 def test_every_background_reason_template_occurs_on_the_first_day(planned):
     """So that a detector of never-seen reasons has history: only the injected reason is new later."""
-    masked = planned.with_columns(template=pl.col("close_reason").str.replace_all(r"[0-9]+(\.[0-9]+)?", "N"))
+    masked = planned.with_columns(template=template_expr(pl.col("close_reason")))
     start = planned["ts"].min()
     first = set(masked.filter(pl.col("ts") < start + pl.duration(days=1))["template"].drop_nulls().to_list())
     later = set(masked.filter(pl.col("incident").is_null())["template"].drop_nulls().to_list())
     assert later - first == set()
-    assert generator.NEW_REASON not in first
+    assert planned.select(template_expr(pl.lit(generator.NEW_REASON))).item() not in first
 
 
 def test_generated_reasons_classify_as_the_generator_meant(planned):
