@@ -13,6 +13,7 @@ from closewatch.commands import core
 from closewatch.commands.alerts import alerts, scheduler
 from closewatch.commands.analyze import analyze
 from closewatch.commands.generate import generate
+from closewatch.commands.dashboard import dashboard, up
 from closewatch.commands.kit import ClosewatchGroup
 
 
@@ -38,7 +39,8 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
 for command in (core.ingest, core.sql, core.catalog, core.formats, core.info, core.reclassify,
                 alerts, scheduler,
                 analyze,
-                generate):
+                generate,
+                dashboard, up):
     cli.add_command(command)
 
 

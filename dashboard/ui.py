@@ -40,6 +40,8 @@ SEVERITY_COLORS = {"info": "#4c78a8", "warning": "#f2a900", "error": "#e45756", 
 #: How closure rows are shown in every table.
 CLOSURE_COLUMNS = {
     "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "client_id": st.column_config.TextColumn("client"),
+    "session_id": st.column_config.TextColumn("session"),
     "close_code": st.column_config.NumberColumn("code", format="%d"),
     "close_reason": st.column_config.TextColumn("reason", width="large"),
     "retry_safe": st.column_config.TextColumn("retry safe"),
@@ -133,6 +135,23 @@ def fmt_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)} {unit}"
     return f"{seconds:g} s"
+
+
+def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, **kwargs: Any) -> Any:
+    """st.dataframe with UTC times shown to the second and closure columns named for people."""
+    config = {name: st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm:ss")
+              for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)}
+    config.update({name: spec for name, spec in CLOSURE_COLUMNS.items() if name in frame.columns})
+    config.update(column_config or {})
+    return st.dataframe(frame, hide_index=True, key=key, column_config=config, **kwargs)
+
+
+def time_axis(bucket_s: int) -> Any:
+    """The x axis of every timeline: UTC (not the browser's zone), labelled with the bar width."""
+    import altair as alt
+
+    return alt.X("bucket:T", title=f"UTC, one bar = {fmt_duration(bucket_s)}", scale=alt.Scale(type="utc"),
+                 axis=alt.Axis(format="%b %d %H:%M", labelAngle=0))
 
 
 def explorer_link(label: str, icon: str = ":material/table_rows:", **filters: Any) -> None:

@@ -89,12 +89,12 @@ def live(config: data.AlertConfig) -> None:
 
     st.subheader("Rules")
     st.caption(f"From `{config.rules_path}`.")
-    st.dataframe(rules, hide_index=True, key="rules_table", column_config={"description": st.column_config.TextColumn(width="large")})
+    ui.table(rules, "rules_table", column_config={"description": st.column_config.TextColumn(width="large")})
 
     st.subheader("Current state")
     active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))
     if active.height:
-        st.dataframe(active, hide_index=True, key="states_table")
+        ui.table(active, "states_table")
     elif alerts.states.height:
         st.success("Nothing is firing or pending.", icon=":material/check_circle:")
     else:
@@ -106,17 +106,17 @@ def live(config: data.AlertConfig) -> None:
         st.warning("The scheduler has not run on this database yet: start it with `closewatch scheduler` or `closewatch up`.")
     elif (health["health"] != "ok").any():
         st.warning("Some jobs are late or failing; see the table.")
-    st.dataframe(health, hide_index=True, key="health_table")
+    ui.table(health, "health_table")
 
     st.subheader("Silences")
     if alerts.silences.height:
-        st.dataframe(alerts.silences, hide_index=True, key="silences_table")
+        ui.table(alerts.silences, "silences_table")
     else:
         st.caption("No active silences.")
 
     st.subheader("History")
     if alerts.history.height:
-        st.dataframe(alerts.history, hide_index=True, key="history_table")
+        ui.table(alerts.history, "history_table")
     else:
         st.caption("No state changes recorded yet.")
 
@@ -141,7 +141,7 @@ def silence_form(config: data.AlertConfig) -> None:
                 if not seconds:
                     raise AlertError(f"'For' {duration!r} is not a duration; write e.g. 30m, 2h or 1d.")
                 silence_id = add_silence(data.get_store(), config.ruleset, rule, group.strip() or None, seconds, comment, _user())
-                st.success(f"Silenced {rule}{' for ' + group if group.strip() else ''} for {format_duration(seconds)} (id {silence_id}).")
+                _done(f"Silenced {rule}{' for ' + group.strip() if group.strip() else ''} for {format_duration(seconds)} (id {silence_id}).")
     with st.form("unsilence"):
         st.markdown("**End a silence**: by its id, or every active silence of a rule.")
         target = st.text_input("Silence id or rule name", key="unsilence_target")
@@ -150,7 +150,13 @@ def silence_form(config: data.AlertConfig) -> None:
                 ended = end_silences(data.get_store(), target.strip())
                 if not ended:
                     raise AlertError(f"No active silence matches '{target.strip()}'; the Silences table lists them.")
-                st.success(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
+                _done(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
+
+
+def _done(message: str) -> None:
+    """Rerun the whole page so the live part above shows the change, and say what was done."""
+    st.session_state["alerts_done"] = message
+    st.rerun()
 
 
 def backtest_section(config: data.AlertConfig) -> None:
@@ -174,7 +180,7 @@ def backtest_section(config: data.AlertConfig) -> None:
     bucket_s, frame = data.cached(data.timeline, start, end)
     st.altair_chart(backtest_chart(frame, bucket_s, episodes, last))
     if episodes:
-        st.dataframe(pl.DataFrame([e.as_dict() for e in episodes]), hide_index=True, key="episodes_table")
+        ui.table(pl.DataFrame([e.as_dict() for e in episodes]), "episodes_table")
         st.caption(f"{rule} would have fired {len(episodes)} time(s) between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
     else:
         st.info(f"{rule} would not have fired between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
@@ -183,7 +189,7 @@ def backtest_section(config: data.AlertConfig) -> None:
 def backtest_chart(frame: pl.DataFrame, bucket_s: int, episodes: list, last: datetime) -> alt.LayerChart:
     """Closures per bucket by severity, with each would-be firing as a shaded band."""
     bars = alt.Chart(frame).mark_bar().encode(
-        x=alt.X("bucket:T", title=f"UTC, one bar = {ui.fmt_duration(bucket_s)}"),
+        x=ui.time_axis(bucket_s),
         y=alt.Y("sum(closures):Q", title="closures"),
         color=alt.Color("severity:N", scale=alt.Scale(domain=list(ui.SEVERITY_COLORS), range=list(ui.SEVERITY_COLORS.values()))),
     )
@@ -195,7 +201,7 @@ def backtest_chart(frame: pl.DataFrame, bucket_s: int, episodes: list, last: dat
         "group": [e.group or "(all)" for e in episodes],
     })
     shade = alt.Chart(bands).mark_rect(opacity=0.25, color="#e45756").encode(
-        x="fired:T", x2="resolved:T", tooltip=["group:N", alt.Tooltip("fired:T", format="%Y-%m-%d %H:%M"),
+        x=alt.X("fired:T", scale=alt.Scale(type="utc")), x2="resolved:T", tooltip=["group:N", alt.Tooltip("fired:T", format="%Y-%m-%d %H:%M"),
                                                 alt.Tooltip("resolved:T", format="%Y-%m-%d %H:%M")])
     return (shade + bars).properties(height=280)
 
@@ -209,6 +215,8 @@ def _user() -> str:
 
 def main() -> None:
     st.title("Alerts")
+    if "alerts_done" in st.session_state:
+        st.success(st.session_state.pop("alerts_done"), icon=":material/check_circle:")
     config = data.alert_config()
 
     @st.fragment(run_every=refresh_seconds())

@@ -53,12 +53,12 @@ def detail(event_id: str) -> None:
     with left:
         st.markdown(f"**Session `{closure['session_id'] or '-'}`**: its closures")
         if found.session.height:
-            st.dataframe(found.session, hide_index=True, column_config=ui.CLOSURE_COLUMNS, key="session_events")
+            ui.table(found.session, "session_events")
         else:
             st.caption("The log names no session for this closure.")
     with right:
         st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(data.AROUND.total_seconds() // 60)} minutes")
-        st.dataframe(found.client, hide_index=True, column_config=ui.CLOSURE_COLUMNS, key="client_events")
+        ui.table(found.client, "client_events")
 
 
 def _numbers(closure: dict) -> str:
@@ -82,9 +82,8 @@ def main() -> None:
     total, rows = data.cached(data.explorer_rows, chosen)
     shown = f"showing the newest {rows.height:,}" if total > rows.height else "showing all"
     st.caption(f"{total:,} closures match; {shown}. Times are UTC. Click a row to open it. For more, use the SQL page.")
-    event = st.dataframe(
-        rows, hide_index=True, on_select="rerun", selection_mode="single-row", key="closures_table",
-        column_config=ui.CLOSURE_COLUMNS,
+    event = ui.table(
+        rows, "closures_table", on_select="rerun", selection_mode="single-row",
         column_order=["ts", "client_id", "session_id", "close_code", "close_reason", "category", "severity", "retry_safe", "action"],
     )
     row = ui.selected_row(event, rows)

@@ -34,7 +34,7 @@ def kpis(view: data.Overview, base: dict) -> None:
     with columns[3]:
         if top.height:
             name, count = top.row(0)
-            st.metric("Top error category", name, f"{count:,} closures", delta_color="off", border=True)
+            st.metric("Top error category", f"{count:,}", name, delta_color="off", delta_arrow="off", border=True)
             ui.explorer_link(f"{name} rows", category=name, **base)
         else:
             st.metric("Top error category", "none", border=True)
@@ -52,10 +52,10 @@ def timeline_chart(view: data.Overview, stack_by: str) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("bucket:T", title=f"UTC, one bar = {ui.fmt_duration(view.bucket_s)}"),
+            x=ui.time_axis(view.bucket_s),
             y=alt.Y("sum(closures):Q", title="closures"),
             color=color,
-            tooltip=[alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M"), f"{stack_by}:N", "closures:Q"],
+            tooltip=[alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M", title="UTC"), f"{stack_by}:N", "closures:Q"],
         )
         .properties(height=300)
     )
@@ -65,8 +65,8 @@ def categories_table(view: data.Overview, base: dict) -> None:
     st.subheader("Categories")
     st.caption("Click a row to see its closures.")
     frame = view.categories.select("category", "severity", "closures", "share")
-    event = st.dataframe(
-        frame, hide_index=True, on_select="rerun", selection_mode="single-row", key="categories_table",
+    event = ui.table(
+        frame, "categories_table", on_select="rerun", selection_mode="single-row",
         column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1)},
     )
     row = ui.selected_row(event, frame)
@@ -77,8 +77,10 @@ def categories_table(view: data.Overview, base: dict) -> None:
 def reasons_table(view: data.Overview, base: dict) -> None:
     st.subheader("Top error reasons")
     st.caption("Click a row to see its closures.")
-    frame = view.reasons.select("closures", "close_reason", "category", "severity")
-    event = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="single-row", key="reasons_table")
+    frame = view.reasons.select(
+        "closures", "category", pl.col("close_reason").fill_null("(no reason logged)").alias("reason"), "close_reason")
+    event = ui.table(frame, "reasons_table", on_select="rerun", selection_mode="single-row",
+                     column_config={"close_reason": None, "reason": st.column_config.TextColumn("reason", width="large")})
     row = ui.selected_row(event, frame)
     if row:
         ui.open_explorer(q=row["close_reason"] or "", category=row["category"], **base)
@@ -88,8 +90,8 @@ def clients_table(view: data.Overview, base: dict) -> None:
     st.subheader("Top clients by error rate")
     st.caption(f"Clients with at least {data.MIN_CLIENT_CLOSURES} closures in the range. Click a row to see its closures.")
     frame = view.top_clients
-    event = st.dataframe(
-        frame, hide_index=True, on_select="rerun", selection_mode="single-row", key="clients_table",
+    event = ui.table(
+        frame, "clients_table", on_select="rerun", selection_mode="single-row",
         column_config={"error_rate": st.column_config.ProgressColumn("error rate", format="percent", min_value=0, max_value=1)},
     )
     row = ui.selected_row(event, frame)

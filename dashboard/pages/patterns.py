@@ -28,9 +28,10 @@ def window_chart(found: data.Finding) -> alt.LayerChart:
     detection = found.detection
     window = pl.DataFrame({"start": [detection["window_start"]], "end": [detection["window_end"]]})
     series = found.series.unpivot(index="bucket", on=["closures", "evidence"], variable_name="series", value_name="count")
-    shade = alt.Chart(window).mark_rect(opacity=0.15, color="#e45756").encode(x="start:T", x2="end:T")
+    shade = alt.Chart(window).mark_rect(opacity=0.15, color="#e45756").encode(
+        x=alt.X("start:T", scale=alt.Scale(type="utc")), x2="end:T")
     bars = alt.Chart(series).mark_bar(opacity=0.85).encode(
-        x=alt.X("bucket:T", title=f"UTC, one bar = {ui.fmt_duration(found.bucket_s)}"),
+        x=ui.time_axis(found.bucket_s),
         y=alt.Y("count:Q", title="closures", stack=None),
         color=alt.Color("series:N", scale=alt.Scale(domain=["closures", "evidence"], range=["#9ecae9", "#e45756"]),
                         legend=alt.Legend(title=None, orient="top")),
@@ -56,7 +57,7 @@ def detail(detection_id: str) -> None:
     if found.series.height:
         st.altair_chart(window_chart(found))
     st.markdown(f"**Evidence** ({len(detection['evidence'] or []):,} events; the first {found.evidence.height:,} below)")
-    st.dataframe(found.evidence, hide_index=True, key="evidence_table", column_config=ui.CLOSURE_COLUMNS)
+    ui.table(found.evidence, "evidence_table")
     filters = ui.range_params(found.chart_start, found.chart_end)
     if what == "client":
         filters["client"] = detection["key"]
@@ -94,8 +95,8 @@ def main() -> None:
         shown = shown.filter(pl.col("severity").is_in(severities))
     counts = shown.group_by("pattern").len().sort("len", descending=True)
     st.caption(f"{shown.height:,} detections: " + ", ".join(f"{n:,} {p}" for p, n in counts.iter_rows()) + ". Click one to see its evidence.")
-    event = st.dataframe(
-        shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="detections_table",
+    event = ui.table(
+        shown, "detections_table", on_select="rerun", selection_mode="single-row",
         column_order=["window_start", "window_end", "pattern", "key", "severity", "count", "explanation"],
         column_config={
             "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),

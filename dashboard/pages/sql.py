@@ -32,13 +32,16 @@ def use_example() -> None:
 
 
 def schema_panel() -> None:
-    """Every table and view with its columns."""
+    """Every table and view with its columns: closures first, then the other tables, then the views."""
     st.subheader("Schema")
-    frame = data.cached(data.schema)
-    for (name, kind), columns in frame.group_by("table_name", "table_type", maintain_order=True):
-        label = f"{name}" + (" (view)" if kind == "VIEW" else "")
-        with st.expander(label, expanded=name == "closures"):
-            st.dataframe(columns.select("column_name", "data_type"), hide_index=True, key=f"schema_{name}")
+    frame = data.cached(data.schema).with_columns(
+        pl.col("data_type").str.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", literal=True),
+        order=pl.when(pl.col("table_name") == "closures").then(0).when(pl.col("table_type") == "VIEW").then(2).otherwise(1),
+    )
+    for (name, kind), columns in frame.sort("order", maintain_order=True).group_by("table_name", "table_type", maintain_order=True):
+        lines = [f"`{column}` {dtype.lower()}" for column, dtype in columns.select("column_name", "data_type").iter_rows()]
+        with st.expander(name + (" (view)" if kind == "VIEW" else ""), expanded=name == "closures"):
+            st.markdown("  \n".join(lines))
 
 
 def run(sql: str) -> None:
@@ -67,7 +70,7 @@ def result_panel() -> None:
 def main() -> None:
     st.title("SQL")
     st.caption("Read-only DuckDB SQL over the closewatch tables. Queries cannot write, change settings, attach databases or touch files.")
-    editor, side = st.columns([3, 1])
+    editor, side = st.columns([5, 2])
     with side:
         with ui.guard():
             schema_panel()

@@ -22,7 +22,8 @@ AUTO = "detect per file"
 
 def limit_text() -> str:
     size = st.get_option("server.maxUploadSize")
-    return (f"Up to **{size:,} MB per file** (the dashboard's `server.maxUploadSize`; change it with "
+    shown = f"{size // 1024:,} GB" if size % 1024 == 0 else f"{size:,} MB"
+    return (f"Up to **{shown} per file** (the dashboard's `server.maxUploadSize`; change it with "
             "`closewatch dashboard --max-upload-mb N`). Larger files: `closewatch ingest PATH`, or drop them in the scheduler's watched folder.")
 
 
@@ -119,8 +120,8 @@ def main() -> None:
     batches = data.cached(data.recent_batches)
     if batches.height:
         with st.expander("Recently loaded files"):
-            st.dataframe(batches, hide_index=True, key="recent_batches",
-                         column_config={"finished_at": st.column_config.DatetimeColumn("loaded (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+            ui.table(batches, "recent_batches", column_config={
+                "finished_at": st.column_config.DatetimeColumn("loaded (UTC)", format="YYYY-MM-DD HH:mm:ss")})
 
 
 with ui.guard():

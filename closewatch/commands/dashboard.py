@@ -1,0 +1,290 @@
+"""Dashboard commands: `dashboard` runs the Streamlit app; `up` runs everything (demo data, scheduler, dashboard).
+
+Both start Streamlit as a child process (``python -m streamlit run
+dashboard/app.py``) with the database in $CLOSEWATCH_DB, telemetry off and
+headless, so the app is the same whether it is started here or with
+``streamlit run``. `up` supervises two children and stops both, in order, on
+Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from closewatch.commands.kit import catalog_path, db_option, err_console, get_store
+from closewatch.errors import ClosewatchError
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+DEMO = Path(__file__).resolve().parents[2] / "sample_logs" / "demo"
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+PORT_HELP = "Port of the dashboard."
+
+
+class UpError(ClosewatchError):
+    """`closewatch up` or `closewatch dashboard` cannot start or a child stopped."""
+
+
+# -- the streamlit command line ----------------------------------------------------------
+
+
+def streamlit_argv(port: int, address: str, max_upload_mb: int | None) -> list[str]:
+    """The child command: the same settings as dashboard/.streamlit/config.toml, wherever we start from."""
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.port", str(port),
+        "--server.address", address,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--client.showErrorDetails", "none",
+    ]
+    if max_upload_mb is not None:
+        argv += ["--server.maxUploadSize", str(max_upload_mb)]
+    return argv
+
+
+def child_env(ctx: click.Context, db: Path) -> dict[str, str]:
+    """The environment of the children: the database and config this command was given."""
+    env = dict(os.environ, CLOSEWATCH_DB=str(db), PYTHONUNBUFFERED="1")
+    config = ctx.obj.get("config")
+    if config:
+        env["CLOSEWATCH_CONFIG"] = str(Path(config).resolve())
+    return env
+
+
+def check_port(address: str, port: int) -> None:
+    """Fail early, with the fix, when the port is taken (Streamlit would pick another silently or die)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1" if address in ("localhost", "") else address, port))
+        except OSError:
+            raise UpError(f"Port {port} is already in use; stop what uses it or pass --port N.") from None
+
+
+def url_of(address: str, port: int) -> str:
+    host = "localhost" if address in ("0.0.0.0", "", "localhost", "127.0.0.1") else address
+    return f"http://{host}:{port}"
+
+
+def wait_ready(url: str, children: list[Child], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll Streamlit's health endpoint until it answers; a child that dies meanwhile is an error."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in children:
+            child.check()
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.3)
+    raise UpError(f"The dashboard did not answer at {url} within {timeout_s:g} s; see {children[-1].log_path}.")
+
+
+# -- children -----------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `up` itself is killed (Linux), so nothing is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    os.setsid()  # our own signals decide the order of shutdown, not the terminal's Ctrl-C
+
+
+@dataclass
+class Child:
+    """A supervised child process whose output goes to a log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        preexec: Callable[[], None] | None = _die_with_parent if sys.platform.startswith("linux") else None
+        self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                        preexec_fn=preexec, start_new_session=preexec is None)
+        log.close()
+
+    def check(self) -> None:
+        """Raise if the child has exited (it should run until we stop it)."""
+        if self.process is not None and self.process.poll() is not None:
+            raise UpError(f"The {self.name} stopped (exit status {self.process.returncode}); "
+                          f"its last words are in {self.log_path}:\n{self.tail()}")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, wait, then SIGKILL if it will not go; returns its exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+class _Stop(Exception):
+    """Raised by the signal handler so the supervisor loop unwinds into its cleanup."""
+
+
+def supervise(children: list[Child], console: Console) -> None:
+    """Wait until Ctrl-C / SIGTERM or until a child dies; then stop every child, last started first."""
+
+    def on_signal(signum, _frame):
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            for child in children:
+                child.check()
+            time.sleep(0.5)
+    except (_Stop, KeyboardInterrupt) as stop:
+        console.print(f"Stopping ({stop or 'Ctrl-C'})...", highlight=False)
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        for child in reversed(children):
+            status = child.stop()
+            console.print(f"  {child.name} stopped" + (f" (exit status {status})" if status not in (0, None, -15) else ""), highlight=False)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--port", type=int, default=8501, show_default=True, help=PORT_HELP)
+@click.option("--address", default="localhost", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--max-upload-mb", type=click.IntRange(1, 10_000), help="Largest file the Upload page accepts, in MB (default 1024).")
+@db_option
+@click.pass_context
+def dashboard(ctx: click.Context, port: int, address: str, max_upload_mb: int | None) -> None:
+    """Open the dashboard in your browser: overview, upload, explorer, patterns, alerts, SQL, reference.
+
+    The same app as `streamlit run dashboard/app.py`, on the database named
+    by --db. It reads the database only in short read-only moments, so the
+    CLI and the scheduler can use the same file alongside. Ctrl-C stops it.
+
+    \b
+    Example:
+        closewatch dashboard --db demo.duckdb --port 8502
+    """
+    store = get_store(ctx)
+    store.query("SELECT 1")  # creates or migrates the file, so the app opens on a usable database
+    check_port(address, port)
+    db = store.path.resolve()
+    console = Console(soft_wrap=True)
+    child = Child("dashboard", streamlit_argv(port, address, max_upload_mb), child_env(ctx, db), _log_dir(db) / "dashboard.log")
+    child.start()
+    try:
+        wait_ready(url_of(address, port), [child])
+    except BaseException:
+        child.stop()
+        raise
+    console.print(f"closewatch dashboard: [bold]{url_of(address, port)}[/] on {db} (Ctrl-C stops it; log: {child.log_path})", highlight=False)
+    supervise([child], console)
+
+
+@click.command()
+@click.option("--port", type=int, default=8501, show_default=True, help=PORT_HELP)
+@click.option("--address", default="localhost", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--demo/--no-demo", default=True, show_default=True, help="Load the demo logs (sample_logs/demo/) when the database is empty.")
+@click.option("--max-upload-mb", type=click.IntRange(1, 10_000), help="Largest file the Upload page accepts, in MB (default 1024).")
+@db_option
+@click.pass_context
+def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: int | None) -> None:
+    """Run everything: open the database (loading the demo logs if it is empty), the scheduler and the dashboard.
+
+    Prints the dashboard's address, then runs until Ctrl-C or SIGTERM, which
+    stop the dashboard and the scheduler cleanly. Their logs go to
+    <database>-logs/ beside the database file.
+
+    \b
+    Example:
+        closewatch up
+        closewatch up --db ops.duckdb --port 8600 --no-demo
+    """
+    console = Console(soft_wrap=True)
+    store = get_store(ctx)
+    closures = store.query("SELECT count(*) FROM closures").item()  # creates or migrates the file
+    check_port(address, port)
+    db = store.path.resolve()
+    if closures == 0 and demo:
+        _load_demo(ctx, store, console)
+    logs = _log_dir(db)
+    env = child_env(ctx, db)
+    children = [
+        Child("scheduler", [sys.executable, "-m", "closewatch.cli", *_lock_option(ctx), "scheduler"], env, logs / "scheduler.log"),
+        Child("dashboard", streamlit_argv(port, address, max_upload_mb), env, logs / "dashboard.log"),
+    ]
+    try:
+        for child in children:
+            child.start()
+        wait_ready(url_of(address, port), children)
+    except BaseException:
+        for child in reversed(children):
+            child.stop()
+        raise
+    console.print(f"closewatch is up: [bold]{url_of(address, port)}[/]", highlight=False)
+    console.print(f"  database {db}; scheduler and dashboard logs in {logs}/; Ctrl-C stops both.", highlight=False)
+    supervise(children, console)
+
+
+def _load_demo(ctx: click.Context, store, console: Console) -> None:
+    """Load sample_logs/demo/ and run the detectors once, so every page has something to show."""
+    from closewatch import jobs
+    from ingest.sources import expand_inputs
+
+    if not DEMO.is_dir():
+        err_console.print(f"No demo logs at {DEMO}; starting with an empty database (upload logs in the dashboard).", style="yellow", highlight=False)
+        return
+    console.print(f"Empty database: loading the demo logs from {DEMO}...", highlight=False)
+    results = jobs.ingest(store, expand_inputs([str(DEMO)]), catalog_path=catalog_path(ctx, None))
+    accepted = sum(result.accepted for result in results)
+    console.print(f"  loaded {accepted:,} closures from {len(results)} files.", highlight=False)
+    from analysis.detection import detect
+
+    run = detect(store)
+    console.print(f"  found {run.findings.height:,} patterns.", highlight=False)
+
+
+def _lock_option(ctx: click.Context) -> list[str]:
+    timeout = ctx.obj.get("lock_timeout")
+    return [] if timeout is None else ["--lock-timeout", str(timeout)]
+
+
+def _log_dir(db: Path) -> Path:
+    return db.with_name(db.name + "-logs")

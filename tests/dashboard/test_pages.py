@@ -1,0 +1,476 @@
+"""Every dashboard page through Streamlit's AppTest, on a real DuckDB file.
+
+The shared database holds generator logs loaded through the real ingest
+pipeline, with the real detectors run over them; tests that write (uploads,
+silences, alert runs) work on their own copy. Numbers on the pages are checked
+against SQL run independently on the same file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from streamlit.testing.v1 import AppTest
+
+from analysis.catalog import CATEGORIES, catalog_table, load_catalog
+from analysis.detection import detect
+from closewatch import jobs
+from closewatch.cli import cli
+from closewatch.store import Store
+from dashboard import ui
+from ingest.generator import GeneratorConfig, generate
+from ingest.sources import bytes_input, expand_inputs
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+UTC = timezone.utc
+TIMEOUT = 60
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory) -> Path:
+    """Two days of generator logs (with incidents), ingested and analyzed, in a module-wide file."""
+    root = tmp_path_factory.mktemp("dashboard")
+    config = GeneratorConfig(days=2, sessions_per_day=800, clients=10, seed=7, formats=("jsonl", "csv"))
+    generate(root / "logs", config)
+    store = Store(root / "demo.duckdb")
+    jobs.ingest(store, expand_inputs([str(root / "logs")]))
+    detect(store)
+    return store.path
+
+
+@pytest.fixture
+def own_db(demo_db: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo database, for tests that write."""
+    path = tmp_path / "own.duckdb"
+    shutil.copy(demo_db, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No closewatch.toml or alerts.toml of the repo or the user leaks into the app."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLOSEWATCH_CONFIG", raising=False)
+
+
+def app(db: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = None, **query: str | list[str]) -> AppTest:
+    """The app on ``db``, run once (on ``page`` if given, with URL query parameters)."""
+    monkeypatch.setenv("CLOSEWATCH_DB", str(db))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(ui.PAGES[page]).run()
+    return at
+
+
+def sql(db: Path, query: str, params: list | None = None):
+    return Store(db).query(query, params)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def texts(at: AppTest) -> str:
+    """Every markdown, caption, info, warning and success text of the page, joined."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in at.info] + [e.value for e in at.warning] + [e.value for e in at.success]
+    return "\n".join(parts)
+
+
+def no_failures(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def table(at: AppTest, *columns: str, index: int = 0):
+    """The index-th table of the page with these columns (AppTest knows the keys of selectable tables only)."""
+    matches = [frame.value for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
+    assert len(matches) > index, f"no table with columns {columns}"
+    return matches[index]
+
+
+def select_row(at: AppTest, table_key: str, row: int) -> AppTest:
+    """Click a row of an st.dataframe(on_select="rerun") the way the browser reports it."""
+    at.session_state[table_key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    return at.run()
+
+
+# ---------------------------------------------------------------- every page
+
+
+@pytest.mark.parametrize("page, title", [
+    ("overview", "Overview"), ("upload", "Upload logs"), ("explorer", "Explorer"), ("patterns", "Patterns"),
+    ("alerts", "Alerts"), ("sql", "SQL"), ("reference", "Reference"),
+])
+def test_every_page_renders_on_loaded_data(demo_db, monkeypatch, page, title):
+    at = app(demo_db, monkeypatch)
+    # AppTest drops the entry script's sidebar after switch_page, so the sidebar is checked on the first run
+    closures = sql(demo_db, "SELECT count(*) FROM closures").item()
+    assert f"{closures:,} closures" in "\n".join(c.value for c in at.sidebar.caption)
+    at.switch_page(ui.PAGES[page]).run()
+    no_failures(at)
+    assert at.title[0].value == title
+
+
+@pytest.mark.parametrize("page", ["overview", "explorer", "patterns"])
+def test_an_empty_database_points_to_the_upload_page(tmp_path, monkeypatch, page):
+    at = app(tmp_path / "empty.duckdb", monkeypatch, page)
+    no_failures(at)
+    assert "No closures loaded yet" in texts(at)
+    assert any(link.proto.page == "upload" for link in at.page_link)
+
+
+def test_a_broken_config_file_is_one_sentence_not_a_traceback(demo_db, tmp_path, monkeypatch):
+    config = tmp_path / "broken.toml"
+    config.write_text("[store\nlock_timeout_s = 1\n")
+    monkeypatch.setenv("CLOSEWATCH_CONFIG", str(config))
+    at = app(demo_db, monkeypatch)
+    assert not at.exception
+    assert at.error and "is not valid TOML" in at.error[0].value
+
+
+# ---------------------------------------------------------------- overview
+
+
+def test_overview_kpis_match_the_database(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    no_failures(at)
+    total, errors, clients, affected = sql(demo_db, """
+        SELECT count(*), count(*) FILTER (WHERE category <> 'normal'), count(DISTINCT client_id),
+               count(DISTINCT client_id) FILTER (WHERE category <> 'normal') FROM closures
+    """).row(0)
+    assert metric(at, "Sessions closed") == f"{total:,}"
+    assert metric(at, "Error share") == f"{errors / total:.1%}"
+    assert metric(at, "Clients affected") == f"{affected:,} of {clients:,}"
+    top_category, top_count = sql(demo_db, """
+        SELECT category, count(*) AS n FROM closures WHERE category <> 'normal' GROUP BY 1 ORDER BY n DESC LIMIT 1
+    """).row(0)
+    assert metric(at, "Top error category") == f"{top_count:,}"
+    first, last = sql(demo_db, "SELECT min(ts), max(ts) FROM closures").row(0)
+    assert f"The whole span of the loaded data: {ui.fmt_time(first)} to {ui.fmt_time(last)}" in texts(at)
+    assert at.get("vega_lite_chart"), "the timeline chart is missing"
+
+
+def test_overview_range_from_the_url_narrows_every_number(demo_db, monkeypatch):
+    first = sql(demo_db, "SELECT min(ts) FROM closures").item()
+    start = (first + timedelta(hours=6)).replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=12)  # the page's "to" includes its whole minute
+    at = app(demo_db, monkeypatch, **{"from": start.strftime("%Y-%m-%dT%H:%M"), "to": end.strftime("%Y-%m-%dT%H:%M")})
+    no_failures(at)
+    expected = sql(demo_db, "SELECT count(*) FROM closures WHERE ts >= ? AND ts < ?", [start, end + timedelta(minutes=1)]).item()
+    everything = sql(demo_db, "SELECT count(*) FROM closures").item()
+    assert 0 < expected < everything
+    assert metric(at, "Sessions closed") == f"{expected:,}"
+    # the links to the rows carry the same range
+    link = next(l for l in at.page_link if l.value == "All closures")
+    assert f"from={start:%Y-%m-%dT%H}%3A00" in link.proto.query_string
+
+
+def test_overview_links_lead_to_the_rows_behind_each_number(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    links = {link.value: link.proto for link in at.page_link}
+    errors = sql(demo_db, "SELECT count(*) FROM closures WHERE category <> 'normal'").item()
+    error_link = links[f"{errors:,} errors"]
+    assert error_link.page == "explorer"
+    assert "category=normal" not in error_link.query_string
+    assert error_link.query_string.count("category=") == len(CATEGORIES) - 1
+
+
+def test_clicking_a_top_client_opens_the_explorer_filtered_to_it(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    client = at.dataframe(key="clients_table").value.iloc[0]["client_id"]
+    select_row(at, "clients_table", 0)
+    no_failures(at)
+    assert at.title[0].value == "Explorer"
+    assert at.multiselect(key="client").value == [client]
+    expected = sql(demo_db, "SELECT count(*) FROM closures WHERE client_id = ?", [client]).item()
+    assert f"{expected:,} closures match" in texts(at)
+
+
+# ---------------------------------------------------------------- explorer
+
+
+def test_explorer_filters_from_the_url_and_counts_the_matches(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "explorer")
+    at.multiselect(key="category").set_value(["input_duration_violation", "audio_rate_exceeded"])
+    at.text_input(key="q").set_value("violation")
+    at.run()
+    no_failures(at)
+    expected = sql(demo_db, """
+        SELECT count(*) FROM closures
+        WHERE category IN ('input_duration_violation', 'audio_rate_exceeded') AND contains(lower(close_reason), 'violation')
+    """).item()
+    assert expected > 0
+    assert f"{expected:,} closures match" in texts(at)
+    shown = at.dataframe(key="closures_table").value
+    assert set(shown["category"]) == {"input_duration_violation"}
+    assert {"action", "retry_safe"} <= set(shown.columns)
+
+
+def test_explorer_opens_one_closure_with_advice_and_its_neighbours(demo_db, monkeypatch):
+    event_id, session, client, action, retry = sql(demo_db, """
+        SELECT event_id, session_id, client_id, action, retry_safe FROM closures
+        WHERE category = 'input_duration_violation' AND session_id IS NOT NULL AND chunk_ms IS NOT NULL ORDER BY ts LIMIT 1
+    """).row(0)
+    at = app(demo_db, monkeypatch, "explorer", event=event_id)
+    no_failures(at)
+    shown = texts(at)
+    assert action in shown and ui.RETRY_ADVICE[retry] in shown
+    assert "chunks were" in shown  # the number read out of the reason, in words
+    assert metric(at, "Category") == "input_duration_violation"
+    session_rows = table(at, "session_id", "event_id", index=1)
+    assert set(session_rows["session_id"]) == {session}
+    neighbours = table(at, "client_id", "event_id", index=2)
+    assert set(neighbours["client_id"]) == {client} and event_id in set(neighbours["event_id"])
+
+
+def test_clicking_an_explorer_row_opens_that_closure(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "explorer")
+    newest = at.dataframe(key="closures_table").value.iloc[0]
+    select_row(at, "closures_table", 0)
+    no_failures(at)
+    assert metric(at, "Category") == newest["category"]
+    assert table(at, "client_id", "event_id", index=2)["event_id"].isin([newest["event_id"]]).any()
+
+
+# ---------------------------------------------------------------- upload
+
+
+def jsonl(rows: list[tuple[str, str, int, str, str]]) -> bytes:
+    lines = [json.dumps({"ts": ts, "session_id": sid, "close_code": code, "close_reason": reason, "client_id": client})
+             for ts, sid, code, reason, client in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+UPLOAD_A = jsonl([
+    ("2026-12-01T10:00:00Z", "up-1", 3008, "Session Expired: Maximum session duration exceeded", "uploader"),
+    ("2026-12-01T10:01:00Z", "up-2", 3007, "Input duration violation: 1500 ms. Expected between 50 and 1000 ms", "uploader"),
+    ("2026-12-01T10:02:00Z", "up-3", 1000, "", "uploader"),
+]) + b"this line is not json\n"
+UPLOAD_B = "ts,session_id,close_code,close_reason,client_id\n2026-12-01T11:00:00Z,up-4,1006,,uploader\n2026-12-01T11:05:00Z,up-5,3009,Unauthorized Connection: Too many concurrent sessions,uploader\n".encode()
+
+
+def test_upload_several_files_through_the_file_uploader(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "upload")
+    before = sql(own_db, "SELECT count(*) FROM closures").item()
+    at.file_uploader(key="files").set_value([
+        ("incident.jsonl", UPLOAD_A, "application/json"),
+        ("export.csv.gz", gzip.compress(UPLOAD_B), "application/gzip"),
+    ])
+    at.button[0].click().run()
+    no_failures(at)
+    results = table(at, "file", "accepted", "duplicates").set_index("file")
+    assert results.loc["incident.jsonl", ["format", "accepted", "duplicates", "rejected"]].tolist() == ["jsonl", 3, 0, 1]
+    assert results.loc["export.csv.gz", ["format", "accepted", "rejected"]].tolist() == ["csv", 2, 0]
+    assert "line 4: line is not valid JSON" in "\n".join(code.value for code in at.code)
+    assert sql(own_db, "SELECT count(*) FROM closures").item() == before + 5
+    # the other pages show the new rows right away (their cache is keyed on the latest batch)
+    at.switch_page(ui.PAGES["overview"]).run()
+    assert metric(at, "Sessions closed") == f"{before + 5:,}"
+    # the same file again adds nothing and says so
+    at.switch_page(ui.PAGES["upload"]).run()
+    at.file_uploader(key="files").set_value(("incident.jsonl", UPLOAD_A, "application/json"))
+    at.button[0].click().run()
+    again = table(at, "file", "accepted", "duplicates").iloc[0]
+    assert (again["accepted"], again["duplicates"]) == (0, 3)
+
+
+def test_upload_states_its_size_limit_and_reports_unreadable_files(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "upload")
+    assert "per file" in "\n".join(c.value for c in at.caption) and "maxUploadSize" in "\n".join(c.value for c in at.caption)
+    at.file_uploader(key="files").set_value(("notes.txt", b"hello\nworld\n", "text/plain"))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("notes.txt" in w.value for w in at.warning)
+
+
+def test_a_load_by_another_process_shows_on_the_next_rerun(own_db, monkeypatch):
+    at = app(own_db, monkeypatch)
+    before = metric(at, "Sessions closed")
+    jobs.ingest(Store(own_db), [bytes_input("cli.jsonl", UPLOAD_A)])
+    at.run()
+    after = sql(own_db, "SELECT count(*) FROM closures").item()
+    assert before != metric(at, "Sessions closed") == f"{after:,}"
+
+
+# ---------------------------------------------------------------- patterns
+
+
+def test_patterns_lists_detections_and_opens_one_with_evidence(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "patterns")
+    no_failures(at)
+    stored = sql(demo_db, "SELECT count(*) FROM detections").item()
+    assert stored > 0 and len(at.dataframe(key="detections_table").value) == stored
+    chosen = at.dataframe(key="detections_table").value.iloc[0]
+    select_row(at, "detections_table", 0)
+    no_failures(at)
+    explanation, evidence = sql(demo_db, "SELECT explanation, len(evidence) FROM detections WHERE detection_id = ?",
+                                [chosen["detection_id"]]).row(0)
+    assert explanation in [i.value for i in at.info]
+    assert len(table(at, "event_id", "close_reason")) == min(evidence, 200)
+    assert at.get("vega_lite_chart"), "the window chart is missing"
+
+
+def test_patterns_without_detections_offers_to_run_them(own_db, monkeypatch):
+    with Store(own_db).transaction() as con:
+        con.execute("DELETE FROM detections")
+    at = app(own_db, monkeypatch, "patterns")
+    assert "No detections yet" in texts(at)
+    at.button(key="run_detection").click().run()
+    no_failures(at)
+    assert sql(own_db, "SELECT count(*) FROM detections").item() > 0
+    assert len(at.dataframe(key="detections_table").value) > 0
+
+
+# ---------------------------------------------------------------- alerts
+
+
+def closewatch(db: Path, *args: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(db), *args], obj={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "alerts")
+    no_failures(at)
+    assert "has not run on this database yet" in texts(at)
+    closewatch(own_db, "scheduler", "--once")
+    at.run()
+    no_failures(at)
+    firing = sql(own_db, "SELECT count(*) FROM alert_state WHERE state = 'firing'").item()
+    assert metric(at, "Firing") == str(firing)
+    rules = table(at, "rule", "firing", "pending")
+    assert len(rules) == len(data_rules()) and rules["firing"].sum() == firing
+    health = table(at, "job", "health").set_index("job")
+    assert set(health.index) == {"ingest", "analyze", "evaluate", "deliver"}
+    assert set(health["outcome"]) == {"ok"}
+    transitions = sql(own_db, "SELECT count(*) FROM alert_events").item()
+    if transitions:
+        assert len(table(at, "event_time", "from_state", "to_state")) == min(transitions, 200)
+
+
+def data_rules():
+    from alerts.rules import load_rules
+
+    return load_rules().rules
+
+
+def test_silence_and_unsilence_from_the_alerts_page(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "alerts")
+    at.selectbox(key="silence_rule").set_value("disconnect-storm")
+    at.text_input(key="silence_for").set_value("2h")
+    at.text_input(key="silence_comment").set_value("ISP maintenance")
+    next(b for b in at.button if b.label == "Silence").click().run()
+    no_failures(at)
+    rule, comment, hours = sql(own_db, """
+        SELECT rule, comment, round(epoch(expires_at - created_at) / 3600) FROM alert_silences WHERE ended_at IS NULL
+    """).row(0)
+    assert (rule, comment, hours) == ("disconnect-storm", "ISP maintenance", 2)
+    assert metric(at, "Active silences") == "1"
+    at.text_input(key="unsilence_target").set_value("disconnect-storm")
+    next(b for b in at.button if b.label == "Unsilence").click().run()
+    no_failures(at)
+    assert sql(own_db, "SELECT count(*) FROM alert_silences WHERE ended_at IS NULL").item() == 0
+    assert metric(at, "Active silences") == "0"
+
+
+def test_a_bad_silence_duration_is_one_sentence(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "alerts")
+    at.text_input(key="silence_for").set_value("soon")
+    next(b for b in at.button if b.label == "Silence").click().run()
+    assert not at.exception
+    assert at.error and "is not a duration" in at.error[0].value
+
+
+def test_backtest_draws_a_rules_firings_over_the_timeline(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "alerts")
+    at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
+    at.button(key="run_backtest").click().run()
+    no_failures(at)
+    assert len(at.get("vega_lite_chart")) >= 1
+    episodes = table(at, "rule", "fired_at")
+    assert len(episodes) >= 1 and set(episodes["rule"]) == {"concurrency-saturation"}
+
+
+# ---------------------------------------------------------------- SQL
+
+
+def test_sql_runs_a_query_and_offers_csv_and_parquet(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "sql")
+    at.text_area(key="sql_text").set_value("SELECT client_id, count(*) AS n FROM closures GROUP BY 1 ORDER BY n DESC, 1")
+    at.button(key="run_sql").click().run()
+    no_failures(at)
+    shown = table(at, "client_id", "n")
+    expected = sql(demo_db, "SELECT client_id, count(*) AS n FROM closures GROUP BY 1 ORDER BY n DESC, 1")
+    assert shown["client_id"].tolist() == expected["client_id"].to_list()
+    assert shown["n"].tolist() == expected["n"].to_list()
+    assert {b.label for b in at.get("download_button")} == {"CSV", "Parquet"}
+
+
+def test_choosing_an_example_puts_it_in_the_editor(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "sql")
+    examples = {q["title"]: q["sql"].strip() for q in ui.load_toml("examples.toml")["query"]}
+    assert len(examples) >= 12
+    title = "Unknown codes and reasons (extend the catalog)"
+    at.selectbox(key="example").set_value(title).run()
+    assert at.text_area(key="sql_text").value == examples[title]
+
+
+@pytest.mark.parametrize("query, refusal", [
+    ("SELECT * FROM read_csv('/etc/passwd')", "cannot read or write files"),
+    ("COPY closures TO '{tmp}/leak.csv'", "files"),
+    ("ATTACH '{tmp}/other.duckdb' AS other", "attach"),
+    ("SET enable_external_access = true", "cannot be changed"),
+    ("DELETE FROM closures", "read-only"),
+])
+def test_sql_refuses_files_writes_and_settings_in_one_sentence(demo_db, tmp_path, monkeypatch, query, refusal):
+    at = app(demo_db, monkeypatch, "sql")
+    at.text_area(key="sql_text").set_value(query.format(tmp=tmp_path))
+    at.button(key="run_sql").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and refusal in at.error[0].value.lower()
+    message = at.error[0].value
+    assert "\n" not in message and "Traceback" not in message and message.startswith("Refused:")
+    assert not (tmp_path / "leak.csv").exists() and not (tmp_path / "other.duckdb").exists()
+    assert sql(demo_db, "SELECT count(*) FROM closures").item() > 0
+
+
+def test_every_example_query_runs(demo_db):
+    store = Store(demo_db)
+    for query in ui.load_toml("examples.toml")["query"]:
+        store.user_query(query["sql"], limit=5)  # raises ReadOnlyQuery with the reason if one is broken
+
+
+# ---------------------------------------------------------------- reference
+
+
+def test_reference_shows_the_catalog_and_a_guide_per_category(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "reference")
+    no_failures(at)
+    shown = table(at, "code", "reason pattern")
+    expected = catalog_table(load_catalog())
+    assert len(shown) == expected.height
+    assert shown["category"].tolist() == expected["category"].to_list()
+    assert {"code", "reason pattern", "severity", "retry safe", "recommended action"} <= set(shown.columns)
+    labels = [e.label for e in at.expander]
+    counts = dict(sql(demo_db, "SELECT category, count(*) FROM closures GROUP BY 1").iter_rows())
+    for category in CATEGORIES:
+        assert any(f"(`{category}`): {counts.get(category, 0):,} closures loaded" in label for label in labels), category
+
+
+def test_the_guides_cover_every_category_with_causes_and_steps():
+    guides = ui.load_toml("guides.toml")
+    assert set(guides) == set(CATEGORIES)
+    for category, guide in guides.items():
+        assert guide["summary"] and guide["causes"] and guide["steps"], category
