@@ -105,15 +105,16 @@ def main() -> int:
               f"[{'+'.join(formats) if len(formats) < 3 else 'all clients'}]")
         rss_before = psutil.Process().memory_info().rss / 2**20
         fmt = get_format(parser_name)
-        clock = time.perf_counter()
+        clock, cpu = time.perf_counter(), time.process_time()
         events = rejects = skipped = 0
         with open(path, "rb") as stream:
             for parsed in fmt.parse(iter_line_batches(stream), ParseOptions()):
                 events += parsed.events.height
                 rejects += parsed.rejects.height
                 skipped += parsed.skipped
-        elapsed = time.perf_counter() - clock
-    print(f"parser {parser_name}: {total:,} lines in {elapsed:.2f}s = {total / elapsed:,.0f} lines/s")
+        elapsed, cpu = time.perf_counter() - clock, time.process_time() - cpu
+    print(f"parser {parser_name}: {total:,} lines in {elapsed:.2f}s = {total / elapsed:,.0f} lines/s "
+          f"({cpu:.1f} CPU-s on {psutil.cpu_count()} cores; load average {psutil.getloadavg()[0]:.1f})")
     print(f"events {events:,}  rejects {rejects:,}  skipped {skipped:,}  (sum {events + rejects + skipped:,})")
     print(f"peak RSS {peak_rss_mb():.0f} MB (RSS before parsing {rss_before:.0f} MB)")
     return 0

@@ -169,16 +169,17 @@ def _first_match(frame: pl.DataFrame, regexes: list[str], fields: tuple[str, ...
     matches are left out.
     """
     taken = pl.Series([False] * frame.height)
+    rows = frame.select("source_line", "text").with_row_index("_row")
     parts = []
     for index, regex in enumerate(regexes):
         mask = ~taken if masks is None else masks[index] & ~taken
         if not mask.any():
             continue
-        got = frame.filter(mask).select("source_line", g=pl.col("text").str.extract_groups(_wrap(regex)))
+        got = rows.filter(mask).select("_row", "source_line", g=pl.col("text").str.extract_groups(_wrap(regex)))
         got = got.filter(pl.col("g").struct.field("m").is_not_null())
         if got.height == 0:
             continue
-        taken = taken | frame["source_line"].is_in(got["source_line"].implode())
+        taken = taken.scatter(got["_row"], True)
         parts.append(got.select(
             "source_line", pl.lit(index, pl.Int32).alias("index"),
             *[(pl.col("g").struct.field(name) if f"(?P<{name}>" in regex else pl.lit(None, pl.String)).alias(name)
@@ -206,17 +207,29 @@ def _match_patterns(clean: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     return matched.rename({"index": "pid"})
 
 
+def _client_tokens(cands: pl.DataFrame) -> pl.DataFrame:
+    """``client`` from a ``client=``/``tenant=`` token an app added to its line, and the text without it
+    (so the client's own format strings still match). Only the few lines that have one pay for it."""
+    has = cands["text"].str.contains_any(["client=", "client_id=", "tenant=", '"client'])
+    plain = cands.filter(~has).with_columns(client=pl.lit(None, pl.String))
+    tagged = cands.filter(has)
+    if tagged.height == 0:
+        return plain
+    tagged = tagged.with_columns(
+        tok=pl.col("text").str.extract_groups(_CLIENT_TOKEN),
+        text=pl.col("text").str.replace_all(_CLIENT_STRIP, ""),
+    ).with_columns(
+        client=pl.coalesce(pl.col("tok").struct.field("c1"), pl.col("tok").struct.field("c2")),
+    ).drop("tok")
+    return pl.concat([plain, tagged]).sort("source_line")
+
+
 def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
     """Envelope and pattern fields of candidate lines that match a pattern or a reject marker."""
     cands = frame.filter("candidate").select("source_line", "text")
     if cands.height == 0:
         return cands
-    clean = cands.with_columns(
-        client_tok=pl.col("text").str.extract_groups(_CLIENT_TOKEN),
-        text=pl.col("text").str.replace_all(_CLIENT_STRIP, ""),
-    ).with_columns(
-        client=pl.coalesce(pl.col("client_tok").struct.field("c1"), pl.col("client_tok").struct.field("c2")),
-    ).drop("client_tok")
+    clean = _client_tokens(cands)
     rows = clean.join(_match_patterns(clean, spec), on="source_line", how="left")
     markers = [p.marker for p in spec.patterns if p.marker]
     marked = pl.any_horizontal([pl.col("text").str.contains(m) for m in markers]) if markers else pl.lit(False)
@@ -231,61 +244,82 @@ def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> 
     return _attributes(rows, spec, options)
 
 
-def _lookup(pid: pl.Expr, values: list, dtype: pl.DataType) -> pl.Expr:
-    return pid.replace_strict(list(range(len(values))), values, default=None, return_dtype=dtype)
+def _pattern_table(spec: Spec) -> pl.DataFrame:
+    """The patterns' static attributes as a frame, joined to rows by pattern index."""
+    pats = spec.patterns
+    return pl.DataFrame({
+        "pid": list(range(len(pats))),
+        "role": [p.role for p in pats],
+        "pattern": [f"{spec.name}:{p.name}" for p in pats],
+        "standalone": [p.standalone for p in pats],
+        "forward": [p.forward for p in pats],
+        "fixed_code": [p.code for p in pats],
+        "default_code": [p.default_code for p in pats],
+        "quality": [p.quality for p in pats],
+    }, schema={"pid": pl.Int32, "role": pl.String, "pattern": pl.String, "standalone": pl.String, "forward": pl.Boolean,
+               "fixed_code": pl.Int64, "default_code": pl.Int64, "quality": pl.Int64})
 
 
 def _attributes(rows: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
     """Typed fields, the pattern's static attributes, and why a row is a reject (null if it is not)."""
-    pats = spec.patterns
-    pid = pl.col("pid")
-    code_text = pl.col("code").str.strip_chars()
-    code_num = code_text.cast(pl.Int64, strict=False)
-    is_null_word = code_text.is_null() | code_text.is_in(list(clients.NULL_CODES))
-    bad_code = ~is_null_word & code_num.is_null()
-    out_of_range = code_num.is_not_null() & ((code_num < 100) | (code_num > 4999)) & ~is_null_word
-    fixed = _lookup(pid, [p.code for p in pats], pl.Int64)
-    http = pl.col("http").cast(pl.Int64, strict=False)
-    reason = pl.col("reason").str.strip_chars().str.replace(r'^"(.*)"$', "$1").str.replace(r"^'(.*)'$", "$1")
-    reason = reason.str.replace_all(r"\\n\s*", " ")
-    placeholder = reason.str.contains(clients.PLACEHOLDER_REASONS)
-    quality = _lookup(pid, [p.quality for p in pats], pl.Int64)
-    rows = _timestamps(rows, options.tz)
-    is_g = _lookup(pid, [p.role for p in pats], pl.String) == "G"
-    rows = rows.with_columns(
-        code=pl.when(is_g).then(pl.coalesce("code", pl.col("text").str.extract(clients.GENERIC_CODE, 1))).otherwise("code"),
-        session=pl.when(is_g).then(pl.coalesce("session", pl.col("text").str.extract(clients.GENERIC_SESSION, 1)))
-        .otherwise("session"),
-    )
-    rows = rows.with_columns(
+    rows = rows.join(_pattern_table(spec), on="pid", how="left")
+    rows = _fallback_fields(_timestamps(rows, options.tz))
+    rows = _codes(_reasons(rows))
+    return rows.with_columns(
         ts=pl.col("_ts"),
-        role=_lookup(pid, [p.role for p in pats], pl.String),
-        pattern=_lookup(pid, [f"{spec.name}:{p.name}" for p in pats], pl.String),
-        standalone=_lookup(pid, [p.standalone for p in pats], pl.String),
-        forward=_lookup(pid, [p.forward for p in pats], pl.Boolean),
-        default_code=_lookup(pid, [p.default_code for p in pats], pl.Int64),
-        close_code=pl.coalesce(fixed, pl.when(~bad_code & ~out_of_range).then(code_num), http),
-        close_reason=pl.when(placeholder).then(None).otherwise(reason),
-        q=pl.when(reason.str.contains(clients.POOR_REASONS)).then(0).otherwise(quality),
         session=pl.when(pl.col("session").is_in(["None", "null", "undefined"])).then(None).otherwise(pl.col("session")),
-        client=pl.coalesce(
-            pl.col("client"),
-            pl.when(~pl.col("inst").str.contains(_DEFAULT_INSTANCE)).then(pl.col("inst")),
-        ),
-        # what a fallback line says before its reason: tells an SDK line from an app's echo of it
-        text_head=pl.when(is_g).then(
-            pl.col("text").str.slice(0, pl.col("text").str.find(pl.col("reason"), literal=True)).str.replace_all(r"\d+", "#")
-        ),
+        client=pl.coalesce("client", pl.when(~pl.col("inst").str.contains(_DEFAULT_INSTANCE)).then(pl.col("inst"))),
         aud=pl.col("aud").cast(pl.Float64, strict=False),
         sdur=pl.col("sdur").cast(pl.Float64, strict=False),
-        reject=pl.when(pid.is_null()).then(pl.lit("looks like a close line of this client, but its layout does not match the client's format"))
-        .when(bad_code).then(pl.format("close code '{}' is not a number", code_text))
-        .when(out_of_range).then(pl.format("close code {} is outside the WebSocket and HTTP ranges", code_num)),
-    )
-    return rows.select(
+    ).select(
         "source_line", "text", "ts", pl.col("ctx"), "logger", "role", "pattern", "standalone", "forward",
         "default_code", "close_code", "close_reason", "q", "session", "client", "aud", "sdur", "text_head", "reject",
     )
+
+
+def _reasons(rows: pl.DataFrame) -> pl.DataFrame:
+    """The reason as logged (unquoted); a client's stand-in for "no reason" is NULL, and a reason that only
+    points elsewhere ("See Error message for details") gets the lowest quality."""
+    reason = pl.col("reason").str.strip_chars().str.replace(r'^"(.*)"$', "$1").str.replace(r"^'(.*)'$", "$1")
+    rows = rows.with_columns(reason=reason.str.replace_all(r"\\n\s*", " "))
+    return rows.with_columns(
+        close_reason=pl.when(pl.col("reason").str.contains(clients.PLACEHOLDER_REASONS)).then(None).otherwise("reason"),
+        q=pl.when(pl.col("reason").str.contains(clients.POOR_REASONS)).then(0).otherwise("quality"),
+    )
+
+
+def _codes(rows: pl.DataFrame) -> pl.DataFrame:
+    """``close_code`` from the pattern's own code, the logged code or an HTTP status; ``reject`` says why
+    a line that is clearly a close cannot be read (no layout match, a code that is not a number)."""
+    text = pl.col("code").str.strip_chars()
+    number = text.cast(pl.Int64, strict=False)
+    null_word = text.is_null() | text.is_in(list(clients.NULL_CODES))
+    bad = ~null_word & number.is_null()
+    out_of_range = ~null_word & number.is_not_null() & ((number < 100) | (number > 4999))
+    return rows.with_columns(
+        close_code=pl.coalesce("fixed_code", pl.when(~bad & ~out_of_range).then(number), pl.col("http").cast(pl.Int64, strict=False)),
+        reject=pl.when(pl.col("pid").is_null())
+        .then(pl.lit("looks like a close line of this client, but its layout does not match the client's format"))
+        .when(bad).then(pl.format("close code '{}' is not a number", text))
+        .when(out_of_range).then(pl.format("close code {} is outside the WebSocket and HTTP ranges", number)),
+    )
+
+
+def _fallback_fields(rows: pl.DataFrame) -> pl.DataFrame:
+    """Fallback (G) lines: the code and session written near the reason, and ``text_head``, what the line
+    says before its reason (it tells an SDK line from an app's echo of it). Only those rows pay for it."""
+    is_g = pl.col("role") == "G"
+    others = rows.filter(~is_g.fill_null(False)).with_columns(text_head=pl.lit(None, pl.String))
+    fallback = rows.filter(is_g.fill_null(False))
+    if fallback.height == 0:
+        return others
+    fallback = fallback.with_columns(
+        code=pl.coalesce("code", pl.col("text").str.extract(clients.GENERIC_CODE, 1)),
+        session=pl.coalesce("session", pl.col("text").str.extract(clients.GENERIC_SESSION, 1)),
+        text_head=pl.col("text").str.slice(0, pl.col("text").str.find(pl.col("reason"), literal=True))
+        .str.replace_all(r"\d+", "#"),
+    )
+    return pl.concat([others, fallback]).sort("source_line")
 
 
 _PLAIN_TS = r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d{1,6})?Z?$"
@@ -406,6 +440,8 @@ def _targets(cand: pl.DataFrame) -> pl.DataFrame:
 def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
     """Fallback lines that found no report: a line and the next one saying the same thing from another
     logger are one close (an SDK line and the app's echo); pairs, never longer chains."""
+    if not (cand["role"] == "G").any():
+        return cand
     k = pl.col("ctx").fill_null("")
     free = (pl.col("role") == "G") & (pl.col("target") == pl.col("source_line"))
     emitter = pl.col("logger").fill_null("") + "|" + pl.col("text_head").fill_null("")
@@ -422,12 +458,15 @@ def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
         & (pl.col("ts").is_null() | prev("ts").is_null()
            | ((pl.col("ts") - prev("ts")).abs() <= pl.duration(seconds=FOLD_WINDOW_S)))
     ).fill_null(False)
-    frame = frame.with_columns(link=link).with_columns(run=(~pl.col("link")).cum_sum().over(k))
-    frame = frame.with_columns(pos=pl.col("link").cast(pl.Int32).cum_sum().over(k, "run"))
+    # position of each link in its run of consecutive links: count so far minus the count at the run's start
+    count = pl.col("link").cast(pl.Int32).cum_sum().over(k)
+    frame = frame.with_columns(link=link).with_columns(count=count).with_columns(
+        pos=pl.col("count") - pl.when(~pl.col("link")).then(pl.col("count")).forward_fill().over(k).fill_null(0),
+    )
     joined = pl.col("link") & (pl.col("pos") % 2 == 1)
     return frame.with_columns(
         target=pl.when(joined).then(pl.col("source_line").shift(1).over(k)).otherwise(pl.col("target"))
-    ).drop("free", "rkey", "emitter", "link", "run", "pos")
+    ).drop("free", "rkey", "emitter", "link", "count", "pos")
 
 
 def _events(cand: pl.DataFrame) -> pl.DataFrame:
@@ -448,18 +487,21 @@ def _events(cand: pl.DataFrame) -> pl.DataFrame:
         c_only=pl.when(pl.col("role") == "C").then(pl.col("close_code")),
         not_c=pl.when(pl.col("role") != "C").then(pl.col("close_code")),
     )
-    c_code = pl.col("c_only").drop_nulls().first()
-    other = pl.col("not_c").sort_by("rank", "source_line").drop_nulls().first()
+    # members are in line order, so "first" is the earliest line; the keys make ties go to it too
+    shift = 1 << 40
+    reason_key = pl.col("qq").cast(pl.Int64) * shift - pl.col("source_line")
+    code_key = pl.when(pl.col("not_c").is_not_null()).then(pl.col("rank").cast(pl.Int64) * shift + pl.col("source_line"))
+    members = members.sort("source_line").with_columns(reason_key=reason_key, code_key=code_key.fill_null(1 << 62))
     grouped = members.group_by("target").agg(
         is_event=(pl.col("role") == "C").any() | pl.col("can_stand").any(),
-        c_code=c_code,
-        other_code=other,
-        default_code=pl.col("default_code").drop_nulls().first(),
-        close_reason=pl.col("close_reason").sort_by(pl.col("qq"), pl.col("source_line"), descending=[True, False]).first(),
-        session_id=pl.col("session").sort_by("source_line").drop_nulls().first(),
-        client_id=pl.col("client").sort_by("source_line").drop_nulls().first(),
-        audio_duration_s=pl.col("aud").sort_by("source_line").drop_nulls().first(),
-        session_duration_s=pl.col("sdur").sort_by("source_line").drop_nulls().first(),
+        c_code=pl.col("c_only").first(ignore_nulls=True),
+        other_code=pl.col("not_c").min_by("code_key"),
+        default_code=pl.col("default_code").first(ignore_nulls=True),
+        close_reason=pl.col("close_reason").max_by("reason_key"),
+        session_id=pl.col("session").first(ignore_nulls=True),
+        client_id=pl.col("client").first(ignore_nulls=True),
+        audio_duration_s=pl.col("aud").first(ignore_nulls=True),
+        session_duration_s=pl.col("sdur").first(ignore_nulls=True),
         last_ts=pl.col("ts").max(),
     ).filter("is_event")
     code = (
@@ -539,7 +581,13 @@ def fold(candidates: pl.DataFrame, exceptions: pl.DataFrame | None = None) -> pl
 
 
 def parse_with(spec: Spec, batches: LineBatches, options: ParseOptions) -> Iterator[Parsed]:
-    """Rejects batch by batch as they are found; the events, folded, once the input is read."""
+    """Rejects batch by batch as they are found; the events, folded, once the input is read.
+
+    Every line is counted once: ``skipped`` is what became neither an event nor
+    a reject (unrelated lines, traceback and continuation lines, and the echo,
+    Begin and Termination lines folded into an event), so
+    lines = events + rejects + skipped.
+    """
     state = _State()
     for batch in batches:
         rejects = _scan(batch, spec, options, state)
