@@ -21,6 +21,7 @@ the cross-batch state of step 1 is two values.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ _CLIENT_STRIP = r"\s+(?:client(?:_id)?|tenant)=[^\s,;\"]+"
 _FIELDS = ("code", "reason", "session", "aud", "sdur", "http", "inst")
 _KNOWN = "(?i)(?:" + "|".join(clients.STRONG_REASONS + clients.WEAK_REASONS + clients.NETWORK_TEXTS) + ")"
 _DEFAULT_INSTANCE = r"^[A-Za-z]+#\d+$"
+_CODE_WORD = r"(?i)\b(?:close[ _]?code|code|status)[\"']?\s*[=:]?\s*[\"']?(?:10(?:0[0-9]|1[0-5])|3\d{3}|4\d{3})\b"
 _ROLE_RANK = {"C": 0, "E": 1, "A": 2, "G": 3, "T": 4, "B": 5}
 
 
@@ -609,12 +611,17 @@ def sniff_with(spec: Spec, head: list[str]) -> float:
     frame = pl.DataFrame({"text": lines}, schema={"text": pl.String}).with_columns(
         pl.col("text").str.replace_all(_ANSI, "").str.strip_chars_end()
     )
+    # a line in a shape several clients share (the docs' Begin and Termination prints) counts for each in part
     hits = frame.select(
-        n=pl.any_horizontal([pl.col("text").str.contains(p.regex) for p in spec.patterns]).sum(),
+        n=pl.max_horizontal([
+            pl.col("text").str.contains(p.regex).cast(pl.Float64) / _SHARED.get(p.regex, 1) for p in spec.patterns
+        ]).sum(),
         s=(pl.any_horizontal([pl.col("text").str.contains(sig, literal=True) for sig in spec.signatures]).sum()
            if spec.signatures else pl.lit(0)),
         j=pl.col("text").str.strip_chars_start().str.starts_with("{").sum(),
     ).row(0, named=True)
+    if spec.name == "generic":  # a close code named as such counts for the fallback too
+        hits["n"] = max(hits["n"], frame.select(pl.col("text").str.contains(_CODE_WORD).sum()).item())
     weight = hits["n"] + 0.5 * hits["s"]
     if weight == 0:
         return 0.0
@@ -642,6 +649,8 @@ def _make_format(client: Client, spec: Spec) -> Format:
     )
 
 
+#: How many clients print each line shape.
+_SHARED = Counter(p.regex for client in CLIENTS.values() for p in client.patterns)
 SPECS: dict[str, Spec] = {name: _spec_of(client) for name, client in CLIENTS.items()}
 SPECS["generic"] = _generic_spec()
 FORMATS: dict[str, Format] = {

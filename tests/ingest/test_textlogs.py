@@ -419,6 +419,7 @@ def test_json_looking_input_keeps_text_scores_low():
 
 def test_generic_scores_low_but_above_zero_on_a_known_reason_and_zero_on_unrelated_text():
     assert 0 < FORMATS["generic"].sniff(["12:00 stt failed: Session Expired: Maximum session duration exceeded"]) < 0.5
+    assert 0 < FORMATS["generic"].sniff(["12:00 ws closed with code=4008"]) < 0.5
     for fmt in TEXT_FORMATS:
         assert FORMATS[fmt].sniff(["starting up", "listening on :8080", "done"]) == 0
 
