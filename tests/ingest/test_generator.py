@@ -39,7 +39,8 @@ WEEK = GeneratorConfig(days=7, sessions_per_day=700, seed=11)
 #: because whether a file trips the gap depends on its first lines).
 KNOWN_PARSER_GAPS: dict[str, str] = {
     "assemblyai-python-v2": "textlogs' sniff does not strip the ' client=...' tag that the renderers append, so a v2 "
-                            "app log whose first lines are only 'Session ID:' / 'Closing Session' prints is not recognised",
+                            "app log whose first lines are only 'Session ID:' / 'Closing Session' prints is not recognised; "
+                            "and two 'Closing Session' lines of different sessions on one thread < 10 s apart fold into one",
     "generic": "the generic fallback folds two closes of different sessions less than 10 s apart into one event",
 }
 
