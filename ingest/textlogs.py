@@ -319,7 +319,7 @@ def _fallback_fields(rows: pl.DataFrame) -> pl.DataFrame:
         code=pl.coalesce("code", pl.col("text").str.extract(clients.GENERIC_CODE, 1)),
         session=pl.coalesce("session", pl.col("text").str.extract(clients.GENERIC_SESSION, 1)),
         text_head=pl.col("text").str.slice(0, pl.col("text").str.find(pl.col("reason"), literal=True))
-        .str.replace_all(r"\d+", "#"),
+        .str.replace_all(r"[0-9a-fA-F-]{8,}|\d+", "#"),
     )
     return pl.concat([others, fallback]).sort("source_line")
 
@@ -436,7 +436,17 @@ def _targets(cand: pl.DataFrame) -> pl.DataFrame:
         .when(role.is_in(["A", "G"])).then(line)
         .otherwise(pl.col("target")),
     ).sort("source_line")
-    return _pair_generic_echoes(second)
+    return _pair_generic_echoes(_one_echo_per_report(second))
+
+
+def _one_echo_per_report(cand: pl.DataFrame) -> pl.DataFrame:
+    """A client echoes a report once ("Closing Session" once per session): a second echo of the same
+    shape folded into the same close belongs to another session, so it stands on its own."""
+    echo = pl.col("role").is_in(["A", "G"]) & (pl.col("target") != pl.col("source_line"))
+    seen = pl.col("source_line").cum_count().over("target", "pattern")
+    return cand.with_columns(
+        target=pl.when(echo & (seen > 1)).then(pl.col("source_line")).otherwise(pl.col("target"))
+    )
 
 
 def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
@@ -456,6 +466,7 @@ def _pair_generic_echoes(cand: pl.DataFrame) -> pl.DataFrame:
     link = (
         pl.col("free") & prev("free").fill_null(False) & (pl.col("rkey") == prev("rkey"))
         & (pl.col("emitter") != prev("emitter"))
+        & (pl.col("session").is_null() | prev("session").is_null() | (pl.col("session") == prev("session")))
         & (pl.col("close_code").is_null() | prev("close_code").is_null() | (pl.col("close_code") == prev("close_code")))
         & (pl.col("ts").is_null() | prev("ts").is_null()
            | ((pl.col("ts") - prev("ts")).abs() <= pl.duration(seconds=FOLD_WINDOW_S)))
@@ -609,7 +620,7 @@ def sniff_with(spec: Spec, head: list[str]) -> float:
     if not lines:
         return 0.0
     frame = pl.DataFrame({"text": lines}, schema={"text": pl.String}).with_columns(
-        pl.col("text").str.replace_all(_ANSI, "").str.strip_chars_end()
+        pl.col("text").str.replace_all(_ANSI, "").str.replace_all(_CLIENT_STRIP, "").str.strip_chars_end()
     )
     # a line in a shape several clients share (the docs' Begin and Termination prints) counts for each in part
     hits = frame.select(

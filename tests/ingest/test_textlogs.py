@@ -203,6 +203,21 @@ def test_generic_fallback_folds_an_echo_from_another_logger_but_not_repeats_from
     assert events.height == 5
 
 
+def test_a_second_echo_of_the_same_kind_is_another_sessions_close():
+    """v2 apps print "Closing Session" once per session: after one session's error close, the next
+    session's plain "Closing Session" is its own (normal) close, not a second echo of the first."""
+    lines = ["An error occured: ('Session Expired', 4008)", "Closing Session", "Closing Session"]
+    events, _, _ = parse("assemblyai-python-v2", lines)
+    assert events.select("source_line", "close_code").rows() == [(1, 4008), (3, 1000)]
+
+
+def test_generic_closes_of_different_sessions_moments_apart_stay_apart():
+    lines = [RENDERERS["generic"](event(3009, "Unauthorized Connection: Too many concurrent sessions", session=i,
+                                        at=T0 + timedelta(seconds=i)))[0] for i in range(3)]
+    events, _, _ = parse("generic", lines)
+    assert events["session_id"].to_list() == SID
+
+
 # --------------------------------------------------------------------------
 # Sessions from Begin lines: attached only when unambiguous
 # --------------------------------------------------------------------------
@@ -409,6 +424,11 @@ def test_samples_are_current():
     make_text_samples = _sample_script()
     for fmt, (name, _) in make_text_samples.FILES.items():
         assert (SAMPLES / name).read_text() == "\n".join(make_text_samples.build(fmt)) + "\n", name
+
+
+def test_sniff_reads_lines_that_carry_an_apps_client_tag():
+    head = [f"Session ID: {SID[0]} client=callbot-eu", "Closing Session client=callbot-eu"]
+    assert detect_format(head).name == "assemblyai-python-v2"
 
 
 def test_json_looking_input_keeps_text_scores_low():
