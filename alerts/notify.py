@@ -88,7 +88,7 @@ def build_message(rule: Rule, notice: Notice) -> dict[str, Any]:
         **{k: ("(none)" if v is None else v) for k, v in notice.group_values.items()},
     }
     summary = _render(rule.message, context, headline)
-    title = f"[{status}] {rule.name} for {group}" + (f" ({rule.severity})" if status == "FIRING" else "")
+    title = f"[{status}] {rule.name}{_whom_title(notice, group)}" + (f" ({rule.severity})" if status == "FIRING" else "")
     lines = [title, summary]
     if window_start is not None and notice.kind != NOTIFY_RESOLVED:
         lines.append(f"Window: {_when(window_start)} to {_when(window_end)} ({format_duration(rule.window_s)})")
@@ -114,28 +114,33 @@ def build_message(rule: Rule, notice: Notice) -> dict[str, Any]:
     }
 
 
+def _whom_title(notice: Notice, group: str) -> str:
+    return f" for {group}" if notice.group_key else ""
+
+
 def _headline(rule: Rule, notice: Notice, group: str) -> str:
     """One sentence with the numbers, worded for the rule's kind."""
     details = notice.details
     window = format_duration(rule.window_s)
+    whom = f" for {group}" if notice.group_key else ""
     if notice.kind == NOTIFY_RESOLVED:
         fired = from_us(notice.fired_at) if notice.fired_at is not None else None
         resolved = from_us(notice.resolved_at if notice.resolved_at is not None else notice.at)
         lasted = f" after {format_duration((resolved - fired).total_seconds())}" if fired else ""
-        return f"{rule.name} resolved for {group} at {_when(resolved)}{lasted}."
+        return f"{rule.name} resolved{whom} at {_when(resolved)}{lasted}."
     filters = _filters_text(rule)
     if rule.kind == "threshold" and rule.metric == "count":
-        return f"{_number(notice.value)} closures{filters} in {window} for {group} (alert at {rule.op} {_number(rule.value)})."
+        return f"{_number(notice.value)} closures{filters} in {window}{whom} (alert at {rule.op} {_number(rule.value)})."
     if rule.kind == "threshold":
-        return f"{(notice.value or 0):.0%} of closures{filters} in {window} for {group} (alert at {rule.op} {rule.value:.0%})."
+        return f"{(notice.value or 0):.0%} of closures{filters} in {window}{whom} (alert at {rule.op} {rule.value:.0%})."
     if rule.kind == "pattern":
         findings = details.get("findings") or 1
-        return (f"{findings} {rule.pattern} finding{'s' if findings != 1 else ''} for {group} within {window}, "
+        return (f"{findings} {rule.pattern} finding{'s' if findings != 1 else ''}{whom} within {window}, "
                 f"the largest with {_number(notice.value)} closures.")
     if rule.kind == "absence":
         last = details.get("last_seen")
         seen = f"last one at {_when(last)}" if last else "none within the lookback"
-        return f"No closures{filters} for {group} in the last {window} ({seen})."
+        return f"No closures{filters}{whom or ' at all'} in the last {window} ({seen})."
     return f"The query of {rule.name} returned {group} (value {_number(notice.value)})."
 
 

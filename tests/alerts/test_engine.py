@@ -241,7 +241,7 @@ def test_absence_fires_when_logs_stop_and_resolves_when_they_return(store, tmp_p
     assert store.query("SELECT state, resolved_at FROM alert_state WHERE rule = 'stopped'").row(0) == ("resolved", at(66))
     payloads = [json.loads(p) for p in store.query("SELECT payload FROM alert_outbox WHERE rule = 'stopped' ORDER BY event_time").to_series()]
     assert [p["kind"] for p in payloads] == ["firing", "resolved"]
-    assert "No closures for all in the last 10m (last one at 2024-05-01 10:29 UTC)" in payloads[0]["text"]
+    assert "No closures at all in the last 10m (last one at 2024-05-01 10:29 UTC)" in payloads[0]["text"]
 
 
 PATTERN = """
