@@ -19,7 +19,7 @@ HOOK = """
 [channels.hook]
 type = "webhook"
 url_env = "TEST_WEBHOOK_URL"
-timeout = "300ms"
+timeout = "1s"
 retries = 1
 backoff = "10ms"
 headers = {{ "X-Team" = "voice" }}
@@ -66,7 +66,7 @@ def deliver_until_done(store, ruleset, start: datetime, rounds: int = 30) -> int
 
 def test_every_notification_arrives_exactly_once_through_500s_and_timeouts(store, tmp_path, monkeypatch):
     failures = ["500", "timeout", "500", "500", "timeout", "timeout", "500", "500", "timeout"]
-    with Receiver(failures, stall_s=1.0) as receiver:
+    with Receiver(failures, stall_s=3.0) as receiver:
         monkeypatch.setenv("TEST_WEBHOOK_URL", receiver.url)
         monkeypatch.setenv("TEST_WEBHOOK_TOKEN", "Bearer test-token")
         ruleset = hook_rules(tmp_path)
