@@ -77,6 +77,13 @@ def test_works_on_whole_columns_with_nulls():
     assert out == ["token=" + MASK, None, "fine"]
 
 
+def test_the_cheap_first_pass_flags_every_shape_so_whole_columns_redact_the_same():
+    from ingest.redact import redact_series
+    values = pl.Series("v", [text for text, _, _ in SHAPES] + ["nothing here", None])
+    expected = values.to_frame().select(redact_secrets(pl.col("v")))["v"]
+    assert redact_series(values).to_list() == expected.to_list()
+
+
 def test_no_secret_from_the_samples_is_anywhere_in_the_database(run, db_path):
     """Every sample carries secrets in noise lines, a close reason and a garbled (rejected) close line."""
     samples = sorted(SAMPLES.glob("*.log"))
