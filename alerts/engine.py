@@ -726,39 +726,36 @@ def list_silences(store: Store, include_ended: bool = False, now: datetime | Non
     now = now or datetime.now(UTC)
     condition = "TRUE" if include_ended else "ended_at IS NULL AND expires_at > $now"
     params = {} if include_ended else {"now": now}
-    with store.transaction() as con:
-        return con.execute(f"""
-            SELECT silence_id, rule, coalesce(group_match, '(all groups)') AS "group", created_at, expires_at,
-                   comment, created_by, ended_at
-            FROM alert_silences WHERE {condition} ORDER BY created_at DESC
-        """, params).pl()
+    return store.query(f"""
+        SELECT silence_id, rule, coalesce(group_match, '(all groups)') AS "group", created_at, expires_at,
+               comment, created_by, ended_at
+        FROM alert_silences WHERE {condition} ORDER BY created_at DESC
+    """, params)
 
 
 # -- reading state for people ---------------------------------------------------------
 
 
 def current_states(store: Store, all_states: bool = False) -> pl.DataFrame:
-    """Pending and firing groups (or every group), with each rule's watermark."""
+    """Pending and firing groups (or every group), with each rule's watermark (a read-only connection)."""
     condition = "TRUE" if all_states else "s.state IN ('pending', 'firing')"
-    with store.transaction() as con:
-        return con.execute(f"""
-            SELECT s.rule, s.group_key AS "group", s.state, s.value, s.pending_since, s.fired_at, s.resolved_at,
-                   s.notified_at, w.evaluated_to
-            FROM alert_state s LEFT JOIN alert_watermarks w USING (rule)
-            WHERE {condition}
-            ORDER BY CASE s.state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, s.rule, s.group_key
-        """).pl()
+    return store.query(f"""
+        SELECT s.rule, s.group_key AS "group", s.state, s.value, s.pending_since, s.fired_at, s.resolved_at,
+               s.notified_at, w.evaluated_to
+        FROM alert_state s LEFT JOIN alert_watermarks w USING (rule)
+        WHERE {condition}
+        ORDER BY CASE s.state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, s.rule, s.group_key
+    """)
 
 
 def history(store: Store, rule: str | None = None, since: datetime | None = None, limit: int = 100) -> pl.DataFrame:
     """State transitions, newest first."""
-    with store.transaction() as con:
-        return con.execute("""
-            SELECT event_time, rule, group_key AS "group", from_state, to_state, value, severity, recorded_at
-            FROM alert_events
-            WHERE ($rule IS NULL OR rule = $rule) AND ($since IS NULL OR event_time >= $since)
-            ORDER BY event_time DESC, rule, group_key LIMIT $limit
-        """, {"rule": rule, "since": since, "limit": limit}).pl()
+    return store.query("""
+        SELECT event_time, rule, group_key AS "group", from_state, to_state, value, severity, recorded_at
+        FROM alert_events
+        WHERE ($rule IS NULL OR rule = $rule) AND ($since IS NULL OR event_time >= $since)
+        ORDER BY event_time DESC, rule, group_key LIMIT $limit
+    """, {"rule": rule, "since": since, "limit": limit})
 
 
 # -- backtest ------------------------------------------------------------------------------

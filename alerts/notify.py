@@ -347,11 +347,10 @@ def _mark(store: Store, notification_id: str, delivered_at: datetime | None, err
 
 
 def outbox(store: Store, status: str | None = None, limit: int = 100) -> Any:
-    """Outbox rows for people: newest first, with attempts and the last error."""
-    with store.transaction() as con:
-        return con.execute("""
-            SELECT notification_id, rule, group_key AS "group", kind, channel, status, attempts, created_at,
-                   next_attempt_at, delivered_at, last_error
-            FROM alert_outbox WHERE ($status IS NULL OR status = $status)
-            ORDER BY created_at DESC, event_time DESC LIMIT $limit
-        """, {"status": status, "limit": limit}).pl()
+    """Outbox rows for people: newest first, with attempts and the last error (a read-only connection)."""
+    return store.query("""
+        SELECT notification_id, rule, group_key AS "group", kind, channel, status, attempts, created_at,
+               next_attempt_at, delivered_at, last_error
+        FROM alert_outbox WHERE ($status IS NULL OR status = $status)
+        ORDER BY created_at DESC, event_time DESC LIMIT $limit
+    """, {"status": status, "limit": limit})
