@@ -35,5 +35,5 @@ def sidebar() -> None:
 
 
 page = st.navigation(PAGES)
-sidebar()
 page.run()
+sidebar()  # after the page, so it counts what an upload on this run just added

@@ -30,6 +30,7 @@ import duckdb
 import polars as pl
 import streamlit as st
 
+from analysis.catalog import CATEGORIES
 from closewatch.config import Settings, load_settings, resolve_db_path
 from closewatch.store import Store
 
@@ -42,6 +43,7 @@ EXPLORER_ROWS = 1000
 TOP_N = 10
 MIN_CLIENT_CLOSURES = 10  # a client needs this many closures to be ranked by error rate
 AROUND = timedelta(minutes=15)  # the client's other events shown around one closure
+SESSION_SPAN = timedelta(hours=6)  # sessions last at most 3 h; their closures are looked for within this of one
 CACHE_TTL_S = 600  # a safety net: `closewatch reclassify` changes rows without a new batch
 NO_CODE = "no code"
 
@@ -334,21 +336,35 @@ class Detail:
 
 
 @reader()
-def closure_detail(store: Store, event_id: str) -> Detail:
-    """One closure by event id, with its session's and its client's events around it."""
+def closure_detail(store: Store, event_id: str, at: datetime | None = None) -> Detail:
+    """One closure by event id, with its session's and its client's events around it.
+
+    ``at`` (the closure's time, known when a row was clicked) lets DuckDB skip
+    every row group outside that moment; the session's other closures are
+    looked for within SESSION_SPAN of it, since a session lasts at most 3 hours.
+    Without ``at`` the lookup scans the event ids (a deep link by id alone).
+    """
     with reading(store) as con:
-        found = con.execute("SELECT * FROM closures WHERE event_id = ?", [event_id]).pl()
+        if at is not None:
+            found = con.execute("SELECT * FROM closures WHERE ts = ? AND event_id = ?", [utc(at), event_id]).pl()
+        else:
+            found = con.execute("SELECT * FROM closures WHERE event_id = ?", [event_id]).pl()
         if found.height == 0:
             return Detail(None)
         closure = found.row(0, named=True)
-        session = con.execute(
-            f"SELECT {EXPLORER_COLUMNS} FROM closures WHERE session_id = ? ORDER BY ts LIMIT 200", [closure["session_id"]]
-        ).pl() if closure["session_id"] else pl.DataFrame()
+        ts = closure["ts"]
+        session = pl.DataFrame()
+        if closure["session_id"]:
+            near = "AND ts BETWEEN ? AND ?" if ts is not None else ""
+            session = con.execute(
+                f"SELECT {EXPLORER_COLUMNS} FROM closures WHERE session_id = ? {near} ORDER BY ts LIMIT 200",
+                [closure["session_id"], *([ts - SESSION_SPAN, ts + SESSION_SPAN] if ts is not None else [])],
+            ).pl()
         client = con.execute(
             f"""SELECT {EXPLORER_COLUMNS} FROM closures
                 WHERE client_id IS NOT DISTINCT FROM ? AND ts BETWEEN ? AND ? ORDER BY ts LIMIT 200""",
-            [closure["client_id"], closure["ts"] - AROUND, closure["ts"] + AROUND],
-        ).pl() if closure["ts"] is not None else pl.DataFrame()
+            [closure["client_id"], ts - AROUND, ts + AROUND],
+        ).pl() if ts is not None else pl.DataFrame()
     return Detail(closure, session, client)
 
 
@@ -403,8 +419,8 @@ def finding(store: Store, detection_id: str, evidence_rows: int = 200) -> Findin
         """, [detection["evidence"] or [], chart_start, chart_end, *key_params]).pl()
         evidence = con.execute(f"""
             SELECT {EXPLORER_COLUMNS} FROM closures
-            WHERE event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts LIMIT {int(evidence_rows)}
-        """, [detection["evidence"] or []]).pl()
+            WHERE ts >= ? AND ts < ? AND event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts LIMIT {int(evidence_rows)}
+        """, [chart_start, chart_end, detection["evidence"] or []]).pl()
     return Finding(detection, matched_by, series.with_columns(_bucket_to_time("bucket", bucket_s)),
                    evidence, bucket_s, chart_start, chart_end)
 
@@ -413,7 +429,9 @@ def _key_column(con: duckdb.DuckDBPyConnection, key: str | None, start: datetime
     """Which column a detection's key names: the client, the session or the category."""
     if not key:
         return ""
-    for column in ("client_id", "session_id", "category"):
+    if key in CATEGORIES:
+        return "category"
+    for column in ("client_id", "session_id"):
         hit = con.execute(f"SELECT 1 FROM closures WHERE {column} = ? AND ts >= ? AND ts < ? LIMIT 1", [key, start, end]).fetchone()
         if hit:
             return column

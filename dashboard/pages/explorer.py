@@ -2,10 +2,13 @@
 
 Every filter is bound to the URL, so other pages link here with filters
 already set, and a filtered view can be shared by copying the address.
-A closure opens by clicking its row, or by ``?event=<event_id>`` in the URL.
+A closure opens by clicking its row, or by ``?event=<event_id>`` in the URL (with
+``&at=<ISO time>`` the lookup is instant on large databases).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import streamlit as st
 
@@ -28,20 +31,21 @@ def filters(span: data.Span) -> data.Filters:
     return data.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "")
 
 
-def detail(event_id: str) -> None:
+def detail(event_id: str, at: datetime | None) -> None:
     """One closure: what happened, what to do, and its session's and client's other events."""
-    found = data.cached(data.closure_detail, event_id)
+    found = data.cached(data.closure_detail, event_id, at)
     closure = found.closure
     if closure is None:
         st.warning(f"No closure has event id {event_id}; it may belong to another database.")
         return
     st.subheader("Closure")
     code = "no code" if closure["close_code"] is None else str(closure["close_code"]) + (" (inferred)" if closure["code_inferred"] else "")
-    columns = st.columns(4)
-    columns[0].metric("Category", closure["category"] or "-")
-    columns[1].metric("Severity", closure["severity"] or "-")
-    columns[2].metric("Close code", code)
-    columns[3].metric("Retry safe", closure["retry_safe"] or "-")
+    color = {"info": "blue", "warning": "orange", "error": "red", "critical": "violet"}.get(closure["severity"], "gray")
+    st.markdown(
+        f"**Category** :{color}-badge[{closure['category']}] &nbsp; **Severity** :{color}-badge[{closure['severity']}] &nbsp; "
+        f"**Close code** :gray-badge[{code}] &nbsp; **Retry safe** :gray-badge[{closure['retry_safe']}] &nbsp; "
+        f"**When** {ui.fmt_time(closure['ts'])} UTC &nbsp; **Client** `{closure['client_id'] or '-'}`"
+    )
     st.markdown(f"**Reason:** {closure['close_reason'] or '(none logged)'}")
     st.success(f"**What to do:** {closure['action']}  \n**Retry:** {ui.RETRY_ADVICE.get(closure['retry_safe'], '-')}", icon=":material/build:")
     numbers = _numbers(closure)
@@ -87,9 +91,18 @@ def main() -> None:
         column_order=["ts", "client_id", "session_id", "close_code", "close_reason", "category", "severity", "retry_safe", "action"],
     )
     row = ui.selected_row(event, rows)
-    event_id = row["event_id"] if row else st.query_params.get("event")
-    if event_id:
-        detail(event_id)
+    if row:
+        detail(row["event_id"], row["ts"])
+    elif st.query_params.get("event"):
+        detail(st.query_params["event"], _url_time(st.query_params.get("at")))
+
+
+def _url_time(text: str | None) -> datetime | None:
+    """The optional ?at= of a deep link (ISO 8601, UTC); a malformed one is ignored (the lookup just scans)."""
+    try:
+        return data.utc(datetime.fromisoformat(text)) if text else None
+    except ValueError:
+        return None
 
 
 with ui.guard():

@@ -1,0 +1,164 @@
+"""Time what each dashboard page reads, over many generated closures; print milliseconds per page.
+
+The store is built once (generated closures, classified, appended in one
+transaction, then the detectors run; not timed) and can be kept with --db.
+Each page is timed as the app runs it on a cold cache: the data token
+(`Store.latest_batch()`), the sidebar's span and the page's own readers from
+dashboard/data.py, each opening its own short-lived read-only connection.
+"warm" is a rerun with the results cached (what a widget change or another
+user costs): the token query and cache lookups only. Target: cold <= 500 ms
+per page. The machine is shared, so figures are noisy: best and median of
+--runs are printed.
+
+Usage: python bench/bench_dashboard.py [--rows 10000000] [--seed 0] [--db PATH] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.catalog import catalog_table, classify, load_catalog  # noqa: E402
+from analysis.detection import detect  # noqa: E402
+from dashboard import data  # noqa: E402
+from ingest.generator import generate_closures_frame  # noqa: E402
+
+TARGET_MS = 500
+
+
+def build_store(path: Path, rows: int, seed: int) -> None:
+    """Generate, classify and append ``rows`` closures (the ingest pipeline's result, without parsing), then detect."""
+    clock = time.perf_counter()
+    frame = generate_closures_frame(rows, seed)
+    closures = classify(frame, load_catalog()).with_columns(
+        event_id=pl.col("session_id"),  # unique, and as long as a real event id
+        source_format=pl.lit("jsonl"),
+        source_file=pl.lit("bench/closures.jsonl"),
+        source_line=pl.int_range(pl.len(), dtype=pl.Int64) + 1,
+        batch_id=pl.lit("bench"),
+    )
+    store = data.DashboardStore(path)
+    with store.transaction() as con:
+        con.register("staged", closures.to_arrow())
+        con.execute("INSERT INTO closures BY NAME SELECT *, now() AS ingested_at FROM staged")
+        con.unregister("staged")
+        con.execute("""INSERT INTO ingest_batches (batch_id, source_file, format, started_at, finished_at, accepted, status)
+                       VALUES ('bench', 'bench/closures.jsonl', 'jsonl', now(), now(), ?, 'loaded')""", [rows])
+    del frame, closures
+    print(f"built {path} with {rows:,} closures in {time.perf_counter() - clock:.1f} s", flush=True)
+    clock = time.perf_counter()
+    run = detect(store)
+    print(f"detectors: {run.findings.height:,} findings in {time.perf_counter() - clock:.1f} s", flush=True)
+
+
+def pages(store: data.DashboardStore) -> dict[str, Callable[[], object]]:
+    """Each page's reads, as the page makes them on a cold cache (plus the token and sidebar every rerun pays)."""
+    span = data.span(store)
+    day = (span.last - timedelta(days=1), span.last)
+    some_event, some_ts = store.query("SELECT event_id, ts FROM closures WHERE category = 'input_duration_violation' LIMIT 1").row(0)
+    some_client = store.query("SELECT client_id FROM closures GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").item()
+    first_detection = store.query("SELECT detection_id FROM detections ORDER BY count DESC LIMIT 1")
+    detection_id = first_detection.item() if first_detection.height else ""
+
+    def common() -> None:
+        data.data_token(store)
+        data.span(store)
+
+    def page(*reads: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            common()
+            for read in reads:
+                read()
+        return run
+
+    return {
+        "Overview (whole span)": page(lambda: data.overview(store, None, None)),
+        "Overview (last day)": page(lambda: data.overview(store, *day)),
+        "Upload": page(lambda: data.recent_batches(store)),
+        "Explorer (no filter)": page(lambda: data.explorer_choices(store), lambda: data.explorer_rows(store, data.Filters())),
+        "Explorer (client + text + closure detail)": page(
+            lambda: data.explorer_choices(store),
+            lambda: data.explorer_rows(store, data.Filters(clients=(some_client,), text="violation")),
+            lambda: data.closure_detail(store, some_event, some_ts),  # a clicked row carries its time
+        ),
+        "Patterns (list + one detection)": page(
+            lambda: data.data_token(store, "detections"), lambda: data.detections(store),
+            lambda: data.finding(store, detection_id) if detection_id else None,
+        ),
+        "Alerts (live part)": page(lambda: data.alert_data(store)),
+        "Alerts (backtest backdrop)": page(lambda: data.timeline(store, None, None)),
+        "SQL (schema + closures per category)": page(
+            lambda: data.schema(store),
+            lambda: data.user_query(store, "SELECT category, severity, count(*) FROM closures GROUP BY ALL", 100_001),
+        ),
+        "Reference": page(lambda: catalog_table(load_catalog()), lambda: data.category_counts(store)),
+    }
+
+
+def time_ms(run: Callable[[], object], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        clock = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - clock) * 1000)
+    return times
+
+
+def warm_ms(store: data.DashboardStore, runs: int) -> list[float]:
+    """A cached rerun of the Overview: the token query plus cache hits (no Streamlit server needed)."""
+    data.get_store = lambda: store  # the cached path resolves the store itself; point it at the bench store
+    data.cached(data.span)
+    data.cached(data.overview, None, None)
+    return time_ms(lambda: (data.cached(data.span), data.cached(data.overview, None, None)), runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--db", type=Path, help="Keep the store here (built if missing, reused if present).")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+
+    folder = None
+    path = args.db
+    if path is None:
+        folder = tempfile.TemporaryDirectory(prefix="closewatch-bench-")
+        path = Path(folder.name) / "bench.duckdb"
+    if not path.exists():
+        build_store(path, args.rows, args.seed)
+    store = data.DashboardStore(path)
+    closures = store.query("SELECT count(*) FROM closures").item()
+    detections = store.query("SELECT count(*) FROM detections").item()
+    print(f"\n{closures:,} closures, {detections:,} detections; cold = no cache, as a page's first view "
+          f"(best / median of {args.runs} runs, ms):\n")
+    width = 44
+    print(f"{'page':<{width}} {'best':>8} {'median':>8}  target {TARGET_MS} ms")
+    worst = 0.0
+    for name, run in pages(store).items():
+        run()  # warm the OS page cache and DuckDB's buffer, as a running dashboard has
+        times = time_ms(run, args.runs)
+        worst = max(worst, statistics.median(times))
+        flag = "ok" if statistics.median(times) <= TARGET_MS else "SLOW"
+        print(f"{name:<{width}} {min(times):>8.0f} {statistics.median(times):>8.0f}  {flag}", flush=True)
+    warm = warm_ms(store, args.runs)
+    print(f"{'Overview, cached rerun (token + cache hits)':<{width}} {min(warm):>8.0f} {statistics.median(warm):>8.0f}")
+    print(f"\nslowest page median: {worst:.0f} ms (2 shared cores: expect noise)")
+    if folder is not None:
+        folder.cleanup()
+
+
+if __name__ == "__main__":
+    main()

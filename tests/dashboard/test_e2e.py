@@ -1,0 +1,223 @@
+"""End to end in a real headless Chromium: `closewatch up` on a temporary database, then the app as a user sees it.
+
+`closewatch up` runs as a real subprocess (loading the demo logs, starting the
+scheduler and the Streamlit server); Debian's chromium, driven by Playwright,
+opens the app, uploads a sample file, sees the counts change, runs a SQL
+query and opens the alerts page. The screenshots it takes are the README's
+pictures: they go to docs/images/ (or to $CLOSEWATCH_SCREENSHOTS if set).
+Finally SIGTERM must stop `up` and both of its children.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from closewatch.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SAMPLE = REPO / "sample_logs" / "closures.jsonl"
+START_TIMEOUT_S = 180
+STEP_TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium package is not installed (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def screenshots_dir() -> Path:
+    folder = Path(os.environ.get("CLOSEWATCH_SCREENSHOTS", REPO / "docs" / "images"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def closewatch_up(tmp_path: Path):
+    """`closewatch up` on a fresh database in tmp_path; yields (url, process, db path); stops it afterwards."""
+    port = free_port()
+    db = tmp_path / "e2e.duckdb"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEWATCH_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "closewatch.cli", "up", "--db", str(db), "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = []
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            pytest.fail("closewatch up exited early:\n" + "".join(output))
+        output.append(line)
+        if "closewatch is up:" in line:
+            break
+    else:
+        process.kill()
+        pytest.fail("closewatch up did not start in time:\n" + "".join(output))
+    url = re.search(r"http://\S+", output[-1]).group(0)
+    assert url == f"http://localhost:{port}"
+    assert any("loading the demo logs" in line for line in output), output
+    try:
+        yield url, process, db
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path):
+    """A page in Debian's chromium with a fresh profile; never downloads a browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1440, "height": 1100},
+        )
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the current run (its 'running' indicator is gone)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_timeout(700)  # let charts and tables paint
+
+
+def open_page(page, url: str, heading: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=heading, exact=True).wait_for()
+    settle(page)
+
+
+def metric_value(page, label: str) -> str:
+    card = page.get_by_test_id("stMetric").filter(has_text=label).first
+    return card.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def shoot(page, name: str) -> None:
+    page.screenshot(path=str(screenshots_dir() / f"{name}.png"))
+
+
+def scroll_to(locator) -> None:
+    """Bring an element to the top of the view, so the screenshot shows what follows it."""
+    locator.evaluate("element => element.scrollIntoView({block: 'start'})")
+    locator.page.wait_for_timeout(500)
+
+
+def count_closures(db: Path) -> int:
+    return Store(db, lock_timeout_s=60).query("SELECT count(*) FROM closures").item()
+
+
+def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
+    url, process, db = closewatch_up
+    page = browser_page
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert {"scheduler", "streamlit"} <= {word for child in children for word in child.cmdline() if word in ("scheduler", "streamlit")}
+
+    # Overview on the demo data
+    open_page(page, url, "Overview")
+    before = int(metric_value(page, "Sessions closed").replace(",", ""))
+    assert before == count_closures(db) > 0
+    page.get_by_test_id("stVegaLiteChart").first.wait_for()
+    shoot(page, "overview")
+
+    # Upload a sample file through the browser's file chooser
+    open_page(page, f"{url}/upload", "Upload logs")
+    page.get_by_text(re.compile("Up to 1 GB per file")).wait_for()  # the configured limit, stated
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(SAMPLE))
+    page.get_by_text(SAMPLE.name).first.wait_for()
+    page.get_by_role("button", name="Load files").click()
+    page.get_by_role("heading", name="Result").wait_for()
+    settle(page)
+    shoot(page, "upload")
+    after = count_closures(db)
+    assert after > before
+
+    # the counts change on the other pages right away
+    open_page(page, url, "Overview")
+    assert metric_value(page, "Sessions closed") == f"{after:,}"
+
+    # Explorer, filtered through the URL, with one closure opened
+    event_id = Store(db).query(
+        "SELECT event_id FROM closures WHERE category = 'input_duration_violation' AND chunk_ms IS NOT NULL ORDER BY ts LIMIT 1").item()
+    open_page(page, f"{url}/explorer?category=input_duration_violation&event={event_id}", "Explorer")
+    page.get_by_text("What to do:").first.wait_for()
+    scroll_to(page.get_by_role("heading", name="Closure"))
+    shoot(page, "explorer")
+
+    # Patterns: open the first detection
+    open_page(page, f"{url}/patterns", "Patterns")
+    page.get_by_test_id("stDataFrame").first.wait_for()
+    detection, pattern, key = Store(db).query(
+        "SELECT detection_id, pattern, key FROM detections ORDER BY pattern = 'repeated_violation' DESC, count DESC LIMIT 1").row(0)
+    open_page(page, f"{url}/patterns?detection={detection}", "Patterns")
+    page.get_by_text("What to do:").first.wait_for()
+    scroll_to(page.get_by_role("heading", name=f"{pattern}: {key}"))
+    page.get_by_test_id("stVegaLiteChart").first.wait_for()
+    settle(page)
+    shoot(page, "patterns")
+
+    # SQL: run a query, see its rows
+    open_page(page, f"{url}/sql", "SQL")
+    editor = page.get_by_label("Query")
+    editor.fill("SELECT category, count(*) AS closures FROM closures GROUP BY 1 ORDER BY 2 DESC")
+    editor.press("Control+Enter")
+    settle(page)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text(re.compile(r"\d+ rows in [\d,]+ ms")).wait_for()
+    settle(page)
+    categories = Store(db).query("SELECT count(DISTINCT category) FROM closures").item()
+    assert page.get_by_text(re.compile(rf"^{categories} rows in")).count() == 1
+    page.get_by_role("button", name="Parquet").wait_for()
+    shoot(page, "sql")
+
+    # a refused query is one sentence on the page
+    editor.fill("SELECT * FROM read_csv('/etc/passwd')")
+    editor.press("Control+Enter")
+    settle(page)
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Refused: queries cannot read or write files").wait_for()
+
+    # Alerts: rules, state and the scheduler's health (it has run by now)
+    open_page(page, f"{url}/alerts", "Alerts")
+    page.get_by_role("heading", name="Scheduler health").wait_for()
+    shoot(page, "alerts")
+    page.get_by_role("button", name="Backtest").click()  # the first rule, over the whole span
+    page.get_by_text(re.compile(r"would (not )?have fired")).wait_for()
+    settle(page)
+    scroll_to(page.get_by_role("heading", name="Backtest a rule"))
+    shoot(page, "alerts-backtest")
+
+    open_page(page, f"{url}/reference", "Reference")
+    shoot(page, "reference")
+
+    # SIGTERM stops `up` and both children cleanly
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [child.cmdline() for child in alive]
