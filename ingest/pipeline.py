@@ -87,7 +87,7 @@ def ingest_input(
         clock = time.perf_counter()
         sha = _parse(source, fmt, options, staging, result, progress)
         if result.accepted:
-            _finalise(staging, enrich)
+            _finalise(staging, enrich, sha)
         parse_s = time.perf_counter() - clock
         _load(store, staging, result, sha, started, parse_s)
     return result
@@ -220,8 +220,13 @@ def _discard(staging: Path, result: FileResult) -> None:
 # -- 2. finalise ---------------------------------------------------------------
 
 
-def _finalise(staging: Path, enrich: Enrich) -> None:
+def _finalise(staging: Path, enrich: Enrich, content_sha: str) -> None:
     """Redact, classify and identify every staged event into final.parquet.
+
+    An event's identity is its time, session, code, reason and client. An
+    event without a timestamp cannot be told from an identical close in
+    another file, so its identity also names the content it came from:
+    re-ingesting the same content still adds nothing, another file adds its own.
 
     Classification and redaction of reasons and clients run in polars on the
     distinct values (few, even in huge files) and are joined back in DuckDB,
@@ -234,7 +239,8 @@ def _finalise(staging: Path, enrich: Enrich) -> None:
         clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
         con.register("reasons", _classified_reasons(pairs, enrich).to_arrow())
         con.register("clients", clients.with_columns(redacted=redact_series(clients["client_id"])).to_arrow())
-        con.execute(_FINAL_SQL.format(final=staging / "final.parquet", secret=ANY_SECRET.replace("'", "''"), mask=MASK))
+        con.execute(_FINAL_SQL.format(final=staging / "final.parquet", secret=ANY_SECRET.replace("'", "''"), mask=MASK,
+                                      content=content_sha))
 
 
 def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich) -> pl.DataFrame:
@@ -274,7 +280,7 @@ COPY (
         JOIN reasons r ON coalesce(p.close_code, {_NULL_CODE}) = r.key_code AND coalesce(p.close_reason, chr(31)) = r.key_reason
         LEFT JOIN clients c ON p.client_id = c.client_id
     ), identified AS (
-        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, ''), coalesce(session_clean, ''),
+        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, 'content:{{content}}'), coalesce(session_clean, ''),
                             coalesce(close_code::VARCHAR, ''), coalesce(reason_redacted, ''), coalesce(client_clean, '')) AS identity
         FROM e
     )

@@ -35,22 +35,8 @@ PROTOCOL_VIOLATIONS = ("input_duration_violation", "audio_rate_exceeded", "inval
 #: A week of every format with a quarter of the demo's traffic: big enough for every incident, quick to load.
 WEEK = GeneratorConfig(days=7, sessions_per_day=700, seed=11)
 
-#: Formats whose parser loses generated closes today (xfail: remove an entry once its parser is fixed; not strict
-#: because whether a file trips the gap depends on its first lines).
-KNOWN_PARSER_GAPS: dict[str, str] = {
-    "assemblyai-python-v2": "textlogs' sniff does not strip the ' client=...' tag that the renderers append, so a v2 "
-                            "app log whose first lines are only 'Session ID:' / 'Closing Session' prints is not recognised; "
-                            "and two 'Closing Session' lines of different sessions on one thread < 10 s apart fold into one",
-    "generic": "the generic fallback folds two closes of different sessions less than 10 s apart into one event",
-}
-
-
-def _gap(fmt: str) -> list:
-    return [pytest.mark.xfail(reason=KNOWN_PARSER_GAPS[fmt], strict=False)] if fmt in KNOWN_PARSER_GAPS else []
-
-
 def _formats_param() -> list:
-    return [pytest.param(fmt, marks=_gap(fmt), id=fmt) for fmt in generator.available_formats()]
+    return [pytest.param(fmt, id=fmt) for fmt in generator.available_formats()]
 
 
 # ---------------------------------------------------------------- fixtures: a generated week, loaded

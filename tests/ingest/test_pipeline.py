@@ -149,3 +149,13 @@ def test_fast_file_reader_and_line_reader_agree(tmp_path):
     assert rejects[0]["line_no"].to_list() == [21, 23]
     assert rejects[0]["raw"][0] == lines[20]
     assert (from_file.skipped, from_bytes.skipped) == (1, 1)
+
+
+def test_closes_without_time_in_different_files_are_not_duplicates(run, tmp_path):
+    """Without a timestamp two identical closes cannot be told apart, so each file keeps its own."""
+    line = json.dumps({"code": 1006, "reason": "connection lost", "client": "web"})
+    run("ingest", str(write_lines(tmp_path / "monday.jsonl", [line])))
+    run("ingest", str(write_lines(tmp_path / "tuesday.jsonl", [line, json.dumps({"code": 1000})])))
+    run("ingest", str(write_lines(tmp_path / "tuesday-copy.jsonl", [line, json.dumps({"code": 1000})])))
+    assert run.json("select count(*) as n from closures") == [{"n": 3}]
+    assert run.json("select duplicates from ingest_batches order by started_at") == [{"duplicates": 0}, {"duplicates": 0}, {"duplicates": 2}]
