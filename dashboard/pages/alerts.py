@@ -180,7 +180,9 @@ def backtest_section(config: data.AlertConfig) -> None:
     bucket_s, frame = data.cached(data.timeline, start, end)
     st.altair_chart(backtest_chart(frame, bucket_s, episodes, last))
     if episodes:
-        ui.table(pl.DataFrame([e.as_dict() for e in episodes]), "episodes_table")
+        ui.table(pl.DataFrame([{"rule": e.rule, "group": e.group or "(all)", "pending_at": e.pending_at, "fired_at": e.fired_at,
+                                "resolved_at": e.resolved_at, "peak_value": e.peak_value, "notifications": e.notifications}
+                               for e in episodes]), "episodes_table")
         st.caption(f"{rule} would have fired {len(episodes)} time(s) between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
     else:
         st.info(f"{rule} would not have fired between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")

@@ -1,0 +1,131 @@
+"""`closewatch dashboard` and `closewatch up` as real subprocesses (closewatch/commands/dashboard.py).
+
+The browser-level walk through `closewatch up` is tests/dashboard/test_e2e.py;
+these check the commands' own promises: the server answers on the port it
+printed, telemetry is off, a taken port is one sentence, SIGTERM and Ctrl-C
+(SIGINT) stop everything they started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from closewatch.commands.dashboard import streamlit_argv
+from closewatch.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not key.startswith("CLOSEWATCH_")}
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "closewatch.cli", *args], cwd=cwd, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float = 120) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    process.kill()
+    pytest.fail(f"no {needle!r} in the output:\n" + "".join(lines))
+
+
+def test_the_streamlit_child_runs_headless_without_telemetry():
+    argv = streamlit_argv(8600, "localhost", 64)
+    options = dict(zip(argv[5::2], argv[6::2]))
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4].endswith("dashboard/app.py")
+    assert options["--server.headless"] == "true"
+    assert options["--browser.gatherUsageStats"] == "false"
+    assert options["--server.port"] == "8600" and options["--server.maxUploadSize"] == "64"
+
+
+def test_a_taken_port_is_one_sentence_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "closewatch.cli", "up", "--db", str(tmp_path / "x.duckdb"),
+                                 "--port", str(port), "--no-demo"], cwd=tmp_path, env=clean_env(),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"Port {port} is already in use; stop what uses it or pass --port N." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.duckdb-logs").exists()  # no child was started
+
+
+@pytest.mark.slow
+def test_closewatch_dashboard_serves_the_app_and_stops_on_sigint(tmp_path):
+    port = free_port()
+    db = tmp_path / "dash.duckdb"
+    process = start(["dashboard", "--db", str(db), "--port", str(port)], tmp_path)
+    try:
+        lines = wait_for_line(process, "closewatch dashboard:")
+        assert f"http://localhost:{port}" in lines[-1]
+        with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://localhost:{port}/", timeout=10) as response:
+            assert b"<!doctype html>" in response.read().lower()
+        assert Store(db).query("SELECT count(*) FROM closures").item() == 0  # created and migrated by the command
+        child = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert process.wait(timeout=30) == 0
+        _, alive = psutil.wait_procs(child, timeout=10)
+        assert not alive
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_path):
+    """A database that has data is opened as it is (no demo load); SIGTERM stops the scheduler and the dashboard."""
+    db = tmp_path / "ops.duckdb"
+    store = Store(db)
+    with store.transaction() as con:
+        con.execute("INSERT INTO closures (event_id, ts, category, severity) VALUES ('e1', now(), 'normal', 'info')")
+    port = free_port()
+    process = start(["up", "--db", str(db), "--port", str(port)], tmp_path)
+    try:
+        lines = wait_for_line(process, "closewatch is up:")
+        assert not any("demo" in line for line in lines)
+        children = psutil.Process(process.pid).children(recursive=True)
+        commands = [" ".join(child.cmdline()) for child in children]
+        assert any("closewatch.cli scheduler" in c for c in commands) and any("streamlit run" in c for c in commands)
+        # the scheduler works on the same file while the dashboard serves it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not Store(db).query("SELECT count(*) FROM job_runs").item():
+            time.sleep(1)
+        assert Store(db).query("SELECT count(*) FROM job_runs").item() > 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        rest = process.stdout.read()
+        assert "scheduler stopped" in rest and "dashboard stopped" in rest
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+        assert Store(db).query("SELECT count(*) FROM closures").item() == 1  # no demo load into a used database
+    finally:
+        if process.poll() is None:
+            process.kill()
