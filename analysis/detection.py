@@ -1,8 +1,11 @@
 """The detection job: read a window of closures, run every detector, replace the window's findings.
 
 The store is read once (read-only, short-lived) through Arrow into polars:
-the window's closures, hourly counts from before the window for the spike
-baseline, and the distinct reasons seen before it for ``new_reason``.
+the window's closures that are not normal (the stuff of every pattern), the
+closures of every kind per client and minute (the denominators, counted by
+DuckDB in one parallel scan, so millions of normal closures never need to
+be copied), hourly counts from before the window for the spike baseline,
+and the distinct reasons seen before it for ``new_reason``.
 Detection runs with the file closed; the findings are then written in one
 transaction that first deletes the findings a previous run over the same
 window produced, so re-running replaces and never duplicates. A finding's
@@ -37,18 +40,44 @@ PATTERNS = (
 _ONE_US = timedelta(microseconds=1)
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*(ago)?\s*$")
 
-# Normal closures are only counted, so their ids and sessions are not shipped to polars.
-# A log that names no client is one application's log: its file stands in for the client.
-_WINDOW_SQL = """
-SELECT CASE WHEN category <> 'normal' THEN event_id END AS event_id,
-       epoch_us(ts) AS ts_us,
-       CASE WHEN category <> 'normal' THEN session_id END AS session_id,
-       coalesce(client_id, '(no client id) ' || regexp_extract(source_file, '[^/\\\\]+$')) AS client_id,
-       coalesce(category, 'unknown') AS category,
-       CASE WHEN category <> 'normal' THEN close_reason END AS close_reason,
-       chunk_ms, audio_rate_ratio, session_duration_s
-FROM closures
-WHERE ts >= ? AND ts < ?
+# Who a closure is about. A log file that names exactly one client is that client's log, so its
+# lines without a client id (some formats name the client only on error lines) are that
+# client's too; a log that names no client is one application's log, and its file stands in.
+_FILE_CLIENTS = """
+file_clients AS (
+    SELECT source_file, min(client_id) AS file_client
+    FROM closures
+    WHERE client_id IS NOT NULL
+      AND source_file IN (SELECT DISTINCT source_file FROM closures WHERE client_id IS NULL)
+    GROUP BY source_file
+    HAVING count(DISTINCT client_id) = 1
+)"""
+_CLIENT_KEY = "coalesce(c.client_id, f.file_client, '(no client id) ' || regexp_extract(c.source_file, '[^/\\\\]+$'))"
+
+# Only closures that are not normal travel to polars: they are what the patterns are made of.
+_WINDOW_SQL = f"""
+WITH {_FILE_CLIENTS}
+SELECT c.event_id,
+       epoch_us(c.ts) AS ts_us,
+       c.session_id,
+       {_CLIENT_KEY} AS client_id,
+       coalesce(c.category, 'unknown') AS category,
+       c.close_reason, c.chunk_ms, c.audio_rate_ratio, c.session_duration_s
+FROM closures AS c LEFT JOIN file_clients AS f USING (source_file)
+WHERE c.ts >= ? AND c.ts < ? AND c.category IS DISTINCT FROM 'normal'
+"""
+# Normal closures only matter as denominators: closures per client and minute, counted in one scan.
+_ACTIVITY_SQL = f"""
+WITH {_FILE_CLIENTS},
+counted AS (
+    SELECT client_id, source_file, (epoch_us(ts) // 60000000) * 60000000 AS minute_us, count(*) AS n
+    FROM closures
+    WHERE ts >= ? AND ts < ?
+    GROUP BY ALL
+)
+SELECT {_CLIENT_KEY} AS key, c.minute_us, sum(c.n) AS closures
+FROM counted AS c LEFT JOIN file_clients AS f USING (source_file)
+GROUP BY ALL
 """
 _HISTORY_SQL = """
 SELECT category, (epoch_us(ts) // ?) * ? AS bucket_us, count(*) AS n
@@ -80,7 +109,8 @@ class DetectionRun:
 class Inputs:
     """Everything the detectors read, already in polars (timestamps naive UTC)."""
 
-    closures: pl.DataFrame
+    closures: pl.DataFrame  # the window's closures that are not normal (CLOSURE_COLUMNS)
+    activity: pl.DataFrame  # closures of every category per client and minute (ACTIVITY_COLUMNS)
     history: pl.DataFrame  # category, bucket, n: spike counts before the window
     reasons_before: pl.DataFrame  # close_reason: distinct reasons seen before the window
     since: datetime
@@ -109,7 +139,7 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
     clock = time.perf_counter()
     replaced = store_findings(store, findings, inputs.since, inputs.until)
     return DetectionRun(
-        since=inputs.since, until=inputs.until, closures=inputs.closures.height, findings=findings,
+        since=inputs.since, until=inputs.until, closures=int(inputs.activity["closures"].sum()), findings=findings,
         replaced=replaced, read_s=read_s, detect_s=detect_s, write_s=time.perf_counter() - clock,
     )
 
@@ -130,11 +160,15 @@ def read_inputs(store: Store, since: datetime | None, until: datetime | None, th
         since = since or first
         until = until or last + _ONE_US
         closures = con.execute(_WINDOW_SQL, [since, until]).pl()
+        activity = con.execute(_ACTIVITY_SQL, [since, until]).pl()
         history = con.execute(_HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()
         reasons_before = con.execute(_REASONS_BEFORE_SQL, [since]).pl()
     closures = closures.select(
         pl.col("event_id").cast(pl.String), pl.from_epoch("ts_us", time_unit="us").alias("ts"),
         *(pl.col(name).cast(dtype) for name, dtype in detectors.CLOSURE_COLUMNS.items() if name not in ("event_id", "ts")),
+    )
+    activity = activity.select(
+        pl.col("key").cast(pl.String), pl.from_epoch("minute_us", time_unit="us").alias("minute"), pl.col("closures").cast(pl.UInt32)
     )
     history = history.select(
         pl.col("category").cast(pl.String), pl.from_epoch("bucket_us", time_unit="us").alias("bucket"), pl.col("n").cast(pl.UInt32)
@@ -142,21 +176,21 @@ def read_inputs(store: Store, since: datetime | None, until: datetime | None, th
     grid_start = max(_naive(first), _naive(since) - lookback)
     bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), spike.interval)  # noqa: E731
     grid = pl.select(bucket(grid_start).alias("a"), bucket(_naive(until) - _ONE_US).alias("b")).row(0)
-    return Inputs(closures, history, reasons_before.select(pl.col("close_reason").cast(pl.String)),
+    return Inputs(closures, activity, history, reasons_before.select(pl.col("close_reason").cast(pl.String)),
                   since, until, _naive(first), grid)
 
 
 def run_detectors(inputs: Inputs, thresholds: Thresholds) -> pl.DataFrame:
     """Every detector's findings over the window, clipped to it (FINDING_SCHEMA)."""
-    lazy = inputs.closures.lazy()
+    lazy, activity = inputs.closures.lazy(), inputs.activity.lazy()
     limit = thresholds["general"].evidence_limit
     learned_at = inputs.store_first + thresholds["new_reason"].learning
     results = [
-        detectors.repeated_violation(lazy, thresholds["repeated_violation"], limit),
-        detectors.frequent_disconnects(lazy, thresholds["frequent_disconnects"], limit),
+        detectors.repeated_violation(lazy, activity, thresholds["repeated_violation"], limit),
+        detectors.frequent_disconnects(lazy, activity, thresholds["frequent_disconnects"], limit),
         detectors.concurrency_saturation(lazy, thresholds["concurrency_saturation"], limit),
-        detectors.auth_failures(lazy, thresholds["auth_failures"], limit),
-        detectors.expiry_cost_leak(lazy, thresholds["expiry_cost_leak"], limit),
+        detectors.auth_failures(lazy, activity, thresholds["auth_failures"], limit),
+        detectors.expiry_cost_leak(lazy, activity, thresholds["expiry_cost_leak"], limit),
         detectors.error_spike(lazy, inputs.history.lazy(), inputs.grid, thresholds["error_spike"], limit),
         detectors.new_reason(lazy, inputs.reasons_before.lazy(), learned_at, thresholds["new_reason"], limit),
     ]

@@ -3,6 +3,11 @@
 Each detector takes the window's closures as a polars LazyFrame (columns of
 ``CLOSURE_COLUMNS``, ``ts`` as naive UTC) and its [section] of thresholds,
 and returns a DataFrame of findings with the columns of ``FINDING_SCHEMA``.
+Normal closures carry no pattern by themselves: the detectors ignore them in
+``closures`` and learn how busy a client was from ``activity`` (closures per
+client and minute, ``ACTIVITY_COLUMNS``), which the job counts in DuckDB so
+that only the few non-normal closures travel to polars. ``activity_of``
+computes the same counts from a full closures frame.
 Everything is column expressions, group-bys and rolling windows; nothing runs
 Python per closure, so a detector costs about one pass over its categories.
 
@@ -45,6 +50,8 @@ FINDING_SCHEMA = {
     "evidence": pl.List(pl.String),
 }
 
+ACTIVITY_COLUMNS = {"key": pl.String, "minute": pl.Datetime("us"), "closures": pl.UInt32}
+
 #: The key of closures whose log names no client: they are still counted, together.
 UNKNOWN_CLIENT = "(unknown client)"
 
@@ -60,6 +67,20 @@ def empty_findings() -> pl.DataFrame:
 
 def _client_key() -> pl.Expr:
     return pl.col("client_id").fill_null(UNKNOWN_CLIENT).alias("key")
+
+
+def activity_of(closures: pl.LazyFrame) -> pl.LazyFrame:
+    """Closures (of every category) per client key and minute: the denominators of the share rules."""
+    return (
+        closures.group_by(_client_key(), minute=pl.col("ts").dt.truncate("1m"))
+        .agg(closures=pl.len())
+        .select([pl.col(name).cast(dtype) for name, dtype in ACTIVITY_COLUMNS.items()])
+    )
+
+
+def _per_day(activity: pl.LazyFrame) -> pl.LazyFrame:
+    """(key, day, sessions): every closure of a client in a UTC day."""
+    return activity.group_by("key", day=pl.col("minute").dt.truncate("1d")).agg(sessions=pl.col("closures").sum())
 
 
 def _findings(frame: pl.LazyFrame, pattern: str) -> pl.DataFrame:
@@ -95,7 +116,6 @@ def _episodes(events: pl.LazyFrame, by: list[str], window: timedelta, merge_gap:
             window_end=pl.col("ts").max(),
             count=pl.len(),
             peak=pl.col("_peak").max(),
-            sessions=pl.col("session_id").n_unique(),
             evidence=pl.col("event_id").drop_nulls().head(limit),
             **aggs,
         )
@@ -103,16 +123,40 @@ def _episodes(events: pl.LazyFrame, by: list[str], window: timedelta, merge_gap:
     )
 
 
-def _earliest_ids(limit: int, where: pl.Expr | None = None) -> pl.Expr:
+def _with_share(episodes: pl.LazyFrame, activity: pl.LazyFrame, min_share: float) -> pl.LazyFrame:
+    """Add what the client closed during each episode (``client_closures``, ``share``); keep shares >= min_share.
+
+    A pattern is about a client whose sessions fail, not about a few failures
+    among a busy client's thousands of good sessions, so counts alone do not
+    scale: a threshold right for 3,000 sessions a day fires all day at 3
+    million. The client's closures come from ``activity`` by minute.
+    """
+    spans = episodes.select("_episode", "key", _first=pl.col("window_start").dt.truncate("1m"), _last=pl.col("window_end"))
+    totals = (
+        spans.join(activity, on="key")
+        .filter(pl.col("minute").is_between(pl.col("_first"), pl.col("_last")))
+        .group_by("_episode")
+        .agg(client_closures=pl.col("closures").sum())
+    )
+    return (
+        episodes.join(totals, on="_episode", how="left")
+        .with_columns(client_closures=pl.max_horizontal(pl.col("client_closures").fill_null(0), pl.col("count")))
+        .with_columns(share=pl.col("count") / pl.col("client_closures"))
+        .filter(pl.col("share") >= min_share)
+    )
+
+
+def _share_text() -> pl.Expr:
+    return pl.format("{}% of its closures", _whole(pl.col("share") * 100))
+
+
+def _earliest_ids(limit: int) -> pl.Expr:
     """The event ids of a group's first closures, in time order (deterministic evidence).
 
     ``bottom_k_by`` selects without sorting the whole group, which matters
     for the big groups of the share and spike rules.
     """
-    ids, ts = pl.col("event_id"), pl.col("ts")
-    if where is not None:
-        ids, ts = ids.filter(where), ts.filter(where)
-    return ids.bottom_k_by([ts, ids], limit).drop_nulls()
+    return pl.col("event_id").bottom_k_by([pl.col("ts"), pl.col("event_id")], limit).drop_nulls()
 
 
 def _most_common(column: str) -> pl.Expr:
@@ -181,7 +225,7 @@ def drop_overlapping(secondary: pl.DataFrame, primary: pl.DataFrame) -> pl.DataF
 # ---------------------------------------------------------------- repeated_violation
 
 
-def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def repeated_violation(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Clients whose code breaks the protocol again and again (chunk length, pacing, messages)."""
     violations = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
@@ -191,6 +235,7 @@ def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
         rate=pl.col("audio_rate_ratio").median(),
         example=pl.col("close_reason").drop_nulls().first(),
     )
+    episodes = _with_share(episodes, activity, cfg.min_share)
     episodes = episodes.with_columns(main=pl.col("top").struct.field("category"), main_count=pl.col("top").struct.field("count"))
     main = pl.col("main")
     detail = (
@@ -219,8 +264,8 @@ def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
     )
     explained = episodes.with_columns(
         explanation=pl.format(
-            "client {} had {} protocol violations in {} (mostly {}: {}; up to {} within {}); {}.",
-            "key", "count", _span(), main, "main_count", "peak",
+            "client {} had {} protocol violations in {} ({}; mostly {}: {}; up to {} within {}); {}.",
+            "key", "count", _span(), _share_text(), main, "main_count", "peak",
             pl.lit(_duration_text(cfg.window)), detail,
         ),
         action=action,
@@ -232,16 +277,16 @@ def repeated_violation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
 # ---------------------------------------------------------------- frequent_disconnects
 
 
-def frequent_disconnects(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def frequent_disconnects(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Clients whose connections keep breaking: bursts, a high daily share, reconnect loops.
 
     The three rules often see the same trouble; a loop or share finding that
     overlaps a burst finding of the same client is dropped, so each episode
     is reported once.
     """
-    bursts = _disconnect_bursts(closures, cfg, limit)
-    loops = drop_overlapping(_reconnect_loops(closures, cfg, limit), bursts)
-    shares = drop_overlapping(drop_overlapping(_disconnect_share(closures, cfg, limit), bursts), loops)
+    bursts = _disconnect_bursts(closures, activity, cfg, limit)
+    loops = drop_overlapping(_reconnect_loops(closures, activity, cfg, limit), bursts)
+    shares = drop_overlapping(drop_overlapping(_disconnect_share(closures, activity, cfg, limit), bursts), loops)
     return pl.concat([bursts, loops, shares]).sort("pattern", "key", "window_start")
 
 
@@ -251,16 +296,17 @@ _DISCONNECT_ACTION = (
 )
 
 
-def _disconnect_bursts(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def _disconnect_bursts(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     abnormal = closures.filter(pl.col("category").is_in(cfg.categories)).with_columns(_client_key())
     episodes = _episodes(
         abnormal, ["key"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
         main=_most_common("category").struct.field("category"),
     )
+    episodes = _with_share(episodes, activity, cfg.burst_min_share)
     explained = episodes.with_columns(
         explanation=pl.format(
-            "client {} lost {} connections in {} (mostly {}; up to {} within {}) across {} sessions.",
-            "key", "count", _span(), "main", "peak", pl.lit(_duration_text(cfg.window)), "sessions",
+            "client {} lost {} connections in {} ({}; mostly {}; up to {} within {}).",
+            "key", "count", _span(), _share_text(), "main", "peak", pl.lit(_duration_text(cfg.window)),
         ),
         action=pl.lit(_DISCONNECT_ACTION),
         severity=pl.when(pl.col("count") >= cfg.critical_count).then(pl.lit("critical")).otherwise(pl.lit("error")),
@@ -268,29 +314,29 @@ def _disconnect_bursts(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.D
     return _findings(explained, "frequent_disconnects")
 
 
-def _disconnect_share(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def _disconnect_share(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Per client and UTC day: the share of closures that were abnormal."""
-    abnormal = pl.col("category").is_in(cfg.categories)
     days = (
-        closures.with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
+        closures.filter(pl.col("category").is_in(cfg.categories))
+        .with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
         .group_by("key", "day")
         .agg(
-            closures=pl.len(),
-            count=abnormal.sum(),
-            window_start=pl.col("ts").filter(abnormal).min(),
-            window_end=pl.col("ts").filter(abnormal).max(),
-            evidence=_earliest_ids(limit, abnormal),
+            count=pl.len(),
+            window_start=pl.col("ts").min(),
+            window_end=pl.col("ts").max(),
+            evidence=_earliest_ids(limit),
         )
+        .join(_per_day(activity), on=["key", "day"])
         .filter(
-            (pl.col("closures") >= cfg.min_share_closures)
-            & (pl.col("count") >= cfg.min_share * pl.col("closures"))
+            (pl.col("sessions") >= cfg.min_share_closures)
+            & (pl.col("count") >= cfg.min_share * pl.col("sessions"))
         )
     )
     explained = days.with_columns(
         explanation=pl.format(
             "{}% of client {}'s closures on {} were abnormal ({} of {}).",
-            _whole(pl.col("count") / pl.col("closures") * 100), "key", pl.col("day").dt.strftime("%Y-%m-%d"),
-            "count", "closures",
+            _whole(pl.col("count") / pl.col("sessions") * 100), "key", pl.col("day").dt.strftime("%Y-%m-%d"),
+            "count", "sessions",
         ),
         action=pl.lit(_DISCONNECT_ACTION),
         severity=pl.lit("warning"),
@@ -298,28 +344,30 @@ def _disconnect_share(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.Da
     return _findings(explained, "frequent_disconnects")
 
 
-def _reconnect_loops(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def _reconnect_loops(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Many short sessions in a row, each ending abnormally, each soon after the last.
 
-    Only abnormal closures are sorted: runs are first found among them, then
-    the client's other closures inside a run's time span are added back, as
-    they break the run ("in a row" means nothing healthy in between).
+    "In a row" means no healthy closure of the client in between. That is
+    judged per minute, from ``activity``: a failure in a minute in which the
+    client also closed sessions some other way breaks the run. Reconnect
+    loops last minutes, so the minute is fine enough, and nothing but the
+    failures needs sorting.
     """
     abnormal = pl.col("category").is_in(cfg.categories)
     short = pl.col("session_duration_s").is_null() | (pl.col("session_duration_s") <= cfg.loop_max_session.total_seconds())
-    columns = ["key", "ts", "event_id", "session_duration_s", "member"]
-    failing = closures.filter(abnormal).with_columns(_client_key(), member=short).select(columns)
-    candidates = _loop_runs(failing, cfg)
-    spans = candidates.select("key", _start="window_start", _end="window_end")
-    interruptions = (
-        closures.filter(~abnormal)
-        .with_columns(_client_key(), member=pl.lit(False))
-        .join(spans, on="key")
-        .filter(pl.col("ts").is_between(pl.col("_start"), pl.col("_end")))
-        .select(columns)
+    failing = closures.filter(abnormal).with_columns(_client_key(), minute=pl.col("ts").dt.truncate("1m"))
+    per_minute = failing.group_by("key", "minute").agg(failures=pl.len())
+    mixed = (
+        activity.join(per_minute, on=["key", "minute"], how="left")
+        .filter(pl.col("closures") > pl.col("failures").fill_null(0))
+        .select("key", "minute", mixed=pl.lit(True))
     )
-    in_runs = failing.join(spans, on="key").filter(pl.col("ts").is_between(pl.col("_start"), pl.col("_end"))).select(columns)
-    runs = _loop_runs(pl.concat([in_runs, interruptions]), cfg, limit)
+    rows = (
+        failing.join(mixed, on=["key", "minute"], how="left")
+        .with_columns(member=short & pl.col("mixed").is_null())
+        .select("key", "ts", "event_id", "session_duration_s", "member")
+    )
+    runs = _loop_runs(rows, cfg, limit)
     explained = runs.with_columns(
         explanation=pl.format(
             "client {} reconnected {} times in a row within {}, each session ending abnormally after {} s or less{}.",
@@ -403,18 +451,19 @@ def concurrency_saturation(closures: pl.LazyFrame, cfg: Section, limit: int) -> 
 # ---------------------------------------------------------------- auth_failures
 
 
-def auth_failures(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def auth_failures(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Repeated refusals per client: a missing or revoked key (auth_failed) or an account problem."""
     refused = closures.filter(pl.col("category").is_in(["auth_failed", "account_issue"])).with_columns(_client_key())
     episodes = _episodes(
         refused, ["key", "category"], cfg.window, cfg.merge_gap, cfg.min_count, limit,
         example=pl.col("close_reason").drop_nulls().first(),
     )
+    episodes = _with_share(episodes, activity, cfg.min_share)
     is_account = pl.col("category") == "account_issue"
     explained = episodes.with_columns(
         explanation=pl.format(
-            "client {} was refused {} times in {} ({}), e.g. \"{}\".",
-            "key", "count", _span(), "category",
+            "client {} was refused {} times in {} ({}; {}), e.g. \"{}\".",
+            "key", "count", _span(), _share_text(), "category",
             pl.col("example").fill_null("no reason logged").str.slice(0, 80),
         ),
         action=pl.when(is_account)
@@ -428,23 +477,22 @@ def auth_failures(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
 # ---------------------------------------------------------------- expiry_cost_leak
 
 
-def expiry_cost_leak(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def expiry_cost_leak(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Sessions left open until the maximum duration, with the hours billed, per client and day."""
     limit_s = cfg.session_limit.total_seconds()
-    expired = pl.col("category") == "session_expired"
-    duration = pl.col("session_duration_s").filter(expired)
     days = (
-        closures.with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
+        closures.filter(pl.col("category") == "session_expired")
+        .with_columns(_client_key(), day=pl.col("ts").dt.truncate("1d"))
         .group_by("key", "day")
         .agg(
-            sessions=pl.len(),
-            count=expired.sum(),
-            billed_h=duration.fill_null(limit_s).sum() / 3600,
-            known=duration.is_not_null().sum(),
-            window_start=pl.col("ts").filter(expired).min(),
-            window_end=pl.col("ts").filter(expired).max(),
-            evidence=_earliest_ids(limit, expired),
+            count=pl.len(),
+            billed_h=pl.col("session_duration_s").fill_null(limit_s).sum() / 3600,
+            known=pl.col("session_duration_s").is_not_null().sum(),
+            window_start=pl.col("ts").min(),
+            window_end=pl.col("ts").max(),
+            evidence=_earliest_ids(limit),
         )
+        .join(_per_day(activity), on=["key", "day"])
         .filter((pl.col("count") >= cfg.min_sessions) & (pl.col("count") >= cfg.min_share * pl.col("sessions")))
     )
     explained = days.with_columns(

@@ -116,6 +116,15 @@ def test_a_log_without_client_ids_is_keyed_by_its_file(store):
     assert patterns(run.findings) == [("repeated_violation", "(no client id) bot.log")]
 
 
+def test_unnamed_lines_of_a_one_client_log_belong_to_that_client(store):
+    """Some formats name the client only on error lines; the file's healthy lines still count for it."""
+    healthy = every(T0, timedelta(seconds=3), 200, client=None, duration_s=60.0)
+    write_closures(store, violations(T0, 8, client="kiosk") + healthy, source_file="/logs/kiosk.log")
+    run = detect(store)
+    assert patterns(run.findings) == []  # 8 violations among 208 closures: under min_share
+    assert run.closures == 208
+
+
 def test_an_empty_store_says_to_ingest_first(store):
     with pytest.raises(AnalysisError, match="ingest logs first"):
         detect(store)

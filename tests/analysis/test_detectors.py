@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from analysis import detectors
-from analysis.detectors import CLOSURE_COLUMNS, FINDING_SCHEMA, drop_overlapping
+from analysis.detectors import CLOSURE_COLUMNS, FINDING_SCHEMA, activity_of, drop_overlapping
 from analysis.thresholds import Section, load_thresholds
 
 T0 = datetime(2024, 5, 1)  # naive UTC, as the detectors see timestamps
@@ -83,15 +83,19 @@ def only(findings: pl.DataFrame) -> dict:
 # ---------------------------------------------------------------- repeated_violation
 
 
+def violation_findings(closures: pl.DataFrame, cfg, limit: int = LIMIT) -> pl.DataFrame:
+    return detectors.repeated_violation(closures.lazy(), activity_of(closures.lazy()), cfg, limit)
+
+
 def test_repeated_chunk_violations_give_one_finding_with_the_chunk_length(thresholds):
     data = frame(background() + violations(T0 + DAY, 12))
-    found = only(detectors.repeated_violation(data.lazy(), thresholds["repeated_violation"], LIMIT))
+    found = only(violation_findings(data, thresholds["repeated_violation"], LIMIT))
     assert found["pattern"] == "repeated_violation"
     assert found["key"] == "web-7"
     assert found["count"] == 12
     assert (found["window_start"], found["window_end"]) == (T0 + DAY, T0 + DAY + 11 * MINUTE)
     assert "~1200 ms where 50-1000 ms are allowed" in found["explanation"]
-    assert "12 protocol violations in 11 min" in found["explanation"]
+    assert "12 protocol violations in 11 min (100% of its closures; mostly input_duration_violation: 12" in found["explanation"]
     assert "now ~1200 ms" in found["action"]
     assert found["severity"] == "error"
     assert len(found["evidence"]) == LIMIT
@@ -101,13 +105,13 @@ def test_violations_below_the_count_or_spread_out_are_not_reported(thresholds):
     cfg = thresholds["repeated_violation"]
     too_few = violations(T0, cfg.min_count - 1)
     spread = violations(T0 + DAY, cfg.min_count + 3, client="slow", step=cfg.window + MINUTE)
-    assert detectors.repeated_violation(frame(background() + too_few + spread).lazy(), cfg, LIMIT).is_empty()
+    assert violation_findings(frame(background() + too_few + spread), cfg, LIMIT).is_empty()
 
 
 def test_exactly_min_count_within_the_window_is_reported(thresholds):
     cfg = thresholds["repeated_violation"]
     step = cfg.window / cfg.min_count  # min_count events spanning less than one window
-    found = detectors.repeated_violation(frame(violations(T0, cfg.min_count, step=step)).lazy(), cfg, LIMIT)
+    found = violation_findings(frame(violations(T0, cfg.min_count, step=step)), cfg, LIMIT)
     assert found["count"].to_list() == [cfg.min_count]
 
 
@@ -116,36 +120,51 @@ def test_busy_stretches_closer_than_merge_gap_are_one_episode(thresholds):
     first = violations(T0, 6)
     second = violations(T0 + 6 * MINUTE + cfg.merge_gap - MINUTE, 6)
     later = violations(T0 + 5 * HOUR, 6)
-    found = detectors.repeated_violation(frame(first + second + later).lazy(), cfg, LIMIT)
+    found = violation_findings(frame(first + second + later), cfg, LIMIT)
     assert found["count"].to_list() == [12, 6]
+
+
+def test_a_few_violations_among_many_good_sessions_are_noise(thresholds):
+    """The same count that matters for a small client is background for a busy one."""
+    cfg = thresholds["repeated_violation"]
+    bad = violations(T0, 8, client="busy")
+    busy = every(T0, timedelta(seconds=5), 200, client="busy", duration_s=60.0)  # 200 good closures meanwhile
+    assert violation_findings(frame(bad + busy), cfg).is_empty()
+    found = only(violation_findings(frame(bad + busy), section(thresholds, "repeated_violation", min_share=0.02)))
+    assert "(8% of its closures;" in found["explanation"]  # 8 of the 104 closed in minutes 0-7
 
 
 def test_rate_violations_explain_how_much_faster_than_real_time(thresholds):
     rows = every(T0, MINUTE, 8, client="batch", category="audio_rate_exceeded", reason=RATE_REASON.format(2.1), rate=2.1)
-    found = only(detectors.repeated_violation(frame(rows).lazy(), thresholds["repeated_violation"], LIMIT))
+    found = only(violation_findings(frame(rows), thresholds["repeated_violation"], LIMIT))
     assert "~2.1x faster than real time" in found["explanation"]
     assert found["action"].startswith("Pace the stream to real time")
 
 
 def test_invalid_messages_quote_an_example_reason(thresholds):
     rows = every(T0, MINUTE, 6, client="bot", category="invalid_message", reason='Invalid JSON: {"type": "Terminat')
-    found = only(detectors.repeated_violation(frame(rows).lazy(), thresholds["repeated_violation"], LIMIT))
+    found = only(violation_findings(frame(rows), thresholds["repeated_violation"], LIMIT))
     assert 'e.g. "Invalid JSON: {"type": "Terminat"' in found["explanation"]
 
 
 def test_a_large_episode_is_critical(thresholds):
     cfg = section(thresholds, "repeated_violation", critical_count=20)
-    found = only(detectors.repeated_violation(frame(violations(T0, 25, step=timedelta(seconds=10))).lazy(), cfg, LIMIT))
+    found = only(violation_findings(frame(violations(T0, 25, step=timedelta(seconds=10))), cfg, LIMIT))
     assert found["severity"] == "critical"
 
 
 def test_violations_without_a_client_still_count_together(thresholds):
     rows = violations(T0, 6, client=None)
-    found = only(detectors.repeated_violation(frame(rows).lazy(), thresholds["repeated_violation"], LIMIT))
+    found = only(violation_findings(frame(rows), thresholds["repeated_violation"], LIMIT))
     assert found["key"] == detectors.UNKNOWN_CLIENT
 
 
 # ---------------------------------------------------------------- frequent_disconnects
+
+
+def disconnects(rows: list[dict], cfg) -> pl.DataFrame:
+    closures = frame(rows).lazy()
+    return detectors.frequent_disconnects(closures, activity_of(closures), cfg, LIMIT)
 
 
 def drops(start: datetime, n: int, client: str = "call-center", step: timedelta = timedelta(seconds=20), **fields) -> list[dict]:
@@ -153,18 +172,24 @@ def drops(start: datetime, n: int, client: str = "call-center", step: timedelta 
 
 
 def test_a_storm_of_abnormal_closures_is_one_burst_finding(thresholds):
-    data = frame(background() + drops(T0 + DAY, 40, duration_s=5.0))
-    found = only(detectors.frequent_disconnects(data.lazy(), thresholds["frequent_disconnects"], LIMIT))
+    found = only(disconnects(background() + drops(T0 + DAY, 40, duration_s=5.0), thresholds["frequent_disconnects"]))
     assert found["key"] == "call-center"
     assert found["count"] == 40
-    assert "lost 40 connections in 13 min" in found["explanation"]
+    assert "lost 40 connections in 13 min (100% of its closures; mostly network_abnormal; up to 30 within 10 min)" in found["explanation"]
     assert "backoff" in found["action"]
+
+
+def test_a_busy_client_losing_a_few_percent_of_connections_is_no_burst(thresholds):
+    cfg = thresholds["frequent_disconnects"]
+    lost = drops(T0, 20, client="busy", step=timedelta(seconds=30))
+    busy = every(T0, timedelta(seconds=2), 300, client="busy", duration_s=60.0)
+    assert disconnects(lost + busy, cfg).is_empty()
 
 
 def test_a_reconnect_loop_below_the_burst_count_is_found(thresholds):
     cfg = thresholds["frequent_disconnects"]
     loop = drops(T0 + DAY, cfg.loop_min_sessions + 1, client="voicebot", step=timedelta(seconds=40), duration_s=3.0)
-    found = only(detectors.frequent_disconnects(frame(background() + loop).lazy(), cfg, LIMIT))
+    found = only(disconnects(background() + loop, cfg))
     assert found["key"] == "voicebot"
     assert found["count"] == cfg.loop_min_sessions + 1
     assert "reconnected 6 times in a row" in found["explanation"]
@@ -176,20 +201,20 @@ def test_a_normal_closure_between_failures_breaks_the_loop(thresholds):
     half = drops(T0 + DAY, 3, client="voicebot", step=timedelta(seconds=40), duration_s=3.0)
     healthy = [closure(T0 + DAY + 100 * timedelta(seconds=1), client="voicebot", duration_s=60.0)]
     rest = drops(T0 + DAY + timedelta(seconds=120), 3, client="voicebot", step=timedelta(seconds=40), duration_s=3.0)
-    assert detectors.frequent_disconnects(frame(half + healthy + rest).lazy(), cfg, LIMIT).is_empty()
+    assert disconnects(half + healthy + rest, cfg).is_empty()
 
 
 def test_long_sessions_that_drop_are_no_loop(thresholds):
     cfg = thresholds["frequent_disconnects"]
     rows = drops(T0, 8, client="voicebot", step=timedelta(seconds=40), duration_s=cfg.loop_max_session.total_seconds() + 1)
-    assert detectors.frequent_disconnects(frame(rows).lazy(), cfg, LIMIT).is_empty()
+    assert disconnects(rows, cfg).is_empty()
 
 
 def test_a_client_whose_day_is_mostly_abnormal_is_reported_by_share(thresholds):
     cfg = thresholds["frequent_disconnects"]
     bad = drops(T0, 15, client="flaky", step=HOUR)  # never a burst, never a loop
     good = every(T0 + 30 * MINUTE, HOUR, 10, client="flaky", duration_s=300.0)
-    found = only(detectors.frequent_disconnects(frame(bad + good).lazy(), cfg, LIMIT))
+    found = only(disconnects(bad + good, cfg))
     assert found["severity"] == "warning"
     assert found["explanation"] == "60% of client flaky's closures on 2024-05-01 were abnormal (15 of 25)."
 
@@ -197,7 +222,7 @@ def test_a_client_whose_day_is_mostly_abnormal_is_reported_by_share(thresholds):
 def test_a_few_closures_all_abnormal_are_not_a_share_finding(thresholds):
     cfg = thresholds["frequent_disconnects"]
     rows = drops(T0, cfg.min_share_closures - 1, client="tiny", step=HOUR)
-    assert detectors.frequent_disconnects(frame(rows).lazy(), cfg, LIMIT).is_empty()
+    assert disconnects(rows, cfg).is_empty()
 
 
 def test_drop_overlapping_keeps_other_keys_and_other_times():
@@ -251,18 +276,22 @@ def test_bursts_further_apart_than_merge_gap_are_separate(thresholds):
 # ---------------------------------------------------------------- auth_failures
 
 
+def refusal_findings(closures: pl.DataFrame, cfg, limit: int = LIMIT) -> pl.DataFrame:
+    return detectors.auth_failures(closures.lazy(), activity_of(closures.lazy()), cfg, limit)
+
+
 def test_a_revoked_key_is_reported_with_its_reason(thresholds):
     rows = every(T0, 2 * MINUTE, 6, client="ivr", category="auth_failed", reason="Unauthorized Connection: Invalid API key")
-    found = only(detectors.auth_failures(frame(background() + rows).lazy(), thresholds["auth_failures"], LIMIT))
+    found = only(refusal_findings(frame(background() + rows), thresholds["auth_failures"], LIMIT))
     assert found["key"] == "ivr"
     assert found["severity"] == "error"
-    assert 'refused 6 times in 10 min (auth_failed), e.g. "Unauthorized Connection: Invalid API key"' in found["explanation"]
+    assert 'refused 6 times in 10 min (100% of its closures; auth_failed), e.g. "Unauthorized Connection: Invalid API key"' in found["explanation"]
     assert "Replace the API key" in found["action"]
 
 
 def test_an_empty_balance_is_critical(thresholds):
     rows = every(T0, MINUTE, 3, client="ivr", category="account_issue", reason="Unauthorized Connection: Insufficient account balance")
-    found = only(detectors.auth_failures(frame(rows).lazy(), thresholds["auth_failures"], LIMIT))
+    found = only(refusal_findings(frame(rows), thresholds["auth_failures"], LIMIT))
     assert found["severity"] == "critical"
     assert "add balance" in found["action"]
 
@@ -270,17 +299,22 @@ def test_an_empty_balance_is_critical(thresholds):
 def test_occasional_refusals_are_not_reported(thresholds):
     cfg = thresholds["auth_failures"]
     rows = every(T0, cfg.window + MINUTE, 10, client="ivr", category="auth_failed")
-    assert detectors.auth_failures(frame(rows).lazy(), cfg, LIMIT).is_empty()
+    assert refusal_findings(frame(rows), cfg, LIMIT).is_empty()
 
 
 # ---------------------------------------------------------------- expiry_cost_leak
+
+
+def expiries(rows: list[dict], cfg) -> pl.DataFrame:
+    closures = frame(rows).lazy()
+    return detectors.expiry_cost_leak(closures, activity_of(closures), cfg, LIMIT)
 
 
 def test_sessions_left_to_expire_are_billed_per_day(thresholds):
     cfg = thresholds["expiry_cost_leak"]
     known = every(T0 + 3 * HOUR, 2 * HOUR, 4, client="notes", category="session_expired", duration_s=10_800.0)
     unknown = every(T0 + 4 * HOUR, 2 * HOUR, 4, client="notes", category="session_expired")
-    found = only(detectors.expiry_cost_leak(frame(background() + known + unknown).lazy(), cfg, LIMIT))
+    found = only(expiries(background() + known + unknown, cfg))
     assert found["count"] == 8
     assert "billed ~24 h (4 with the duration logged, the rest counted at 3 h)" in found["explanation"]
     assert found["severity"] == "error"  # 24 h >= error_hours
@@ -290,7 +324,7 @@ def test_sessions_left_to_expire_are_billed_per_day(thresholds):
 def test_a_few_expiries_a_day_are_normal(thresholds):
     cfg = thresholds["expiry_cost_leak"]
     rows = every(T0, 5 * HOUR, cfg.min_sessions - 1, client="notes", category="session_expired", duration_s=10_800.0)
-    assert detectors.expiry_cost_leak(frame(rows).lazy(), cfg, LIMIT).is_empty()
+    assert expiries(rows, cfg).is_empty()
 
 
 # ---------------------------------------------------------------- error_spike
@@ -420,6 +454,10 @@ def test_normal_closures_and_blank_reasons_are_never_new(thresholds):
 def test_quiet_traffic_and_an_empty_frame_give_no_findings_with_the_contract_schema(thresholds, name):
     detector = getattr(detectors, name)
     for rows in (background(), []):
-        found = detector(frame(rows).lazy(), thresholds[name], LIMIT)
+        closures = frame(rows).lazy()
+        if name in ("frequent_disconnects", "expiry_cost_leak", "repeated_violation", "auth_failures"):
+            found = detector(closures, activity_of(closures), thresholds[name], LIMIT)
+        else:
+            found = detector(closures, thresholds[name], LIMIT)
         assert found.is_empty()
         assert found.schema == pl.Schema(FINDING_SCHEMA)
