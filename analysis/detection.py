@@ -188,7 +188,7 @@ def run_detectors(inputs: Inputs, thresholds: Thresholds) -> pl.DataFrame:
     results = [
         detectors.repeated_violation(lazy, activity, thresholds["repeated_violation"], limit),
         detectors.frequent_disconnects(lazy, activity, thresholds["frequent_disconnects"], limit),
-        detectors.concurrency_saturation(lazy, thresholds["concurrency_saturation"], limit),
+        detectors.concurrency_saturation(lazy, activity, thresholds["concurrency_saturation"], limit),
         detectors.auth_failures(lazy, activity, thresholds["auth_failures"], limit),
         detectors.expiry_cost_leak(lazy, activity, thresholds["expiry_cost_leak"], limit),
         detectors.error_spike(lazy, inputs.history.lazy(), inputs.grid, thresholds["error_spike"], limit),

@@ -405,7 +405,7 @@ def _loop_runs(rows: pl.LazyFrame, cfg: Section, limit: int = 0) -> pl.LazyFrame
 # ---------------------------------------------------------------- concurrency_saturation
 
 
-def concurrency_saturation(closures: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
+def concurrency_saturation(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
     """Bursts of 'too many concurrent sessions' per client, with the peak minute."""
     minutes = (
         closures.filter(pl.col("category") == "concurrency_limit")
@@ -422,8 +422,8 @@ def concurrency_saturation(closures: pl.LazyFrame, cfg: Section, limit: int) -> 
     gap = pl.col("minute").diff().over("key")
     bursts = (
         minutes.sort("key", "minute")
-        .with_columns(_burst=(gap.is_null() | (gap > cfg.merge_gap)).cum_sum())
-        .group_by("key", "_burst")
+        .with_columns(_episode=(gap.is_null() | (gap > cfg.merge_gap)).cum_sum())
+        .group_by("key", "_episode")
         .agg(
             window_start=pl.col("first").min(),
             window_end=pl.col("last").max(),
@@ -434,10 +434,11 @@ def concurrency_saturation(closures: pl.LazyFrame, cfg: Section, limit: int) -> 
             evidence=pl.col("evidence").explode().head(limit),
         )
     )
+    bursts = _with_share(bursts, activity, cfg.min_share)
     explained = bursts.with_columns(
         explanation=pl.format(
-            "client {} was refused {} sessions for too many concurrent sessions in {} ({} saturated minutes), peaking at {} in the minute from {}.",
-            "key", "count", _span(), "minutes", "peak", _at("peak_minute"),
+            "client {} was refused {} sessions for too many concurrent sessions in {} ({}; {} saturated minutes), peaking at {} in the minute from {}.",
+            "key", "count", _span(), _share_text(), "minutes", "peak", _at("peak_minute"),
         ),
         action=pl.lit(
             "Keep concurrent sessions under the account's limit: queue new sessions, close finished ones with Terminate, "

@@ -242,6 +242,10 @@ def test_drop_overlapping_keeps_other_keys_and_other_times():
 # ---------------------------------------------------------------- concurrency_saturation
 
 
+def saturation_findings(closures: pl.DataFrame, cfg, limit: int = LIMIT) -> pl.DataFrame:
+    return detectors.concurrency_saturation(closures.lazy(), activity_of(closures.lazy()), cfg, limit)
+
+
 def refusals(start: datetime, per_minute: list[int], client: str = "dialer") -> list[dict]:
     rows = []
     for minute, n in enumerate(per_minute):
@@ -252,24 +256,30 @@ def refusals(start: datetime, per_minute: list[int], client: str = "dialer") -> 
 
 def test_a_concurrency_burst_reports_its_peak_minute(thresholds):
     data = frame(background() + refusals(T0 + DAY, [4, 12, 7, 1, 3]))
-    found = only(detectors.concurrency_saturation(data.lazy(), thresholds["concurrency_saturation"], LIMIT))
+    found = only(saturation_findings(data, thresholds["concurrency_saturation"], LIMIT))
     assert found["key"] == "dialer"
     assert found["count"] == 4 + 12 + 7 + 3  # the saturated minutes
-    assert "peaking at 12 in the minute from 2024-05-02 00:01 UTC" in found["explanation"]
+    assert "(96% of its closures; 4 saturated minutes), peaking at 12 in the minute from 2024-05-02 00:01 UTC" in found["explanation"]
     assert found["severity"] == "warning"
 
 
 def test_isolated_refusals_are_not_saturation(thresholds):
     cfg = thresholds["concurrency_saturation"]
     rows = refusals(T0, [cfg.min_per_minute - 1] * 30)
-    assert detectors.concurrency_saturation(frame(rows).lazy(), cfg, LIMIT).is_empty()
+    assert saturation_findings(frame(rows), cfg, LIMIT).is_empty()
+
+
+def test_a_busy_client_refused_now_and_then_is_not_saturated(thresholds):
+    cfg = thresholds["concurrency_saturation"]
+    busy = every(T0, timedelta(seconds=1), 300, client="dialer", duration_s=60.0)  # 60 good closures a minute
+    assert saturation_findings(frame(refusals(T0, [4, 4, 4]) + busy), cfg).is_empty()
 
 
 def test_bursts_further_apart_than_merge_gap_are_separate(thresholds):
     cfg = section(thresholds, "concurrency_saturation", critical_per_minute=10)
     gap_minutes = int(cfg.merge_gap / MINUTE) + 2
     rows = refusals(T0, [5] + [0] * gap_minutes + [11])
-    found = detectors.concurrency_saturation(frame(rows).lazy(), cfg, LIMIT)
+    found = saturation_findings(frame(rows), cfg, LIMIT)
     assert found["severity"].to_list() == ["warning", "critical"]
 
 
@@ -455,7 +465,7 @@ def test_quiet_traffic_and_an_empty_frame_give_no_findings_with_the_contract_sch
     detector = getattr(detectors, name)
     for rows in (background(), []):
         closures = frame(rows).lazy()
-        if name in ("frequent_disconnects", "expiry_cost_leak", "repeated_violation", "auth_failures"):
+        if name in ("frequent_disconnects", "expiry_cost_leak", "repeated_violation", "auth_failures", "concurrency_saturation"):
             found = detector(closures, activity_of(closures), thresholds[name], LIMIT)
         else:
             found = detector(closures, thresholds[name], LIMIT)
