@@ -581,8 +581,9 @@ def _spike_baselines(grid: pl.LazyFrame, cfg: Section) -> pl.LazyFrame:
     use_same_hour = pl.col("points") >= cfg.min_baseline_points
     use_recent = ~use_same_hour & (pl.col("points_recent") >= cfg.fallback_intervals)
 
-    def spread(mad: str) -> pl.Expr:
-        return cfg.k * pl.max_horizontal(pl.col(mad) * _MAD_SCALE, pl.lit(cfg.min_mad))
+    def spread(med: str, mad: str) -> pl.Expr:
+        """k robust standard deviations; a count's own noise (sqrt of its level) is the least."""
+        return cfg.k * pl.max_horizontal(pl.col(mad) * _MAD_SCALE, pl.col(med).sqrt(), pl.lit(cfg.min_mad))
 
     return (
         same_hour.join(recent, on=["category", "bucket"])
@@ -590,8 +591,8 @@ def _spike_baselines(grid: pl.LazyFrame, cfg: Section) -> pl.LazyFrame:
         .with_columns(
             median=pl.when(use_same_hour).then(pl.col("med")).otherwise(pl.col("med_recent")),
             threshold=pl.when(use_same_hour)
-            .then(pl.col("med") + spread("mad"))
-            .otherwise(pl.max_horizontal(pl.col("med_recent") + spread("mad_recent"),
+            .then(pl.col("med") + spread("med", "mad"))
+            .otherwise(pl.max_horizontal(pl.col("med_recent") + spread("med_recent", "mad_recent"),
                                          pl.col("busiest_recent") * cfg.fallback_max_factor)),
             basis=pl.when(use_same_hour)
             .then(pl.format("the same hour on the previous {} days", "points"))

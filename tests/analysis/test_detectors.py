@@ -401,6 +401,13 @@ def test_adjacent_spiking_hours_are_one_finding(thresholds):
     assert "over 3 h from 2024-05-09 10:00 UTC (peak 45 in the 1 h from 2024-05-09 12:00 UTC)" in found["explanation"]
 
 
+def test_noise_of_a_large_count_is_not_a_spike(thresholds):
+    """A steady 160 an hour may read 174 once: within the count's own noise, even if the MAD is tiny."""
+    rows = hourly("going_away", {hour: 160 for hour in range(24)}, days=4)
+    rows += every(T0 + 4 * DAY + 5 * HOUR, timedelta(seconds=20), 174, client="c9", category="going_away")
+    assert spikes(rows, thresholds, days=5).is_empty()
+
+
 def test_small_absolute_jumps_stay_quiet(thresholds):
     """From 0 to min_count - 1 is a big ratio but not worth a page."""
     rows = hourly("idle_timeout", {hour: 0 for hour in range(24)}, days=9)
