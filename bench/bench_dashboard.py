@@ -29,10 +29,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.catalog import catalog_table, classify, load_catalog  # noqa: E402
-from analysis.detection import detect  # noqa: E402
-from dashboard import data  # noqa: E402
-from ingest.generator import generate_closures_frame  # noqa: E402
+from analysis.catalog import catalog_table, classify, load_catalog
+from analysis.detection import detect
+from dashboard import data
+from ingest.generator import generate_closures_frame
 
 TARGET_MS = 500
 

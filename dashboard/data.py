@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from analysis.catalog import CATEGORIES
 from closewatch.config import Settings, load_settings, resolve_db_path
 from closewatch.store import Store
 
-UTC = timezone.utc
 ERROR = "category <> 'normal'"  # the same definition as the client_error_rates view
 #: Candidate timeline buckets, in seconds; the smallest that gives at most MAX_BARS bars wins.
 BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
@@ -55,9 +54,8 @@ class DashboardStore(Store):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with _LOCK:
-            with super().connect(read_only=read_only) as con:
-                yield con
+        with _LOCK, super().connect(read_only=read_only) as con:
+            yield con
 
     def user_query(self, sql: str, limit: int | None = None) -> pl.DataFrame:
         with _LOCK:

@@ -1,7 +1,7 @@
 """Dashboard commands: `dashboard` runs the Streamlit app; `up` runs everything (demo data, scheduler, dashboard).
 
-Both start Streamlit as a child process (``python -m streamlit run
-dashboard/app.py``) with the database in $CLOSEWATCH_DB, telemetry off and
+Both start Streamlit as a child process (``streamlit run dashboard/app.py``
+through ``launcher``, which makes children die with their parent) with the database in $CLOSEWATCH_DB, telemetry off and
 headless, so the app is the same whether it is started here or with
 ``streamlit run``. `up` supervises two children and stops both, in order, on
 Ctrl-C or SIGTERM.
@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,15 +42,15 @@ class UpError(ClosewatchError):
 
 def streamlit_argv(port: int, address: str, max_upload_mb: int | None) -> list[str]:
     """The child command: the same settings as dashboard/.streamlit/config.toml, wherever we start from."""
-    argv = [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+    argv = launcher(
+        "streamlit", "run", str(APP),
         "--server.port", str(port),
         "--server.address", address,
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--client.showErrorDetails", "none",
-    ]
+    )
     if max_upload_mb is not None:
         argv += ["--server.maxUploadSize", str(max_upload_mb)]
     return argv
@@ -100,15 +99,33 @@ def wait_ready(url: str, children: list[Child], timeout_s: float = READY_TIMEOUT
 # -- children -----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if `up` itself is killed (Linux), so nothing is orphaned."""
-    try:
-        import ctypes
+def launcher(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args`` as a child that dies with its parent (see ``_run_child``)."""
+    return [sys.executable, "-m", "closewatch.commands.dashboard", module, *args]
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    os.setsid()  # our own signals decide the order of shutdown, not the terminal's Ctrl-C
+
+def _run_child(argv: list[str]) -> None:
+    """In the child: ask Linux for SIGTERM when the parent dies, then run the module as ``python -m`` would.
+
+    A SIGKILLed `up` cannot stop its children, so the children watch it
+    instead; this runs in the child's own interpreter (no preexec_fn, which is
+    unsafe in a parent with threads).
+    """
+    import runpy
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before the request took effect
+            sys.exit(1)
+    module, *rest = argv
+    sys.argv = [module, *rest]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 @dataclass
@@ -123,11 +140,10 @@ class Child:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        preexec: Callable[[], None] | None = _die_with_parent if sys.platform.startswith("linux") else None
-        self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        preexec_fn=preexec, start_new_session=preexec is None)
-        log.close()
+        with self.log_path.open("ab") as log:
+            # a session of its own: the terminal's Ctrl-C reaches only `up`, which stops the children in order
+            self.process = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            start_new_session=True)
 
     def check(self) -> None:
         """Raise if the child has exited (it should run until we stop it)."""
@@ -247,7 +263,7 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
     logs = _log_dir(db)
     env = child_env(ctx, db)
     children = [
-        Child("scheduler", [sys.executable, "-m", "closewatch.cli", *_lock_option(ctx), "scheduler"], env, logs / "scheduler.log"),
+        Child("scheduler", launcher("closewatch.cli", *_lock_option(ctx), "scheduler"), env, logs / "scheduler.log"),
         Child("dashboard", streamlit_argv(port, address, max_upload_mb), env, logs / "dashboard.log"),
     ]
     try:
@@ -288,3 +304,7 @@ def _lock_option(ctx: click.Context) -> list[str]:
 
 def _log_dir(db: Path) -> Path:
     return db.with_name(db.name + "-logs")
+
+
+if __name__ == "__main__":
+    _run_child(sys.argv[1:])

@@ -9,7 +9,7 @@ Silences go through ``alerts.engine`` exactly like `closewatch alerts silence`.
 from __future__ import annotations
 
 import getpass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import altair as alt
 import polars as pl
@@ -17,7 +17,6 @@ import streamlit as st
 
 from dashboard import data, ui
 
-UTC = timezone.utc
 DEFAULT_REFRESH_S = 10.0
 
 

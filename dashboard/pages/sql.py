@@ -52,7 +52,7 @@ def run(sql: str) -> None:
 
 
 def result_panel() -> None:
-    sql, frame, seconds = st.session_state["sql_result"]
+    _, frame, seconds = st.session_state["sql_result"]
     truncated = frame.height > ROW_LIMIT
     frame = frame.head(ROW_LIMIT)
     more = f" (the first {ROW_LIMIT:,}; add a LIMIT or aggregate for the rest)" if truncated else ""
@@ -71,9 +71,8 @@ def main() -> None:
     st.title("SQL")
     st.caption("Read-only DuckDB SQL over the closewatch tables. Queries cannot write, change settings, attach databases or touch files.")
     editor, side = st.columns([5, 2])
-    with side:
-        with ui.guard():
-            schema_panel()
+    with side, ui.guard():
+        schema_panel()
     with editor:
         st.selectbox("Examples", [PICK, *examples()], key="example", on_change=use_example)
         if "sql_text" not in st.session_state:

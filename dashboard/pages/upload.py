@@ -36,16 +36,8 @@ def load(files: list, format_name: str | None, tz: str) -> list[dict]:
         payload = upload.getvalue()
         source = bytes_input(upload.name, payload)
         bar = st.progress(0.0, text=f"{upload.name}: reading")
-
-        def progress_for(_source, bar=bar, name=upload.name, size=len(payload)):
-            # for .gz the count is of decompressed bytes, so it is shown as a number, not a fraction
-            def report(done: int) -> None:
-                fraction = min(done / size, 1.0) if size and not _source.compressed else 0.5
-                bar.progress(fraction, text=f"{name}: {done / 1e6:,.1f} MB read")
-            return report
-
         try:
-            (result,) = jobs.ingest(store, [source], format_name, tz, settings.catalog, progress_for)
+            (result,) = jobs.ingest(store, [source], format_name, tz, settings.catalog, _progress(bar, upload.name, len(payload)))
         except ClosewatchError as error:  # this file failed as a whole; the others still load
             bar.progress(1.0, text=f"{upload.name}: not loaded")
             results.append(_failed(upload.name, str(error)))
@@ -53,6 +45,20 @@ def load(files: list, format_name: str | None, tz: str) -> list[dict]:
         bar.progress(1.0, text=f"{upload.name}: done")
         results.append(_row(result))
     return results
+
+
+def _progress(bar, name: str, size: int):
+    """A progress factory for jobs.ingest that moves this file's bar as bytes are read."""
+
+    def progress_for(source):
+        def report(done: int) -> None:
+            # for .gz the count is of decompressed bytes, so the bar shows the megabytes, not a fraction
+            fraction = min(done / size, 1.0) if size and not source.compressed else 0.5
+            bar.progress(fraction, text=f"{name}: {done / 1e6:,.1f} MB read")
+
+        return report
+
+    return progress_for
 
 
 def _failed(name: str, message: str) -> dict:

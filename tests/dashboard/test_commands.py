@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from closewatch.commands.dashboard import streamlit_argv
+from closewatch.commands.dashboard import APP, streamlit_argv
 from closewatch.store import Store
 
 
@@ -55,8 +55,8 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float = 120
 
 def test_the_streamlit_child_runs_headless_without_telemetry():
     argv = streamlit_argv(8600, "localhost", 64)
-    options = dict(zip(argv[5::2], argv[6::2]))
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4].endswith("dashboard/app.py")
+    options = dict(zip(argv[6::2], argv[7::2]))
+    assert argv[3:6] == ["streamlit", "run", str(APP)] and APP.name == "app.py" and APP.parent.name == "dashboard"
     assert options["--server.headless"] == "true"
     assert options["--browser.gatherUsageStats"] == "false"
     assert options["--server.port"] == "8600" and options["--server.maxUploadSize"] == "64"
@@ -69,7 +69,7 @@ def test_a_taken_port_is_one_sentence_before_anything_starts(tmp_path):
         port = taken.getsockname()[1]
         result = subprocess.run([sys.executable, "-m", "closewatch.cli", "up", "--db", str(tmp_path / "x.duckdb"),
                                  "--port", str(port), "--no-demo"], cwd=tmp_path, env=clean_env(),
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"Port {port} is already in use; stop what uses it or pass --port N." in result.stderr
     assert "Traceback" not in result.stderr
@@ -129,3 +129,17 @@ def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.slow
+def test_children_die_with_a_killed_parent(tmp_path):
+    """SIGKILL cannot be handled, so the children ask the kernel to stop them when `closewatch` dies."""
+    port = free_port()
+    process = start(["dashboard", "--db", str(tmp_path / "k.duckdb"), "--port", str(port)], tmp_path)
+    wait_for_line(process, "closewatch dashboard:")
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children
+    process.kill()
+    process.wait()
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [child.cmdline() for child in alive]

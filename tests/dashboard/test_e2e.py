@@ -221,5 +221,5 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     # SIGTERM stops `up` and both children cleanly
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=40) == 0
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [child.cmdline() for child in alive]

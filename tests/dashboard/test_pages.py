@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,6 @@ from ingest.generator import GeneratorConfig, generate
 from ingest.sources import bytes_input, expand_inputs
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-UTC = timezone.utc
 TIMEOUT = 60
 
 
@@ -153,7 +152,7 @@ def test_overview_kpis_match_the_database(demo_db, monkeypatch):
     assert metric(at, "Sessions closed") == f"{total:,}"
     assert metric(at, "Error share") == f"{errors / total:.1%}"
     assert metric(at, "Clients affected") == f"{affected:,} of {clients:,}"
-    top_category, top_count = sql(demo_db, """
+    _, top_count = sql(demo_db, """
         SELECT category, count(*) AS n FROM closures WHERE category <> 'normal' GROUP BY 1 ORDER BY n DESC LIMIT 1
     """).row(0)
     assert metric(at, "Top error category") == f"{top_count:,}"
@@ -258,7 +257,7 @@ UPLOAD_A = jsonl([
     ("2026-12-01T10:01:00Z", "up-2", 3007, "Input duration violation: 1500 ms. Expected between 50 and 1000 ms", "uploader"),
     ("2026-12-01T10:02:00Z", "up-3", 1000, "", "uploader"),
 ]) + b"this line is not json\n"
-UPLOAD_B = "ts,session_id,close_code,close_reason,client_id\n2026-12-01T11:00:00Z,up-4,1006,,uploader\n2026-12-01T11:05:00Z,up-5,3009,Unauthorized Connection: Too many concurrent sessions,uploader\n".encode()
+UPLOAD_B = b"ts,session_id,close_code,close_reason,client_id\n2026-12-01T11:00:00Z,up-4,1006,,uploader\n2026-12-01T11:05:00Z,up-5,3009,Unauthorized Connection: Too many concurrent sessions,uploader\n"
 
 
 def test_upload_several_files_through_the_file_uploader(own_db, monkeypatch):
