@@ -157,8 +157,18 @@ def read_inputs(store: Store, since: datetime | None, until: datetime | None, th
         if first is None:
             raise AnalysisError("The store holds no closures yet; ingest logs first (closewatch ingest PATH).")
         first, last = _utc(first), _utc(last)
+        if since is not None and until is None and since > last:
+            raise AnalysisError(
+                f"--since {since:%Y-%m-%d %H:%M:%S} is after the last stored closure ({last:%Y-%m-%d %H:%M:%S} UTC); "
+                "pick an earlier time or ingest newer logs."
+            )
         since = since or first
         until = until or last + _ONE_US
+        if since >= until:
+            raise AnalysisError(
+                f"--until {until:%Y-%m-%d %H:%M:%S} is before the first stored closure ({first:%Y-%m-%d %H:%M:%S} UTC); "
+                "pick a later time."
+            )
         closures = con.execute(_WINDOW_SQL, [since, until]).pl()
         activity = con.execute(_ACTIVITY_SQL, [since, until]).pl()
         history = con.execute(_HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()

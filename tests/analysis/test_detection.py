@@ -135,6 +135,15 @@ def test_a_reversed_window_is_refused(incident_store):
         detect(incident_store, since=T0 + DAY, until=T0)
 
 
+def test_a_window_beyond_the_data_says_where_the_data_is(incident_store):
+    with pytest.raises(AnalysisError, match=r"--since 2030-01-01 00:00:00 is after the last stored closure \(2024-05-03 23:50:07 UTC\)"):
+        detect(incident_store, since=datetime(2030, 1, 1))
+    with pytest.raises(AnalysisError, match=r"--until 2020-01-01 00:00:00 is before the first stored closure \(2024-05-01 00:00:00 UTC\)"):
+        detect(incident_store, until=datetime(2020, 1, 1))
+    empty = detect(incident_store, since=datetime(2030, 1, 1), until=datetime(2030, 1, 2))
+    assert (empty.closures, empty.findings.height) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
