@@ -197,6 +197,11 @@ def _duration_text(value: timedelta) -> str:
     return f"{seconds:g} s"
 
 
+def _interval_name(value: timedelta) -> str:
+    """'hour' for 1 h, 'day' for 1 d, 'minute' for 1 min, else the duration ('10 min')."""
+    return {60: "minute", 3600: "hour", 86400: "day"}.get(int(value.total_seconds()), _duration_text(value))
+
+
 def _at(column: str) -> pl.Expr:
     return pl.col(column).dt.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -622,7 +627,7 @@ def _spike_findings(spikes: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
         )
     )
     ratio = pl.col("peak") / pl.max_horizontal(pl.col("usual"), pl.lit(1.0))
-    interval = pl.lit(_duration_text(cfg.interval))
+    interval = pl.lit(_interval_name(cfg.interval))
     usual = pl.format("where ~{} per {} is usual (median of {})", _number(pl.col("usual")), interval, "basis")
     explained = episodes.with_columns(
         key=pl.col("category"),
@@ -641,6 +646,16 @@ def _spike_findings(spikes: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
 
 
 # ---------------------------------------------------------------- new_reason
+
+
+def _clients_text() -> pl.Expr:
+    """'client web-1' or '3 clients (a, b, c)' from a list column ``clients``."""
+    names = pl.col("clients").list.sort().list.head(3).list.join(", ")
+    many = pl.col("clients").list.len()
+    return (
+        pl.when(many == 1).then(pl.format("client {}", names))
+        .otherwise(pl.format("{} clients ({}{})", many, names, pl.when(many > 3).then(pl.lit(", …")).otherwise(pl.lit(""))))
+    )
 
 
 def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at: datetime,
@@ -689,9 +704,8 @@ def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at:
     explained = new.with_columns(
         key=pl.col("template"),
         explanation=pl.format(
-            "a close reason never seen before, \"{}\", first appeared at {} and closed {} sessions of {} clients ({}), classified {}.",
-            pl.col("template").str.slice(0, 120), _at("window_start"), "count", pl.col("clients").list.len(),
-            pl.col("clients").list.sort().list.head(3).list.join(", "), "category",
+            "a close reason never seen before, \"{}\", first appeared at {} and closed {} sessions of {}, classified {}.",
+            pl.col("template").str.slice(0, 120), _at("window_start"), "count", _clients_text(), "category",
         ),
         action=pl.lit(
             "Read the reason and the evidence closures; if closewatch classifies it as unknown or wrongly, add it to your "

@@ -366,8 +366,10 @@ def test_a_spike_above_the_same_hour_on_previous_days_is_found(thresholds):
     assert found["key"] == "server_error"
     assert (found["window_start"], found["window_end"]) == (T0 + 8 * DAY + 14 * HOUR, T0 + 8 * DAY + 15 * HOUR)
     assert found["count"] == 63
-    assert "rose to 63 in the 1 h from 2024-05-09 14:00 UTC" in found["explanation"]
-    assert "~3 per 1 h is usual (median of the same hour on the previous 7 days)" in found["explanation"]
+    assert found["explanation"] == (
+        "server_error closures rose to 63 in the hour from 2024-05-09 14:00 UTC, "
+        "where ~3 per hour is usual (median of the same hour on the previous 7 days)."
+    )
     assert found["severity"] == "error"  # 63 >= 10 x 3
 
 
@@ -398,7 +400,7 @@ def test_adjacent_spiking_hours_are_one_finding(thresholds):
         rows += every(T0 + 8 * DAY + hour * HOUR, MINUTE, 30 + hour, client="c9", category="server_error")
     found = only(spikes(rows, thresholds, days=9))
     assert found["count"] == 3 * 3 + 30 * 3 + 10 + 11 + 12
-    assert "over 3 h from 2024-05-09 10:00 UTC (peak 45 in the 1 h from 2024-05-09 12:00 UTC)" in found["explanation"]
+    assert "over 3 h from 2024-05-09 10:00 UTC (peak 45 in the hour from 2024-05-09 12:00 UTC)" in found["explanation"]
 
 
 def test_noise_of_a_large_count_is_not_a_spike(thresholds):
@@ -449,6 +451,9 @@ def test_a_reason_never_seen_before_is_new(thresholds):
     assert found["key"] == "Model Deprecated: speech_model '…' is no longer served"
     assert found["count"] == 6
     assert "closed 6 sessions of 2 clients (captions, web), classified unknown" in found["explanation"]
+    only_one = every(T0 + 2 * DAY, MINUTE, 2, client="captions", category="unknown", reason=NEW)
+    single = only(detectors.new_reason(frame(only_one).lazy(), reasons(), T0 + DAY, thresholds["new_reason"], LIMIT))
+    assert "closed 2 sessions of client captions, classified unknown" in single["explanation"]
     assert found["severity"] == "warning"
     assert found["window_start"] == T0 + 2 * DAY
 
