@@ -29,7 +29,7 @@ MASKS: tuple[tuple[str, str], ...] = (
     (r"\[[\t\n\f\r ]*[\[\{\"0-9\]\-].*$", "[…]"),
     (r'"[^"]*"', '"…"'),
     # Single quotes only when they open a quote, not in "it's".
-    (rf"(?-u:\B)'[^']*'", "'…'"),
+    (r"(?-u:\B)'[^']*'", "'…'"),
     (rf"(?i){_B}[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}{_B}", "<id>"),
     # Plain numbers, with decimals: durations, rates, counts, codes in text.
     (rf"{_B}[0-9]+(?:\.[0-9]+)?{_B}", "<n>"),
