@@ -576,6 +576,16 @@ def alert_config() -> AlertConfig:
     engine = EngineSettings.from_section(section, origin)
     path = resolve_rules_path(None, section, base)
     scheduler = SchedulerSettings.from_section(settings.section("scheduler"), origin, base)
-    intervals = {"ingest": scheduler.ingest_every_s, "analyze": scheduler.analyze_every_s,
-                 "evaluate": scheduler.evaluate_every_s, "deliver": scheduler.deliver_every_s}
-    return AlertConfig(path, load_rules(path, engine.step_s), intervals, engine)
+    return AlertConfig(path, load_rules(path, engine.step_s), _intervals(scheduler), engine)
+
+
+def default_intervals() -> dict[str, float]:
+    """The scheduler's built-in intervals, for when the config cannot be read."""
+    from alerts.scheduler import SchedulerSettings
+
+    return _intervals(SchedulerSettings())
+
+
+def _intervals(scheduler: Any) -> dict[str, float]:
+    return {"ingest": scheduler.ingest_every_s, "analyze": scheduler.analyze_every_s,
+            "evaluate": scheduler.evaluate_every_s, "deliver": scheduler.deliver_every_s}

@@ -9,6 +9,7 @@ Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -26,8 +27,8 @@ from rich.console import Console
 from closewatch.commands.kit import catalog_path, db_option, err_console, get_store
 from closewatch.errors import ClosewatchError
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-DEMO = Path(__file__).resolve().parents[2] / "sample_logs" / "demo"
+APP = Path(importlib.util.find_spec("dashboard").origin).with_name("app.py")  # wherever the package is installed
+DEMO = Path(__file__).resolve().parents[2] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 PORT_HELP = "Port of the dashboard."

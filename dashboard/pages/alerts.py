@@ -15,6 +15,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from closewatch.errors import ClosewatchError
 from dashboard import data, ui
 
 DEFAULT_REFRESH_S = 10.0
@@ -68,17 +69,17 @@ def health_table(health: pl.DataFrame, intervals: dict[str, float], now: datetim
     return pl.DataFrame(rows)
 
 
-def live(config: data.AlertConfig) -> None:
-    """States, history, silences and scheduler health: reread on every refresh."""
+def live(config: data.AlertConfig | None) -> None:
+    """States, history, silences and scheduler health: reread on every refresh (``config`` None: the rules file is broken)."""
     now = datetime.now(UTC)
     alerts = data.alert_data(data.get_store(), now)
     if not alerts.available:
         st.info("No alert data yet: this database has no alert tables. Open it once with `closewatch alerts run` or `closewatch up`.")
         return
     st.caption(f"Updated {ui.fmt_time(now)} UTC; refreshes every {ui.fmt_duration(refresh_seconds())}.")
-    rules = rules_table(config, alerts.states)
-    firing = int(rules["firing"].sum())
-    pending = int(rules["pending"].sum())
+    states = alerts.states["state"] if alerts.states.height else pl.Series([], dtype=pl.String)
+    firing = int((states == "firing").sum())
+    pending = int((states == "pending").sum())
     columns = st.columns(4)
     columns[0].metric("Firing", firing, border=True)
     columns[1].metric("Pending", pending, border=True)
@@ -86,9 +87,11 @@ def live(config: data.AlertConfig) -> None:
     queued = alerts.outbox.filter(pl.col("status") != "delivered")["notifications"].sum() if alerts.outbox.height else 0
     columns[3].metric("Notifications waiting", int(queued or 0), border=True)
 
-    st.subheader("Rules")
-    st.caption(f"From `{config.rules_path}`.")
-    ui.table(rules, "rules_table", column_config={"description": st.column_config.TextColumn(width="large")})
+    if config is not None:
+        st.subheader("Rules")
+        st.caption(f"From `{config.rules_path}`.")
+        ui.table(rules_table(config, alerts.states), "rules_table",
+                 column_config={"description": st.column_config.TextColumn(width="large")})
 
     st.subheader("Current state")
     active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))
@@ -100,7 +103,7 @@ def live(config: data.AlertConfig) -> None:
         st.info("No rule has been evaluated on this database yet; the scheduler's evaluate job does it (`closewatch up` starts it).")
 
     st.subheader("Scheduler health")
-    health = health_table(alerts.health, config.intervals, now)
+    health = health_table(alerts.health, config.intervals if config else data.default_intervals(), now)
     if alerts.health.height == 0:
         st.warning("The scheduler has not run on this database yet: start it with `closewatch scheduler` or `closewatch up`.")
     elif (health["health"] != "ok").any():
@@ -218,7 +221,11 @@ def main() -> None:
     st.title("Alerts")
     if "alerts_done" in st.session_state:
         st.success(st.session_state.pop("alerts_done"), icon=":material/check_circle:")
-    config = data.alert_config()
+    try:
+        config = data.alert_config()
+    except ClosewatchError as error:  # the state and the scheduler's health are still worth showing
+        ui.show_error(str(error))
+        config = None
 
     @st.fragment(run_every=refresh_seconds())
     def live_part() -> None:
@@ -226,6 +233,9 @@ def main() -> None:
             live(config)
 
     live_part()
+    if config is None:
+        st.caption("Silences and backtests need a valid rules file.")
+        return
     with st.expander("Silence or unsilence"):
         silence_form(config)
     with ui.guard():

@@ -392,6 +392,15 @@ def test_a_bad_silence_duration_is_one_sentence(own_db, monkeypatch):
     assert at.error and "is not a duration" in at.error[0].value
 
 
+def test_a_broken_rules_file_is_named_and_the_state_still_shows(own_db, tmp_path, monkeypatch):
+    (tmp_path / "alerts.toml").write_text('[[rules]]\nname = "spike"\nkind = "threshold"\nwindow = "soon"\n')
+    at = app(own_db, monkeypatch, "alerts")  # the app runs in tmp_path, so ./alerts.toml is the rules file
+    assert not at.exception
+    assert len(at.error) == 1 and "alerts.toml" in at.error[0].value and "spike" in at.error[0].value
+    assert "Scheduler health" in [h.value for h in at.subheader]
+    assert metric(at, "Firing") == "0"
+
+
 def test_backtest_draws_a_rules_firings_over_the_timeline(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch, "alerts")
     at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
