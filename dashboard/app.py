@@ -1,9 +1,10 @@
 """The closewatch dashboard: `closewatch dashboard` (or `streamlit run dashboard/app.py`).
 
 The database is the one named by $CLOSEWATCH_DB (``closewatch dashboard --db``
-sets it), else ./closewatch.duckdb. Pages live in ``pages/``; each reads through
-``dashboard.data`` (short-lived connections, results cached on the data's
-latest batch) and shows errors through ``dashboard.ui.guard``.
+sets it), else ./closewatch.duckdb. Pages live in ``views/`` (a ``pages/``
+folder would also be served by Streamlit's older file-based navigation); each
+reads through ``dashboard.data`` (short-lived connections, results cached on
+the data's latest batch) and shows errors through ``dashboard.ui.guard``.
 """
 
 from __future__ import annotations

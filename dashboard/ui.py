@@ -25,13 +25,13 @@ log = logging.getLogger("closewatch.dashboard")
 
 HERE = Path(__file__).parent
 PAGES = {
-    "overview": "pages/overview.py",
-    "upload": "pages/upload.py",
-    "explorer": "pages/explorer.py",
-    "patterns": "pages/patterns.py",
-    "alerts": "pages/alerts.py",
-    "sql": "pages/sql.py",
-    "reference": "pages/reference.py",
+    "overview": "views/overview.py",
+    "upload": "views/upload.py",
+    "explorer": "views/explorer.py",
+    "patterns": "views/patterns.py",
+    "alerts": "views/alerts.py",
+    "sql": "views/sql.py",
+    "reference": "views/reference.py",
 }
 #: Explorer filters travel in the URL under these names (the widgets are bound to them).
 FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session", "q")

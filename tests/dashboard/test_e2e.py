@@ -223,3 +223,33 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     assert process.wait(timeout=40) == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [child.cmdline() for child in alive]
+
+
+def test_streamlit_run_serves_the_same_app(tmp_path, browser_page):
+    """`streamlit run dashboard/app.py` from the repository: the same navigation, on the database in $CLOSEWATCH_DB."""
+    db = tmp_path / "plain.duckdb"
+    Store(db).query("SELECT 1")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEWATCH_")} | {"CLOSEWATCH_DB": str(db)}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        page = browser_page
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                open_page(page, f"http://localhost:{port}/upload", "Upload logs")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        nav = page.get_by_test_id("stSidebarNav")
+        labels = [text.strip().splitlines()[-1] for text in nav.get_by_role("link").all_inner_texts()]  # after the icon
+        assert labels == [
+            "Overview", "Upload", "Explorer", "Patterns", "Alerts", "SQL", "Reference"]
+        page.get_by_text("Up to 1 GB per file").wait_for()  # dashboard/.streamlit/config.toml was read
+        page.get_by_text("plain.duckdb").wait_for()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
