@@ -4,7 +4,8 @@
 scheduler and the Streamlit server); Debian's chromium, driven by Playwright,
 opens the app, uploads a sample file, sees the counts change, runs a SQL
 query and opens the alerts page. The screenshots it takes are the README's
-pictures: they go to docs/images/ (or to $CLOSEWATCH_SCREENSHOTS if set).
+pictures: they go to test-artifacts/screenshots/, or to $CLOSEWATCH_SCREENSHOTS if set
+(`CLOSEWATCH_SCREENSHOTS=docs/images ./run test tests/dashboard/test_e2e.py` refreshes the README's).
 Finally SIGTERM must stop `up` and both of its children.
 """
 
@@ -46,7 +47,7 @@ def free_port() -> int:
 
 
 def screenshots_dir() -> Path:
-    folder = Path(os.environ.get("CLOSEWATCH_SCREENSHOTS", REPO / "docs" / "images"))
+    folder = Path(os.environ.get("CLOSEWATCH_SCREENSHOTS", REPO / "test-artifacts" / "screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
