@@ -131,6 +131,7 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
     """
     thresholds = thresholds or load_thresholds()
     clock = time.perf_counter()
+    since = widen_to_stored_findings(store, _utc(since))
     inputs = read_inputs(store, since, until, thresholds)
     read_s = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -142,6 +143,23 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
         since=inputs.since, until=inputs.until, closures=int(inputs.activity["closures"].sum()), findings=findings,
         replaced=replaced, read_s=read_s, detect_s=detect_s, write_s=time.perf_counter() - clock,
     )
+
+
+def widen_to_stored_findings(store: Store, since: datetime | None) -> datetime | None:
+    """Start the window where a stored finding that straddles ``since`` starts.
+
+    Findings are replaced only when they lie inside the run's window; a
+    finding that began before ``since`` and runs past it would otherwise
+    survive beside its recomputed, clipped twin. Reading from its start lets
+    the run recompute it whole and replace it.
+    """
+    if since is None:
+        return None
+    with store.connect(read_only=True) as con:
+        earliest = con.execute(
+            "SELECT min(window_start) FROM detections WHERE window_start < ? AND window_end >= ?", [since, since]
+        ).fetchone()[0]
+    return min(since, _utc(earliest)) if earliest is not None else since
 
 
 def read_inputs(store: Store, since: datetime | None, until: datetime | None, thresholds: Thresholds) -> Inputs:

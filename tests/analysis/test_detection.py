@@ -207,3 +207,15 @@ def test_analyze_reads_the_thresholds_file_named_in_the_config(incident_store, t
     keys = {(f["pattern"], f["key"]) for f in json.loads(result.stdout)}
     assert ("repeated_violation", "web-7") not in keys
     assert ("frequent_disconnects", "call-center") in keys
+
+
+def test_a_window_starting_inside_a_stored_finding_replaces_it_whole(incident_store):
+    """No clipped twin: a run whose --since falls inside a finding recomputes that finding from its start."""
+    whole = detect(incident_store)
+    storm = whole.findings.filter(pl.col("pattern") == "frequent_disconnects").row(0, named=True)
+    middle = storm["window_start"].replace(tzinfo=UTC) + (storm["window_end"] - storm["window_start"]) / 2
+    rerun = detect(incident_store, since=middle)
+    assert rerun.since == storm["window_start"].replace(tzinfo=UTC)
+    storms = stored(incident_store).filter(pl.col("pattern") == "frequent_disconnects")
+    assert storms.height == 1
+    assert storms.row(0, named=True)["detection_id"] == storm["detection_id"]
