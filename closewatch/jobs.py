@@ -53,7 +53,7 @@ def reclassify(store: Store, catalog_path: str | Path | None = None) -> int:
         """).pl()
         mapping = _classified_pairs(pairs, catalog)
         con.register("mapping", mapping.to_arrow())
-        return con.execute("""
+        updated = con.execute("""
             UPDATE closures AS c SET
                 close_code = m.new_code, code_inferred = m.code_inferred, category = m.category,
                 severity = m.severity, retry_safe = m.retry_safe, action = m.action, era = m.era,
@@ -62,6 +62,8 @@ def reclassify(store: Store, catalog_path: str | Path | None = None) -> int:
             WHERE (CASE WHEN c.code_inferred THEN NULL ELSE c.close_code END) IS NOT DISTINCT FROM m.close_code
               AND c.close_reason IS NOT DISTINCT FROM m.close_reason
         """).fetchone()[0]
+        con.execute("INSERT INTO data_changes (change, rows) VALUES ('reclassify', ?)", [updated])
+        return updated
 
 
 def _classified_pairs(pairs: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:

@@ -90,10 +90,14 @@ class Store:
             con.close()
 
     def latest_batch(self) -> str:
-        """A token that changes whenever data is added: a cache key for readers."""
+        """A token that changes whenever closures are added or reclassified: a cache key for readers."""
         if not self.path.exists():
             return ""
-        frame = self.query("SELECT coalesce(max(finished_at)::VARCHAR, '') || ':' || count(*)::VARCHAR FROM ingest_batches")
+        frame = self.query("""
+            SELECT coalesce(max(finished_at)::VARCHAR, '') || ':' || count(*)::VARCHAR
+                   || ':' || (SELECT coalesce(max(changed_at)::VARCHAR, '') FROM data_changes)
+            FROM ingest_batches
+        """)
         return frame.item()
 
     # -- internals ---------------------------------------------------------

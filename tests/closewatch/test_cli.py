@@ -85,3 +85,23 @@ def test_missing_path_is_one_sentence(run):
     result = run("ingest", "/nonexistent/file.jsonl")
     assert result.exit_code == 1
     assert "No file matches '/nonexistent/file.jsonl'" in result.stderr
+
+
+def test_reclassify_changes_the_readers_cache_token(run, tmp_path):
+    from closewatch.store import Store
+
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000})])))
+    store = Store(run.db)
+    before = store.latest_batch()
+    assert store.latest_batch() == before
+    run("reclassify")
+    assert store.latest_batch() != before
+
+
+def test_hourly_and_daily_views_bucket_in_utc(run, tmp_path):
+    lines = [json.dumps({"code": 1006, "ts": ts}) for ts in ("2026-11-20T10:59:59+02:00", "2026-11-20T09:00:00Z", "2026-11-21T00:30:00Z")]
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", lines)))
+    hourly = run.json("select strftime(hour AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M') as h, closures from closures_hourly order by 1")
+    assert hourly == [{"h": "2026-11-20 08:00", "closures": 1}, {"h": "2026-11-20 09:00", "closures": 1}, {"h": "2026-11-21 00:00", "closures": 1}]
+    daily = run.json("select strftime(day AT TIME ZONE 'UTC', '%Y-%m-%d') as d, closures from closures_daily order by 1")
+    assert daily == [{"d": "2026-11-20", "closures": 2}, {"d": "2026-11-21", "closures": 1}]
