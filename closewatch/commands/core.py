@@ -101,8 +101,12 @@ def _print_ingest_summary(results) -> None:
 def sql(ctx: click.Context, query: str, output: str) -> None:
     """Run a read-only SQL query against the database.
 
-    Tables: closures, ingest_batches, rejects, detections and the alert tables;
-    views: closures_daily, closures_hourly, client_error_rates.
+    Tables: closures, ingest_batches, rejects, detections, the alert_* tables,
+    job_runs; views: closures_hourly, closures_daily, client_error_rates,
+    client_daily_error_rates, violator_chunk_ms, violator_audio_rate,
+    reason_templates (the README's schema section has every column).
+    Queries cannot write, read or write files, attach databases or change
+    settings.
 
     \b
     Example:
