@@ -121,7 +121,7 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
         return _digest(source)[0]
     result.format = fmt.name
     try:
-        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result)):
+        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result, progress)):
             return _stage_lines(source, fmt, options, staging, result, progress)
         return result.sha256
     except _UNREADABLE as error:
@@ -135,14 +135,16 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
             result.message = f"no session-close events found in {result.lines_read:,} lines; check the format with `closewatch formats` or pass --format"
 
 
-def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, result: FileResult) -> bool:
+def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, result: FileResult,
+                progress: Progress | None) -> bool:
     """A format's whole-file reader (DuckDB straight off the file), hashing in parallel.
 
     The reader may decline (returns None) when the file needs the line-by-line
     path, e.g. blank lines or unparseable records; nothing staged is kept then.
+    Progress follows the hashing pass, the only one that reads in Python.
     """
     digest: list = []
-    hasher = threading.Thread(target=lambda: digest.append(_digest(source)))
+    hasher = threading.Thread(target=lambda: digest.append(_digest(source, progress)))
     hasher.start()
     counts = fmt.stage_file(source.path, options, staging)
     hasher.join()
@@ -343,11 +345,11 @@ _DEDUPE_IDS_FROM_LOG = "QUALIFY NOT id_from_log OR row_number() OVER (PARTITION 
 # -- reading helpers -----------------------------------------------------------
 
 
-def _digest(source: Input) -> tuple[str, int]:
+def _digest(source: Input, progress: Progress | None = None) -> tuple[str, int]:
     """sha256 of the (decompressed) content and its number of lines."""
     try:
         with source.open() as stream:
-            reader = _HashingReader(stream, None)
+            reader = _HashingReader(stream, progress)
             reader.drain()
     except _UNREADABLE:
         return "", 0

@@ -159,3 +159,13 @@ def test_closes_without_time_in_different_files_are_not_duplicates(run, tmp_path
     run("ingest", str(write_lines(tmp_path / "tuesday-copy.jsonl", [line, json.dumps({"code": 1000})])))
     assert run.json("select count(*) as n from closures") == [{"n": 3}]
     assert run.json("select duplicates from ingest_batches order by started_at") == [{"duplicates": 0}, {"duplicates": 0}, {"duplicates": 2}]
+
+
+def test_progress_reaches_the_input_size_on_both_readers(tmp_path):
+    from ingest.sources import file_input
+
+    path = write_lines(tmp_path / "p.jsonl", closes(2000))
+    for source in (file_input(path), bytes_input("p.jsonl", path.read_bytes())):
+        seen: list[int] = []
+        jobs.ingest(Store(tmp_path / f"{len(seen)}-{source.path is None}.duckdb"), [source], progress_for=lambda _source: seen.append)
+        assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size
