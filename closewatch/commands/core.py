@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, out_console, print_frame
+from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, out_console, print_frame
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -112,7 +112,7 @@ def sql(ctx: click.Context, query: str, output: str) -> None:
     Example:
         closewatch sql "select category, count(*) from closures group by 1" --format json
     """
-    print_frame(get_store(ctx).user_query(query), output)
+    print_frame(existing_store(ctx).user_query(query), output)
 
 
 @click.command()
@@ -159,7 +159,7 @@ def info(ctx: click.Context) -> None:
     Example:
         closewatch --db demo.duckdb info
     """
-    store = get_store(ctx)
+    store = existing_store(ctx)
     frame = store.query("""
         SELECT (SELECT max(version) FROM schema_version) AS schema_version,
                (SELECT count(*) FROM closures) AS closures,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from closewatch.config import load_settings, resolve_db_path
-from closewatch.errors import ClosewatchError
+from closewatch.errors import ClosewatchError, StoreError
 from closewatch.store import Store
 
 err_console = Console(stderr=True)
@@ -63,6 +63,14 @@ def get_store(ctx: click.Context) -> Store:
         lock_timeout_s=settings.lock_timeout_s if timeout is None else timeout,
         on_wait=lambda message: click.secho(message, fg="yellow", err=True),
     )
+
+
+def existing_store(ctx: click.Context) -> Store:
+    """The store, for commands that only read: a missing file is a mistake, not a new database."""
+    store = get_store(ctx)
+    if not store.path.exists():
+        raise StoreError(f"Database {store.path} does not exist; check --db (or $CLOSEWATCH_DB), or load logs first with closewatch ingest.")
+    return store
 
 
 def catalog_path(ctx: click.Context, option: str | None) -> Path | None:

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from closewatch.cli import cli
+from closewatch.store import Store
 from tests.conftest import write_lines
 
 
@@ -29,6 +30,8 @@ def test_every_command_has_help_with_an_example(path):
 def test_db_option_works_before_and_after_the_command(tmp_path):
     runner = CliRunner()
     first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
+    for path in (first, second):
+        Store(path).query("SELECT 1")
     assert str(first) in runner.invoke(cli, ["--db", str(first), "info"], obj={}).stdout
     assert str(second) in runner.invoke(cli, ["info", "--db", str(second)], obj={}).stdout
 
@@ -43,11 +46,13 @@ def test_sql_json_is_one_array_of_objects(run, tmp_path):
 
 
 def test_sql_csv_output(run):
+    Store(run.db).query("SELECT 1")
     result = run("sql", "select 1 as a, 'x' as b", "--format", "csv")
     assert result.stdout.splitlines() == ["a,b", "1,x"]
 
 
 def test_sql_refusal_is_one_sentence_and_exit_1(run):
+    Store(run.db).query("SELECT 1")
     result = run("sql", "drop table closures")
     assert result.exit_code == 1
     assert result.stderr.count("\n") <= 2 and "read-only" in result.stderr
@@ -105,3 +110,11 @@ def test_hourly_and_daily_views_bucket_in_utc(run, tmp_path):
     assert hourly == [{"h": "2026-11-20 08:00", "closures": 1}, {"h": "2026-11-20 09:00", "closures": 1}, {"h": "2026-11-21 00:00", "closures": 1}]
     daily = run.json("select strftime(day AT TIME ZONE 'UTC', '%Y-%m-%d') as d, closures from closures_daily order by 1")
     assert daily == [{"d": "2026-11-20", "closures": 2}, {"d": "2026-11-21", "closures": 1}]
+
+
+def test_reading_a_database_that_does_not_exist_is_one_sentence_and_creates_nothing(run):
+    for args in (("sql", "select 1"), ("info",)):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert f"Database {run.db} does not exist" in result.stderr
+    assert not run.db.exists()
