@@ -196,7 +196,7 @@ def check_rules(path: str | os.PathLike | None = None, default_every_s: float = 
     """Every problem of a rules file, each one sentence naming rule, line and field."""
     path = Path(path) if path else DEFAULT_RULES
     if not path.exists():
-        return None, [f"the rules file does not exist; check the path (or run without --rules to use the defaults)"]
+        return None, ["the rules file does not exist; check the path (or run without --rules to use the defaults)"]
     text = path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)

@@ -167,5 +167,6 @@ def test_progress_reaches_the_input_size_on_both_readers(tmp_path):
     path = write_lines(tmp_path / "p.jsonl", closes(2000))
     for source in (file_input(path), bytes_input("p.jsonl", path.read_bytes())):
         seen: list[int] = []
-        jobs.ingest(Store(tmp_path / f"{len(seen)}-{source.path is None}.duckdb"), [source], progress_for=lambda _source: seen.append)
+        record = seen.append
+        jobs.ingest(Store(tmp_path / f"{source.path is None}.duckdb"), [source], progress_for=lambda _source: record)
         assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size
