@@ -20,33 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.catalog import classify, load_catalog  # noqa: E402
 from analysis.detection import detect  # noqa: E402
 from closewatch.store import Store  # noqa: E402
-from ingest.generator import generate_closures_frame  # noqa: E402
+from bench.stores import build_closures_store  # noqa: E402
 
 
 def build_store(path: Path, rows: int, seed: int) -> None:
-    """Generate, classify and append ``rows`` closures (the ingest pipeline's result, without parsing)."""
-    clock = time.perf_counter()
-    frame = generate_closures_frame(rows, seed)
-    closures = classify(frame, load_catalog()).with_columns(
-        event_id=pl.col("session_id"),  # unique, and as long as a real event id
-        source_format=pl.lit("jsonl"),
-        source_file=pl.lit("bench/closures.jsonl"),
-        source_line=pl.int_range(pl.len(), dtype=pl.Int64) + 1,
-        batch_id=pl.lit("bench"),
-    )
-    store = Store(path)
-    with store.transaction() as con:
-        con.register("staged", closures.to_arrow())
-        con.execute("INSERT INTO closures BY NAME SELECT *, now() AS ingested_at FROM staged")
-        con.unregister("staged")
-    print(f"built {path} with {rows:,} closures in {time.perf_counter() - clock:.1f} s", flush=True)
+    build_closures_store(Store(path), rows, seed)
 
 
 def run_command(path: Path) -> tuple[float, float, str]:

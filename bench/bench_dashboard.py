@@ -25,38 +25,21 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.catalog import catalog_table, classify, load_catalog
+from analysis.catalog import catalog_table, load_catalog
 from analysis.detection import detect
 from dashboard import data
-from ingest.generator import generate_closures_frame
+from bench.stores import build_closures_store
 
 TARGET_MS = 500
 
 
 def build_store(path: Path, rows: int, seed: int) -> None:
-    """Generate, classify and append ``rows`` closures (the ingest pipeline's result, without parsing), then detect."""
-    clock = time.perf_counter()
-    frame = generate_closures_frame(rows, seed)
-    closures = classify(frame, load_catalog()).with_columns(
-        event_id=pl.col("session_id"),  # unique, and as long as a real event id
-        source_format=pl.lit("jsonl"),
-        source_file=pl.lit("bench/closures.jsonl"),
-        source_line=pl.int_range(pl.len(), dtype=pl.Int64) + 1,
-        batch_id=pl.lit("bench"),
-    )
+    """The generated closures (bench/stores.py), then the detectors, so the Patterns page has findings."""
     store = data.DashboardStore(path)
-    with store.transaction() as con:
-        con.register("staged", closures.to_arrow())
-        con.execute("INSERT INTO closures BY NAME SELECT *, now() AS ingested_at FROM staged")
-        con.unregister("staged")
-        con.execute("""INSERT INTO ingest_batches (batch_id, source_file, format, started_at, finished_at, accepted, status)
-                       VALUES ('bench', 'bench/closures.jsonl', 'jsonl', now(), now(), ?, 'loaded')""", [rows])
-    del frame, closures
-    print(f"built {path} with {rows:,} closures in {time.perf_counter() - clock:.1f} s", flush=True)
+    build_closures_store(store, rows, seed)
     clock = time.perf_counter()
     run = detect(store)
     print(f"detectors: {run.findings.height:,} findings in {time.perf_counter() - clock:.1f} s", flush=True)
