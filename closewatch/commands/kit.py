@@ -82,6 +82,7 @@ def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
 
 def print_frame(frame: pl.DataFrame, output: str) -> None:
     """Print rows as a rich table, CSV, or one JSON array of objects."""
+    frame = plain_numbers(frame)
     if output == "csv":
         sys.stdout.write(frame.write_csv())
     elif output == "json":
@@ -96,3 +97,18 @@ def print_frame(frame: pl.DataFrame, output: str) -> None:
         Console(stderr=True).print(f"{frame.height:,} rows", style="dim")
 
 
+
+
+def plain_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """DuckDB's sum() and count-like results arrive as DECIMAL(38, 0); print them as numbers, not strings."""
+    return frame.with_columns(
+        pl.col(name).cast(pl.Int64 if dtype.scale == 0 and _fits_int64(frame[name]) else pl.Float64)
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Decimal)
+    )
+
+
+def _fits_int64(values: pl.Series) -> bool:
+    limit = 2**63 - 1
+    low, high = values.min(), values.max()
+    return (low is None or -limit <= low) and (high is None or high <= limit)

@@ -118,3 +118,9 @@ def test_reading_a_database_that_does_not_exist_is_one_sentence_and_creates_noth
         assert result.exit_code == 1
         assert f"Database {run.db} does not exist" in result.stderr
     assert not run.db.exists()
+
+
+def test_sums_print_as_numbers_not_strings(run, tmp_path):
+    run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000}), json.dumps({"code": 1006})])))
+    rows = run.json("select sum(close_code) as total, avg(close_code) as mean, sum(close_code) / 7 as seventh from closures")
+    assert rows == [{"total": 2006, "mean": 1003.0, "seventh": pytest.approx(2006 / 7)}]
