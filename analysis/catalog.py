@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -24,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import polars as pl
 
 from analysis.errors import CatalogError
+from closewatch.config import read_toml
 
 CATEGORIES = (
     "normal",
@@ -137,13 +137,7 @@ def _read_entries(path: Path, origin: str) -> list[dict[str, Any]]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise CatalogError(f"catalog file {path} does not exist; check the path and run again.") from None
-    except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{path} is not valid TOML ({error}); fix the file and run again.") from None
+    return read_toml(path, CatalogError, "catalog file")
 
 
 def _validate_entry(raw: dict[str, Any], where: str) -> dict[str, Any]:

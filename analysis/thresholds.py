@@ -9,13 +9,13 @@ sentence naming the file, section and key rather than deep inside a detector.
 from __future__ import annotations
 
 import re
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from analysis.catalog import CATEGORIES
 from analysis.errors import AnalysisError
+from closewatch.config import read_toml
 
 BUILTIN_PATH = Path(__file__).with_name("thresholds.toml")
 
@@ -76,13 +76,7 @@ def parse_duration(text: str) -> timedelta | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise AnalysisError(f"thresholds file {path} does not exist; check the path and run again.") from None
-    except tomllib.TOMLDecodeError as error:
-        raise AnalysisError(f"{path} is not valid TOML ({error}); fix the file and run again.") from None
+    return read_toml(path, AnalysisError, "thresholds file")
 
 
 def _merge(merged: dict, defaults: dict, user: dict, path: Path) -> None:

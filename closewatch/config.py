@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closewatch.errors import ConfigError
+from closewatch.errors import ClosewatchError, ConfigError
 
 DEFAULT_DB = "closewatch.duckdb"
 DEFAULT_CONFIG = "closewatch.toml"
@@ -41,6 +41,17 @@ def resolve_db_path(option: str | os.PathLike | None) -> Path:
     return Path(value).expanduser()
 
 
+def read_toml(path: Path, error: type[ClosewatchError], what: str) -> dict[str, Any]:
+    """A TOML file as a dict, or one sentence (raised as ``error``) naming the file and what is wrong."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; check the path and run again.") from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path} is not valid TOML ({problem}); fix the file and run again.") from None
+
+
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
     """Read the config file if there is one; no file means defaults."""
     explicit = path or os.environ.get("CLOSEWATCH_CONFIG")
@@ -49,11 +60,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         if explicit:
             raise ConfigError(f"Config file {candidate} does not exist; check the path or unset CLOSEWATCH_CONFIG.")
         return Settings()
-    try:
-        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{candidate} is not valid TOML ({error}); fix the file and run again.") from None
-    return _settings_from(candidate, data)
+    return _settings_from(candidate, read_toml(candidate, ConfigError, "config file"))
 
 
 def _settings_from(path: Path, data: dict[str, Any]) -> Settings:
