@@ -9,7 +9,7 @@ themselves here; the pipeline knows nothing about any one of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -76,7 +76,6 @@ class Format:
     sniff: Callable[[list[str]], float]
     parse: Parser
     source: str = ""  # where the format comes from (a client's public source file)
-    extensions: tuple[str, ...] = field(default_factory=tuple)
     #: Optional whole-file reader for plain files: (path, options, staging folder) ->
     #: StagedCounts, or None to fall back to ``parse``. It writes events-*.parquet
     #: (EVENT_SCHEMA) and, for rejects, unfilled-rejects.parquet (source_line, reason).

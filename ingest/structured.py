@@ -195,7 +195,6 @@ register(Format(
     parse=parse_json_lines,
     stage_file=stage_json_file,
     source="closewatch's canonical shape (DESIGN.md) and common structured-logging field names",
-    extensions=(".jsonl", ".ndjson", ".json"),
 ))
 register(Format(
     name="api-messages",
@@ -212,7 +211,6 @@ register(Format(
     sniff=_sniff_delimited,
     parse=parse_delimited,
     source="spreadsheets and log exports",
-    extensions=(".csv", ".tsv"),
 ))
 
 

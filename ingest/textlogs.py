@@ -656,7 +656,7 @@ def _make_format(client: Client, spec: Spec) -> Format:
     parse.__doc__ = f"Parse a {client.name} log into session-close events."
     return Format(
         name=client.name, description=client.description, example=client.example,
-        sniff=sniff, parse=parse, source=client.source, extensions=(".log", ".txt"),
+        sniff=sniff, parse=parse, source=client.source,
     )
 
 
