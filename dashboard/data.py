@@ -220,12 +220,7 @@ def overview(store: Store, start: datetime | None = None, end: datetime | None =
     params: list = []
     where = _range_sql(start, end, params)
     with reading(store) as con:
-        first, last = con.execute(f"SELECT min(ts), max(ts) FROM closures WHERE {where}", params).fetchone()
-        bucket_s = choose_bucket(first, last)
-        timeline = con.execute(f"""
-            SELECT {_bucket_sql(bucket_s)} AS bucket, category, severity, count(*) AS closures
-            FROM closures WHERE {where} GROUP BY ALL ORDER BY bucket
-        """, params).pl()
+        first, last, bucket_s, timeline = _bucketed_counts(con, where, params, "category, severity")
         clients = con.execute(f"""
             SELECT client_id, count(*) AS closures, count(*) FILTER (WHERE {ERROR}) AS errors
             FROM closures WHERE {where} GROUP BY client_id
@@ -537,13 +532,19 @@ def timeline(store: Store, start: datetime | None, end: datetime | None) -> tupl
     params: list = []
     where = _range_sql(start, end, params)
     with reading(store) as con:
-        first, last = con.execute(f"SELECT min(ts), max(ts) FROM closures WHERE {where}", params).fetchone()
-        bucket_s = choose_bucket(first, last)
-        frame = con.execute(f"""
-            SELECT {_bucket_sql(bucket_s)} AS bucket, severity, count(*) AS closures
-            FROM closures WHERE {where} GROUP BY ALL ORDER BY bucket
-        """, params).pl()
+        _, _, bucket_s, frame = _bucketed_counts(con, where, params, "severity")
     return bucket_s, frame.with_columns(_bucket_to_time("bucket", bucket_s))
+
+
+def _bucketed_counts(con, where: str, params: list, columns: str) -> tuple[datetime | None, datetime | None, int, pl.DataFrame]:
+    """The range's first and last close, the bucket size fitted to that span, and closures per bucket and ``columns``."""
+    first, last = con.execute(f"SELECT min(ts), max(ts) FROM closures WHERE {where}", params).fetchone()
+    bucket_s = choose_bucket(first, last)
+    frame = con.execute(f"""
+        SELECT {_bucket_sql(bucket_s)} AS bucket, {columns}, count(*) AS closures
+        FROM closures WHERE {where} GROUP BY ALL ORDER BY bucket
+    """, params).pl()
+    return first, last, bucket_s, frame
 
 
 def db_path_label(store: Store) -> str:
