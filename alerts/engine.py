@@ -41,8 +41,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from alerts.errors import AlertError, RuleFailed
-from alerts.rules import Rule, RuleSet, parse_duration
+from closewatch.alerts.errors import AlertError, RuleFailed
+from closewatch.alerts.rules import Rule, RuleSet, parse_duration
 from closewatch.store import Store
 
 UTC = timezone.utc
@@ -478,7 +478,7 @@ def evaluate(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSe
     A rule that fails (its SQL does not run on this data) is reported and the
     others still run; its watermark stays, so it is retried next time.
     """
-    from alerts import notify  # the outbox lives there; imported here to keep the module graph flat
+    from closewatch.alerts import notify  # the outbox lives there; imported here to keep the module graph flat
 
     now = now or datetime.now(UTC)
     with store.transaction() as con:

@@ -35,9 +35,9 @@ from typing import Any
 
 import duckdb
 
-from alerts.engine import NOTIFY_RESOLVED, EngineSettings, Notice, from_us, stable_id
-from alerts.errors import DeliveryFailed
-from alerts.rules import Channel, Rule, RuleSet, format_duration
+from closewatch.alerts.engine import NOTIFY_RESOLVED, EngineSettings, Notice, from_us, stable_id
+from closewatch.alerts.errors import DeliveryFailed
+from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration
 from closewatch import __version__
 from closewatch.store import Store
 

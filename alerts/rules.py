@@ -24,8 +24,8 @@ from typing import Any
 
 import duckdb
 
-from alerts.errors import RulesInvalid
-from analysis.catalog import CATEGORIES, SEVERITIES
+from closewatch.alerts.errors import RulesInvalid
+from closewatch.vocabulary import CATEGORIES, SEVERITIES
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
 USER_RULES = "alerts.toml"

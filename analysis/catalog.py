@@ -22,29 +22,9 @@ from typing import Any, NoReturn, TypeVar
 
 import polars as pl
 
-from analysis.errors import CatalogError
-from closewatch.config import read_toml
-
-CATEGORIES = (
-    "normal",
-    "session_expired",
-    "input_duration_violation",
-    "audio_rate_exceeded",
-    "invalid_message",
-    "server_error",
-    "concurrency_limit",
-    "auth_failed",
-    "account_issue",
-    "idle_timeout",
-    "session_conflict",
-    "network_abnormal",
-    "going_away",
-    "protocol_error",
-    "unknown",
-)
-SEVERITIES = ("info", "warning", "error", "critical")
-RETRY_SAFE = ("yes", "with_backoff", "no")
-ERAS = ("v3", "v3-early", "v2", "websocket", "http", "any")
+from closewatch.analysis.errors import CatalogError
+from closewatch.settings import read_toml
+from closewatch.vocabulary import CATEGORIES, ERAS, RETRY_SAFE, SEVERITIES
 
 BUILTIN_PATH = Path(__file__).with_name("catalog.toml")
 

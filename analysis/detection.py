@@ -22,9 +22,9 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
-from analysis import detectors
-from analysis.errors import AnalysisError
-from analysis.thresholds import Thresholds, load_thresholds, parse_duration
+from closewatch.analysis import detectors
+from closewatch.analysis.errors import AnalysisError
+from closewatch.analysis.thresholds import Thresholds, load_thresholds, parse_duration
 from closewatch.store import Store
 
 #: The columns of ``detections``, in table order.

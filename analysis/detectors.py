@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from analysis.templates import template_expr
-from analysis.thresholds import Section
+from closewatch.analysis.templates import template_expr
+from closewatch.analysis.thresholds import Section
 
 CLOSURE_COLUMNS = {
     "event_id": pl.String,

@@ -13,9 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from analysis.catalog import CATEGORIES
-from analysis.errors import AnalysisError
-from closewatch.config import read_toml
+from closewatch.analysis.catalog import CATEGORIES
+from closewatch.analysis.errors import AnalysisError
+from closewatch.settings import read_toml
 
 BUILTIN_PATH = Path(__file__).with_name("thresholds.toml")
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.catalog import catalog_table, load_catalog
-from analysis.detection import detect
-from dashboard import data
+from closewatch.analysis.catalog import catalog_table, load_catalog
+from closewatch.analysis.detection import detect
+from closewatch.dashboard import data
 from bench.stores import build_closures_store
 
 TARGET_MS = 500

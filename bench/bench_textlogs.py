@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from ingest.clients import CLIENTS, RENDERERS_TIMED, noise_lines
-from ingest.formats import ParseOptions, get_format
-from ingest.lines import iter_line_batches
+from closewatch.ingest.clients import CLIENTS, RENDERERS_TIMED, noise_lines
+from closewatch.ingest.formats import ParseOptions, get_format
+from closewatch.ingest.lines import iter_line_batches
 
 CODES = [(1000, "")] * 8 + [
     (3008, "Session Expired: Maximum session duration exceeded"),

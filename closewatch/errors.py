@@ -6,7 +6,7 @@ dashboard shows it with ``st.error``. Anything else is a bug and may show a
 traceback.
 
     ClosewatchError
-    ├── ConfigError           a config file or option is wrong           (closewatch.config)
+    ├── ConfigError           a config file or option is wrong           (closewatch.settings)
     ├── StoreError            the database cannot be used                 (closewatch.store)
     │   ├── StoreBusy         another process holds the file too long
     │   ├── SchemaTooNew      the file was written by a newer closewatch

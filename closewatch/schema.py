@@ -8,7 +8,7 @@ Stages that add tables append a migration here (never edit a released one).
 
 from __future__ import annotations
 
-from analysis.summaries import MIGRATION_SQL as SUMMARIES_V3
+from closewatch.summary_views import MIGRATION_SQL as SUMMARIES_V3
 
 CLOSURES_COLUMNS = """
     event_id            VARCHAR NOT NULL,
@@ -214,7 +214,7 @@ FROM closures GROUP BY ALL;
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
-    3: SUMMARIES_V3,  # analysis/summaries.py: summary views and the reason_template macro
+    3: SUMMARIES_V3,  # closewatch/summary_views.py: summary views and the reason_template macro
     4: V4,
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, ui
+from closewatch.dashboard import data, ui
 
 st.set_page_config(page_title="closewatch", page_icon=":material/monitor_heart:", layout="wide")
 

@@ -30,8 +30,8 @@ import duckdb
 import polars as pl
 import streamlit as st
 
-from analysis.catalog import CATEGORIES
-from closewatch.config import Settings, load_settings, resolve_db_path
+from closewatch.analysis.catalog import CATEGORIES
+from closewatch.settings import Settings, load_settings, resolve_db_path
 from closewatch.store import Store
 
 ERROR = "category <> 'normal'"  # the same definition as the client_error_rates view
@@ -567,9 +567,9 @@ class AlertConfig:
 
 def alert_config() -> AlertConfig:
     """Load the rules (a broken file raises AlertError naming rule, line and field) and the job intervals."""
-    from alerts.engine import EngineSettings
-    from alerts.rules import load_rules, resolve_rules_path
-    from alerts.scheduler import SchedulerSettings
+    from closewatch.alerts.engine import EngineSettings
+    from closewatch.alerts.rules import load_rules, resolve_rules_path
+    from closewatch.jobs.scheduler import SchedulerSettings
 
     settings = get_settings()
     origin = str(settings.path or "closewatch.toml")
@@ -583,7 +583,7 @@ def alert_config() -> AlertConfig:
 
 def default_intervals() -> dict[str, float]:
     """The scheduler's built-in intervals, for when the config cannot be read."""
-    from alerts.scheduler import SchedulerSettings
+    from closewatch.jobs.scheduler import SchedulerSettings
 
     return _intervals(SchedulerSettings())
 

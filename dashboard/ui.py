@@ -19,7 +19,7 @@ import polars as pl
 import streamlit as st
 
 from closewatch.errors import ClosewatchError
-from dashboard import data
+from closewatch.dashboard import data
 
 log = logging.getLogger("closewatch.dashboard")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from ingest.formats import Parsed, conform
+from closewatch.ingest.formats import Parsed, conform
 
 #: canonical field -> the names logs use for it, in order of preference.
 ALIASES: dict[str, tuple[str, ...]] = {

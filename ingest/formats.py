@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ingest.errors import IngestError
+from closewatch.ingest.errors import IngestError
 
 #: What every parser yields: one row per session close. ``event_id`` is set
 #: only where the log carries its own; ``ts`` is UTC.
@@ -132,9 +132,9 @@ def conform(events: pl.DataFrame) -> pl.DataFrame:
 
 def _load_builtin_formats() -> None:
     """Import the modules whose import registers the built-in formats."""
-    import ingest.structured  # noqa: F401
+    import closewatch.ingest.structured  # noqa: F401
     try:
-        import ingest.textlogs  # noqa: F401
+        import closewatch.ingest.textlogs  # noqa: F401
     except ModuleNotFoundError as error:  # the text parsers may not be installed yet
         if error.name != "ingest.textlogs":
             raise

@@ -30,10 +30,10 @@ import duckdb
 import polars as pl
 
 from closewatch.store import Store
-from ingest.formats import Format, ParseOptions, Parsed, conform, detect_format, get_format
-from ingest.lines import head_lines_of, iter_line_batches
-from ingest.redact import ANY_SECRET, MASK, redact_series
-from ingest.sources import Input
+from closewatch.ingest.formats import Format, ParseOptions, Parsed, conform, detect_format, get_format
+from closewatch.ingest.lines import head_lines_of, iter_line_batches
+from closewatch.ingest.redact import ANY_SECRET, MASK, redact_series
+from closewatch.ingest.sources import Input
 
 #: Adds the classification columns (category, severity, ...) to a frame of
 #: distinct (close_code, close_reason) pairs; may fill close_code where inferred.

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.errors import IngestError
-from ingest.lines import GZIP_MAGIC, open_binary, stream_of
+from closewatch.ingest.errors import IngestError
+from closewatch.ingest.lines import GZIP_MAGIC, open_binary, stream_of
 
 _SKIP_NAMES = {"manifest.json", "README.md"}
 

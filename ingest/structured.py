@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ingest.fields import ALIASES, ALL_NAMES, TYPING_SQL, finish, has_frames, missing_names, to_events
-from ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts, register
+from closewatch.ingest.fields import ALIASES, ALL_NAMES, TYPING_SQL, finish, has_frames, missing_names, to_events
+from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts, register
 
 
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ingest import clients
-from ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
-from ingest.formats import (
+from closewatch.ingest import clients
+from closewatch.ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
+from closewatch.ingest.formats import (
     Format,
     LineBatches,
     Parsed,
@@ -39,7 +39,7 @@ from ingest.formats import (
     empty_rejects,
     register,
 )
-from ingest.timestamps import parse_text
+from closewatch.ingest.timestamps import parse_text
 
 #: Lines of one close (error, echo, close) further apart than this are different closes.
 FOLD_WINDOW_S = 10.0

@@ -12,7 +12,7 @@ import zoneinfo
 
 import polars as pl
 
-from ingest.errors import IngestError
+from closewatch.ingest.errors import IngestError
 
 UTC_US = pl.Datetime("us", "UTC")
 _ISO_ZONED = "%Y-%m-%dT%H:%M:%S%.f%z"

@@ -25,7 +25,7 @@ from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.clients import CLIENTS, FAKE_JWT, FAKE_KEY, RENDERERS_TIMED, noise_lines
+from closewatch.ingest.clients import CLIENTS, FAKE_JWT, FAKE_KEY, RENDERERS_TIMED, noise_lines
 
 HERE = Path(__file__).resolve().parent
 START = datetime(2025, 6, 2, 8, 0, 0, tzinfo=UTC)
@@ -164,14 +164,14 @@ def _blocks(timed: list[tuple[datetime | None, str]]) -> list[tuple[datetime | N
 
 
 def _garbled(fmt: str, ts: datetime) -> str:
-    from ingest.clients import _asctime, _iso
+    from closewatch.ingest.clients import _asctime, _iso
     loguru = ts.strftime("%Y-%m-%d %H:%M:%S") + f".{ts.microsecond // 1000:03d}"
     return GARBLED[fmt].format(py=_asctime(ts), iso=_iso(ts), loguru=loguru, key=FAKE_KEY)
 
 
 def _app_error_with_traceback(fmt: str, layout: str, ts: datetime) -> list[str]:
     """An unrelated handler error: its traceback is part of its record, never a close."""
-    from ingest.clients import loguru_line, py_line
+    from closewatch.ingest.clients import loguru_line, py_line
     message = "on_error handler raised"
     if fmt == "pipecat":
         head = loguru_line(ts, "ERROR", "bot:on_error:57", message)

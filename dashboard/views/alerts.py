@@ -16,14 +16,14 @@ import polars as pl
 import streamlit as st
 
 from closewatch.errors import ClosewatchError
-from dashboard import data, ui
+from closewatch.dashboard import data, ui
 
 DEFAULT_REFRESH_S = 10.0
 
 
 def refresh_seconds() -> float:
     """How often the live part reruns: [dashboard] alerts_refresh in closewatch.toml."""
-    from alerts.rules import parse_duration
+    from closewatch.alerts.rules import parse_duration
 
     value = data.get_settings().section("dashboard").get("alerts_refresh", DEFAULT_REFRESH_S)
     seconds = parse_duration(value)
@@ -125,9 +125,9 @@ def live(config: data.AlertConfig | None) -> None:
 
 def silence_form(config: data.AlertConfig) -> None:
     """Silence a rule (or one group) for a while, or end a silence."""
-    from alerts.engine import add_silence, end_silences
-    from alerts.errors import AlertError
-    from alerts.rules import format_duration, parse_duration
+    from closewatch.alerts.engine import add_silence, end_silences
+    from closewatch.alerts.errors import AlertError
+    from closewatch.alerts.rules import format_duration, parse_duration
 
     names = [rule.name for rule in config.ruleset.rules]
     with st.form("silence"):
@@ -163,7 +163,7 @@ def _done(message: str) -> None:
 
 def backtest_section(config: data.AlertConfig) -> None:
     """Replay a rule over history and draw its would-be firings over the timeline."""
-    from alerts.engine import backtest
+    from closewatch.alerts.engine import backtest
 
     st.subheader("Backtest a rule")
     span = data.cached(data.span)

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import streamlit as st
 
-from analysis.catalog import CATEGORIES, SEVERITIES
-from dashboard import data, ui
+from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
+from closewatch.dashboard import data, ui
 
 
 def filters(span: data.Span) -> data.Filters:

@@ -10,8 +10,8 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from analysis.catalog import CATEGORIES, SEVERITIES
-from dashboard import data, ui
+from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
+from closewatch.dashboard import data, ui
 
 ERROR_CATEGORIES = [c for c in CATEGORIES if c != "normal"]
 

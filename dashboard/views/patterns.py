@@ -10,13 +10,13 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from analysis.catalog import SEVERITIES
-from dashboard import data, ui
+from closewatch.analysis.catalog import SEVERITIES
+from closewatch.dashboard import data, ui
 
 
 def run_detection() -> None:
     """The analyze job over everything loaded (what `closewatch analyze` does)."""
-    from analysis.detection import detect
+    from closewatch.analysis.detection import detect
 
     with st.spinner("Running the detectors over every loaded closure..."):
         result = detect(data.get_store())

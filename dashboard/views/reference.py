@@ -9,8 +9,8 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from analysis.catalog import CATEGORIES, catalog_table, load_catalog
-from dashboard import data, ui
+from closewatch.analysis.catalog import CATEGORIES, catalog_table, load_catalog
+from closewatch.dashboard import data, ui
 
 
 def catalog_section() -> None:

@@ -13,7 +13,7 @@ import time
 import polars as pl
 import streamlit as st
 
-from dashboard import data, ui
+from closewatch.dashboard import data, ui
 
 ROW_LIMIT = 100_000
 PICK = "Choose an example..."

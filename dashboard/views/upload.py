@@ -13,9 +13,9 @@ import streamlit as st
 
 from closewatch import jobs
 from closewatch.errors import ClosewatchError
-from dashboard import data, ui
-from ingest.formats import all_formats
-from ingest.sources import bytes_input
+from closewatch.dashboard import data, ui
+from closewatch.ingest.formats import all_formats
+from closewatch.ingest.sources import bytes_input
 
 AUTO = "detect per file"
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from alerts.rules import load_rules
+from closewatch.alerts.rules import load_rules
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts import engine, notify
-from alerts.engine import EngineSettings, Grid, GroupState, advance, evaluate
-from alerts.rules import Rule, load_rules
+from closewatch.alerts import engine, notify
+from closewatch.alerts.engine import EngineSettings, Grid, GroupState, advance, evaluate
+from closewatch.alerts.rules import Rule, load_rules
 from tests.alerts.helpers import T0, add, at, rules, steady
 
 MINUTE = 60 * 1_000_000
@@ -373,7 +373,7 @@ RULE_FOR = {
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_backtest_of_the_default_rules_fires_on_the_injected_incidents_and_resolves_after_them(run, store, tmp_path, seed):
-    from analysis.detection import detect
+    from closewatch.analysis.detection import detect
 
     out = tmp_path / "gen"
     result = run("generate", str(out), "--days", "7", "--seed", str(seed), "--formats", "jsonl", db=False)

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from alerts.engine import EngineSettings, Notice, evaluate
-from alerts.errors import DeliveryFailed
-from alerts.notify import build_message, deliver, send
-from alerts.rules import Channel, Rule
+from closewatch.alerts.engine import EngineSettings, Notice, evaluate
+from closewatch.alerts.errors import DeliveryFailed
+from closewatch.alerts.notify import build_message, deliver, send
+from closewatch.alerts.rules import Channel, Rule
 from tests.alerts.helpers import Receiver, T0, add, at, rules, steady
 
 LIVE = EngineSettings(lateness_s=0, initial_lookback_s=3600, retry_base_s=2, retry_max_s=16)

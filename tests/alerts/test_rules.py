@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.errors import AlertError, RulesInvalid
-from alerts.rules import (
+from closewatch.alerts.errors import AlertError, RulesInvalid
+from closewatch.alerts.rules import (
     DEFAULT_RULES,
     PATTERNS,
     check_rules,

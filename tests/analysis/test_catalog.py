@@ -5,14 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.catalog import (
+from closewatch.analysis.catalog import (
     CATEGORIES,
     Catalog,
     catalog_table,
     classify,
     load_catalog,
 )
-from analysis.errors import CatalogError
+from closewatch.analysis.errors import CatalogError
 from closewatch.errors import ClosewatchError
 
 

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from analysis.detection import DETECTION_COLUMNS, detect, detection_id, parse_time
-from analysis.errors import AnalysisError
-from analysis.thresholds import load_thresholds
+from closewatch.analysis.detection import DETECTION_COLUMNS, detect, detection_id, parse_time
+from closewatch.analysis.errors import AnalysisError
+from closewatch.analysis.thresholds import load_thresholds
 from closewatch.store import Store
 from tests.analysis.test_detectors import DAY, HOUR, MINUTE, T0, background, closure, drops, every, frame, violations
 

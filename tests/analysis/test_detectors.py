@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from analysis import detectors
-from analysis.detectors import CLOSURE_COLUMNS, FINDING_SCHEMA, activity_of, drop_overlapping
-from analysis.thresholds import Section, load_thresholds
+from closewatch.analysis import detectors
+from closewatch.analysis.detectors import CLOSURE_COLUMNS, FINDING_SCHEMA, activity_of, drop_overlapping
+from closewatch.analysis.thresholds import Section, load_thresholds
 
 T0 = datetime(2024, 5, 1)  # naive UTC, as the detectors see timestamps
 LIMIT = 5

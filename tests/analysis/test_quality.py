@@ -29,12 +29,12 @@ from datetime import datetime
 import polars as pl
 import pytest
 
-from analysis.detection import detect
-from analysis.templates import templates_of
+from closewatch.analysis.detection import detect
+from closewatch.analysis.templates import templates_of
 from closewatch import jobs
 from closewatch.store import Store
-from ingest.generator import GeneratorConfig, generate
-from ingest.sources import expand_inputs
+from closewatch.generator.traffic import GeneratorConfig, generate
+from closewatch.ingest.sources import expand_inputs
 
 #: False alarms on background traffic allowed per generated week (measured: 0 for seeds 1-7).
 MAX_OUTSIDE = 2

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.summaries import REASON_TEMPLATE_MACRO
-from analysis.templates import template_expr, templates_of
+from closewatch.summary_views import REASON_TEMPLATE_MACRO
+from closewatch.analysis.templates import template_expr, templates_of
 
 CASES = [
     ("Input duration violation: 1200 ms. Expected between 50 and 1000 ms", "Input duration violation: <n> ms. Expected between <n> and <n> ms"),

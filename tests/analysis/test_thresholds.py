@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.thresholds import BUILTIN_PATH, load_thresholds, parse_duration
+from closewatch.analysis.errors import AnalysisError
+from closewatch.analysis.thresholds import BUILTIN_PATH, load_thresholds, parse_duration
 from closewatch.errors import ClosewatchError
 
 

@@ -122,7 +122,7 @@ def test_user_query_returns_rows(store):
 def test_db_path_from_environment(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from closewatch.cli import cli
+    from closewatch.cli.main import cli
 
     target = tmp_path / "from-env.duckdb"
     monkeypatch.setenv("CLOSEWATCH_DB", str(target))
@@ -135,7 +135,7 @@ def test_db_path_from_environment(tmp_path, monkeypatch):
 
 
 def test_lock_timeout_from_config_file(tmp_path, monkeypatch):
-    from closewatch.config import load_settings
+    from closewatch.settings import load_settings
 
     config = tmp_path / "closewatch.toml"
     config.write_text("[store]\nlock_timeout_s = 2.5\n")

@@ -1,4 +1,4 @@
-"""`closewatch dashboard` and `closewatch up` as real subprocesses (closewatch/commands/dashboard.py).
+"""`closewatch dashboard` and `closewatch up` as real subprocesses (cli/dashboard.py).
 
 The browser-level walk through `closewatch up` is tests/dashboard/test_e2e.py;
 these check the commands' own promises: the server answers on the port it
@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from closewatch.commands.dashboard import APP, streamlit_argv
+from closewatch.cli.dashboard import APP, streamlit_argv
 from closewatch.store import Store
 
 

@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
-from analysis.catalog import CATEGORIES, catalog_table, load_catalog
-from analysis.detection import detect
+from closewatch.analysis.catalog import CATEGORIES, catalog_table, load_catalog
+from closewatch.analysis.detection import detect
 from closewatch import jobs
-from closewatch.cli import cli
+from closewatch.cli.main import cli
 from closewatch.store import Store
-from dashboard import ui
-from ingest.generator import GeneratorConfig, generate
-from ingest.sources import bytes_input, expand_inputs
+from closewatch.dashboard import ui
+from closewatch.generator.traffic import GeneratorConfig, generate
+from closewatch.ingest.sources import bytes_input, expand_inputs
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 TIMEOUT = 60
@@ -360,7 +360,7 @@ def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monk
 
 
 def data_rules():
-    from alerts.rules import load_rules
+    from closewatch.alerts.rules import load_rules
 
     return load_rules().rules
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from closewatch import jobs
 from closewatch.store import Store
-from ingest.sources import bytes_input
+from closewatch.ingest.sources import bytes_input
 from tests.conftest import write_lines
 
 
@@ -77,7 +77,7 @@ INGEST_SCRIPT = """
 import sys
 from closewatch import jobs
 from closewatch.store import Store
-from ingest.sources import expand_inputs
+from closewatch.ingest.sources import expand_inputs
 jobs.ingest(Store(sys.argv[1]), expand_inputs([sys.argv[2]]))
 """
 
@@ -162,7 +162,7 @@ def test_closes_without_time_in_different_files_are_not_duplicates(run, tmp_path
 
 
 def test_progress_reaches_the_input_size_on_both_readers(tmp_path):
-    from ingest.sources import file_input
+    from closewatch.ingest.sources import file_input
 
     path = write_lines(tmp_path / "p.jsonl", closes(2000))
     for source in (file_input(path), bytes_input("p.jsonl", path.read_bytes())):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.clients import FAKE_JWT, FAKE_KEY
-from ingest.redact import MASK, redact_secrets, redact_string
+from closewatch.ingest.clients import FAKE_JWT, FAKE_KEY
+from closewatch.ingest.redact import MASK, redact_secrets, redact_string
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 KEY = FAKE_KEY  # 32 hex, an AssemblyAI API key's shape
@@ -78,7 +78,7 @@ def test_works_on_whole_columns_with_nulls():
 
 
 def test_the_cheap_first_pass_flags_every_shape_so_whole_columns_redact_the_same():
-    from ingest.redact import redact_series
+    from closewatch.ingest.redact import redact_series
     values = pl.Series("v", [text for text, _, _ in SHAPES] + ["nothing here", None])
     expected = values.to_frame().select(redact_secrets(pl.col("v")))["v"]
     assert redact_series(values).to_list() == expected.to_list()

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import clients
-from ingest.formats import (
+from closewatch.ingest import clients
+from closewatch.ingest.formats import (
     EVENT_SCHEMA,
     REJECT_SCHEMA,
     ParseOptions,
@@ -25,8 +25,8 @@ from ingest.formats import (
     detect_format,
     get_format,
 )
-from ingest.lines import head_lines_of, iter_line_batches
-from ingest.textlogs import FORMATS, RENDERERS, RENDERERS_TIMED
+from closewatch.ingest.lines import head_lines_of, iter_line_batches
+from closewatch.ingest.textlogs import FORMATS, RENDERERS, RENDERERS_TIMED
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 T0 = datetime(2025, 6, 1, 12, 0, 0, 250_000, tzinfo=UTC)

@@ -15,8 +15,8 @@ import click
 import polars as pl
 from rich.console import Console
 
-from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
-from closewatch.config import load_settings, resolve_db_path
+from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
+from closewatch.settings import load_settings, resolve_db_path
 
 UTC = timezone.utc
 RULES_HELP = "The rules file (default: `rules` under [alerts] in closewatch.toml, else ./alerts.toml, else the shipped defaults)."
@@ -34,14 +34,14 @@ class _Context:
     settings: object
 
     def ruleset(self):
-        from alerts.rules import load_rules
+        from closewatch.alerts.rules import load_rules
 
         return load_rules(self.rules_path, self.engine.step_s)
 
 
 def _context(ctx: click.Context, rules_path: str | None) -> _Context:
-    from alerts.engine import EngineSettings
-    from alerts.rules import resolve_rules_path
+    from closewatch.alerts.engine import EngineSettings
+    from closewatch.alerts.rules import resolve_rules_path
 
     settings = load_settings(ctx.obj.get("config"))
     origin = str(settings.path or "closewatch.toml")
@@ -53,8 +53,8 @@ def _context(ctx: click.Context, rules_path: str | None) -> _Context:
 
 def _parse_time(text: str, option: str) -> datetime:
     """ISO 8601 (UTC unless it says otherwise) or a duration ago like 2h or 7d."""
-    from alerts.errors import AlertError
-    from alerts.rules import parse_duration
+    from closewatch.alerts.errors import AlertError
+    from closewatch.alerts.rules import parse_duration
 
     now = datetime.now(UTC)
     ago = parse_duration(text.strip().removesuffix("ago").strip())
@@ -98,8 +98,8 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
         closewatch alerts run
         closewatch alerts run --rules alerts.toml --no-deliver
     """
-    from alerts.engine import current_states, evaluate
-    from alerts.notify import deliver
+    from closewatch.alerts.engine import current_states, evaluate
+    from closewatch.alerts.notify import deliver
 
     c = _context(ctx, rules_path)
     ruleset = c.ruleset()
@@ -132,7 +132,7 @@ def status(ctx: click.Context, all_states: bool, output: str) -> None:
     Example:
         closewatch alerts status --all --format json
     """
-    from alerts.engine import current_states
+    from closewatch.alerts.engine import current_states
 
     print_frame(current_states(get_store(ctx), all_states), output)
 
@@ -151,7 +151,7 @@ def history(ctx: click.Context, rule: str | None, since: str | None, limit: int,
     Example:
         closewatch alerts history --rule auth-failures --since 7d
     """
-    from alerts.engine import history as read_history
+    from closewatch.alerts.engine import history as read_history
 
     print_frame(read_history(get_store(ctx), rule, _parse_time(since, "--since") if since else None, limit), output)
 
@@ -171,9 +171,9 @@ def silence(ctx: click.Context, rule: str, group: str | None, duration: str, com
     Example:
         closewatch alerts silence disconnect-storm --group call-center-eu --for 2h --comment "ISP maintenance"
     """
-    from alerts.engine import add_silence
-    from alerts.errors import AlertError
-    from alerts.rules import format_duration, parse_duration
+    from closewatch.alerts.engine import add_silence
+    from closewatch.alerts.errors import AlertError
+    from closewatch.alerts.rules import format_duration, parse_duration
 
     seconds = parse_duration(duration)
     if not seconds:
@@ -195,7 +195,7 @@ def silences(ctx: click.Context, include_ended: bool, output: str) -> None:
     Example:
         closewatch alerts silences --all
     """
-    from alerts.engine import list_silences
+    from closewatch.alerts.engine import list_silences
 
     print_frame(list_silences(get_store(ctx), include_ended), output)
 
@@ -213,8 +213,8 @@ def unsilence(ctx: click.Context, target: str, group: str | None) -> None:
         closewatch alerts unsilence 3f9a1c2e
         closewatch alerts unsilence disconnect-storm
     """
-    from alerts.engine import end_silences
-    from alerts.errors import AlertError
+    from closewatch.alerts.engine import end_silences
+    from closewatch.alerts.errors import AlertError
 
     ended = end_silences(get_store(ctx), target, group)
     if not ended:
@@ -235,8 +235,8 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
     Example:
         closewatch alerts check --rules alerts.toml
     """
-    from alerts.engine import EngineSettings
-    from alerts.rules import check_rules, resolve_rules_path
+    from closewatch.alerts.engine import EngineSettings
+    from closewatch.alerts.rules import check_rules, resolve_rules_path
 
     settings = load_settings(ctx.obj.get("config"))
     section = settings.section("alerts")
@@ -275,7 +275,7 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
         closewatch alerts backtest --from 2024-05-01 --to 2024-05-08
         closewatch alerts backtest --from 7d --to 0s --rule auth-failures --format json
     """
-    from alerts.engine import backtest as replay
+    from closewatch.alerts.engine import backtest as replay
 
     c = _context(ctx, rules_path)
     episodes = replay(c.store, c.ruleset(), _parse_time(start, "--from"), _parse_time(end, "--to"), list(rule_names) or None)
@@ -300,7 +300,7 @@ def outbox(ctx: click.Context, status_filter: str | None, limit: int, output: st
     Example:
         closewatch alerts outbox --status pending
     """
-    from alerts.notify import outbox as read_outbox
+    from closewatch.alerts.notify import outbox as read_outbox
 
     print_frame(read_outbox(get_store(ctx), status_filter, limit), output)
 
@@ -316,7 +316,7 @@ def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
     Example:
         closewatch alerts deliver
     """
-    from alerts.notify import deliver
+    from closewatch.alerts.notify import deliver
 
     c = _context(ctx, rules_path)
     report = deliver(c.store, c.ruleset(), c.engine)
@@ -346,7 +346,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
         closewatch scheduler --watch incoming/
         closewatch --config closewatch.toml scheduler --once
     """
-    from alerts.scheduler import JobRecorder, Jobs, SchedulerLock, SchedulerSettings, run_forever, run_once
+    from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, SchedulerSettings, run_forever, run_once
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     c = _context(ctx, rules_path)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from alerts.errors import AlertError
-from alerts.scheduler import JobRecorder, SchedulerLock, SchedulerSettings, ingest_watched
+from closewatch.alerts.errors import AlertError
+from closewatch.jobs.scheduler import JobRecorder, SchedulerLock, SchedulerSettings, ingest_watched
 from closewatch.store import Store
 from tests.alerts.helpers import Receiver, jsonl, steady
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analysis.catalog import classify, load_catalog
-from analysis.templates import template_expr
+from closewatch.analysis.catalog import classify, load_catalog
+from closewatch.analysis.templates import template_expr
 from closewatch import jobs
 from closewatch.store import Store
-from ingest import generator
-from ingest.errors import IngestError
-from ingest.generator import GeneratorConfig, generate, generate_closures_frame, write_jsonl
-from ingest.sources import expand_inputs
+from closewatch.generator import traffic as generator
+from closewatch.ingest.errors import IngestError
+from closewatch.generator.traffic import GeneratorConfig, generate, generate_closures_frame, write_jsonl
+from closewatch.ingest.sources import expand_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_logs"

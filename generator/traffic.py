@@ -53,7 +53,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ingest.errors import IngestError
+from closewatch.ingest.errors import IngestError
 
 DEFAULT_START = date(2026, 11, 16)  # a Monday; fixed so that the default output never changes
 DEFAULT_DAYS = 7
@@ -303,7 +303,7 @@ class ClientSpec:
 
 def available_formats() -> list[str]:
     """Every format closewatch reads, in registry order (structured ones first)."""
-    from ingest.formats import all_formats
+    from closewatch.ingest.formats import all_formats
 
     return [fmt.name for fmt in all_formats()]
 
@@ -1128,7 +1128,7 @@ def write_api_message_events(rows: EventRows) -> Iterable[str]:
 def _text_renderers() -> tuple[dict[str, Callable], bool]:
     """The text renderers of ingest.textlogs (timed ones when offered, so sessions interleave by time)."""
     try:
-        from ingest import textlogs
+        from closewatch.ingest import textlogs
     except ModuleNotFoundError as error:
         if error.name != "ingest.textlogs":
             raise
@@ -1168,7 +1168,7 @@ def write_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_e
 def _noise_function() -> Callable | None:
     """Unrelated application lines in a client's layout (ingest.clients noise_lines), if offered."""
     try:
-        from ingest import clients, textlogs
+        from closewatch.ingest import clients, textlogs
     except ModuleNotFoundError:
         return None
     return getattr(textlogs, "noise_lines", None) or getattr(clients, "noise_lines", None)
@@ -1328,7 +1328,7 @@ def build_manifest(config: GeneratorConfig, formats: tuple[str, ...], roster: li
     for item in incidents:
         entries += _incident_entries(item, frame, files)
     return {
-        "generator": "ingest.generator",
+        "generator": "closewatch.generator.traffic",
         "version": MANIFEST_VERSION,
         "seed": config.seed,
         "start": _iso_window(start_ms),

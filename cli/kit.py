@@ -16,7 +16,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from closewatch.config import load_settings, resolve_db_path
+from closewatch.settings import load_settings, resolve_db_path
 from closewatch.errors import ClosewatchError, StoreError
 from closewatch.store import Store
 

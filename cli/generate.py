@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ingest import generator
+from closewatch.generator import traffic as generator
 
 
 def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -45,10 +45,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from alerts.engine import EngineSettings, evaluate
-from alerts.errors import AlertError
-from alerts.notify import deliver
-from alerts.rules import format_duration, load_rules, parse_duration
+from closewatch.alerts.engine import EngineSettings, evaluate
+from closewatch.alerts.errors import AlertError
+from closewatch.alerts.notify import deliver
+from closewatch.alerts.rules import format_duration, load_rules, parse_duration
 from closewatch.errors import ClosewatchError, StoreBusy
 from closewatch.store import Store
 
@@ -204,8 +204,8 @@ class Jobs:
 
     def analyze(self) -> str:
         """Run the detectors over the last analyze_window (from the start of its UTC day), if data changed."""
-        from analysis.detection import detect
-        from analysis.thresholds import load_thresholds
+        from closewatch.analysis.detection import detect
+        from closewatch.analysis.thresholds import load_thresholds
 
         token = self.store.latest_batch()
         if token == self._analyzed:
@@ -239,7 +239,7 @@ def ingest_watched(store: Store, folder: Path, settle_s: float, format_name: str
                    catalog: Path | None, clock: Callable[[], float] = time.time) -> str:
     """Load each settled, new file of the folder once; returns what happened in one line."""
     from closewatch import jobs
-    from ingest.sources import expand_inputs
+    from closewatch.ingest.sources import expand_inputs
 
     if not folder.is_dir():
         raise AlertError(f"The watched folder {folder} does not exist; create it or fix [scheduler] watch / --watch.")

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from closewatch.cli import cli
+from closewatch.cli.main import cli
 from closewatch.store import Store
 from tests.conftest import write_lines
 

@@ -1,7 +1,7 @@
-"""The closewatch command line: one group, commands registered from closewatch/commands/.
+"""The closewatch command line: one group, commands registered from the modules beside it.
 
 Each command's docstring is its --help text; errors are turned into one
-sentence by ``ClosewatchGroup`` (closewatch/commands/kit.py).
+sentence by ``ClosewatchGroup`` (cli/kit.py).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import click
 
 from closewatch import __version__
-from closewatch.commands import core
-from closewatch.commands.alerts import alerts, scheduler
-from closewatch.commands.analyze import analyze
-from closewatch.commands.generate import generate
-from closewatch.commands.dashboard import dashboard, up
-from closewatch.commands.kit import ClosewatchGroup
+from closewatch.cli import core
+from closewatch.cli.alerts import alerts, scheduler
+from closewatch.cli.analyze import analyze
+from closewatch.cli.generate import generate
+from closewatch.cli.dashboard import dashboard, up
+from closewatch.cli.kit import ClosewatchGroup
 
 
 @click.group(cls=ClosewatchGroup, context_settings={"help_option_names": ["-h", "--help"]})

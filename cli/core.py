@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from closewatch.commands.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, out_console, print_frame
+from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, out_console, print_frame
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -38,7 +38,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
         zcat app.log.gz | closewatch ingest - --format assemblyai-python
     """
     from closewatch import jobs
-    from ingest.sources import expand_inputs
+    from closewatch.ingest.sources import expand_inputs
 
     store = get_store(ctx)
     inputs = expand_inputs(list(paths))
@@ -126,7 +126,7 @@ def catalog(ctx: click.Context, output: str, catalog_option: str | None) -> None
     Example:
         closewatch catalog --format csv > catalog.csv
     """
-    from analysis.catalog import catalog_table, load_catalog
+    from closewatch.analysis.catalog import catalog_table, load_catalog
 
     print_frame(catalog_table(load_catalog(catalog_path(ctx, catalog_option))), output)
 
@@ -139,7 +139,7 @@ def formats() -> None:
     Example:
         closewatch formats
     """
-    from ingest.formats import all_formats
+    from closewatch.ingest.formats import all_formats
 
     console = Console()
     for fmt in all_formats():

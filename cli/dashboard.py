@@ -24,11 +24,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from closewatch.commands.kit import catalog_path, db_option, err_console, get_store
+from closewatch.cli.kit import catalog_path, db_option, err_console, get_store
 from closewatch.errors import ClosewatchError
 
-APP = Path(importlib.util.find_spec("dashboard").origin).with_name("app.py")  # wherever the package is installed
-DEMO = Path(__file__).resolve().parents[2] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
+APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
+DEMO = Path(__file__).resolve().parents[1] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 PORT_HELP = "Port of the dashboard."
@@ -102,7 +102,7 @@ def wait_ready(url: str, children: list[Child], timeout_s: float = READY_TIMEOUT
 
 def launcher(module: str, *args: str) -> list[str]:
     """The command that runs ``python -m module args`` as a child that dies with its parent (see ``_run_child``)."""
-    return [sys.executable, "-m", "closewatch.commands.dashboard", module, *args]
+    return [sys.executable, "-m", "closewatch.cli.dashboard", module, *args]
 
 
 def _run_child(argv: list[str]) -> None:
@@ -283,7 +283,7 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
 def _load_demo(ctx: click.Context, store, console: Console) -> None:
     """Load sample_logs/demo/ and run the detectors once, so every page has something to show."""
     from closewatch import jobs
-    from ingest.sources import expand_inputs
+    from closewatch.ingest.sources import expand_inputs
 
     if not DEMO.is_dir():
         err_console.print(f"No demo logs at {DEMO}; starting with an empty database (upload logs in the dashboard).", style="yellow", highlight=False)
@@ -292,7 +292,7 @@ def _load_demo(ctx: click.Context, store, console: Console) -> None:
     results = jobs.ingest(store, expand_inputs([str(DEMO)]), catalog_path=catalog_path(ctx, None))
     accepted = sum(result.accepted for result in results)
     console.print(f"  loaded {accepted:,} closures from {len(results)} files.", highlight=False)
-    from analysis.detection import detect
+    from closewatch.analysis.detection import detect
 
     run = detect(store)
     console.print(f"  found {run.findings.height:,} patterns.", highlight=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import polars as pl
 
-from closewatch.commands.kit import OUTPUT_FORMATS, db_option, err_console, get_store, print_frame
-from closewatch.config import load_settings
+from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, get_store, print_frame
+from closewatch.settings import load_settings
 
 _SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 
@@ -34,8 +34,8 @@ def analyze(ctx: click.Context, since: str | None, until: str | None, thresholds
         closewatch analyze --since 24h --format json
         closewatch analyze --since 2024-05-01 --until 2024-05-08 --thresholds strict.toml
     """
-    from analysis.detection import detect, parse_time
-    from analysis.thresholds import load_thresholds
+    from closewatch.analysis.detection import detect, parse_time
+    from closewatch.analysis.thresholds import load_thresholds
 
     window = {
         "since": parse_time(since, "--since") if since else None,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.catalog import Catalog, classify, load_catalog
+from closewatch.analysis.catalog import Catalog, classify, load_catalog
 from closewatch.store import Store
-from ingest.formats import ParseOptions
-from ingest.pipeline import FileResult, Progress, check_format_name, ingest_input
-from ingest.sources import Input
-from ingest.timestamps import check_zone
+from closewatch.ingest.formats import ParseOptions
+from closewatch.ingest.pipeline import FileResult, Progress, check_format_name, ingest_input
+from closewatch.ingest.sources import Input
+from closewatch.ingest.timestamps import check_zone
 
 #: Makes a progress callback for one input (or None for no progress display).
 ProgressFactory = Callable[[Input], Progress | None]

@@ -1,0 +1,3 @@
+from closewatch.cli.main import main
+
+main()
