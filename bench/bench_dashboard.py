@@ -4,7 +4,7 @@ The store is built once (generated closures, classified, appended in one
 transaction, then the detectors run; not timed) and can be kept with --db.
 Each page is timed as the app runs it on a cold cache: the data token
 (`Store.latest_batch()`), the sidebar's span and the page's own readers from
-dashboard/data.py, each opening its own short-lived read-only connection.
+dashboard/queries/, each opening its own short-lived read-only connection.
 "warm" is a rerun with the results cached (what a widget change or another
 user costs): the token query and cache lookups only. Target: cold <= 500 ms
 per page. The machine is shared, so figures are noisy: best and median of
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from closewatch.analysis.catalog import catalog_table, load_catalog
 from closewatch.analysis.detection import detect
-from closewatch.dashboard import data
+from closewatch.dashboard.queries import alerts, explorer, overview, patterns, reference, shared, sql, timespan, upload
 from bench.stores import build_closures_store
 
 TARGET_MS = 500
@@ -38,16 +38,16 @@ TARGET_MS = 500
 
 def build_store(path: Path, rows: int, seed: int) -> None:
     """The generated closures (bench/stores.py), then the detectors, so the Patterns page has findings."""
-    store = data.DashboardStore(path)
+    store = shared.DashboardStore(path)
     build_closures_store(store, rows, seed)
     clock = time.perf_counter()
     run = detect(store)
     print(f"detectors: {run.findings.height:,} findings in {time.perf_counter() - clock:.1f} s", flush=True)
 
 
-def pages(store: data.DashboardStore) -> dict[str, Callable[[], object]]:
+def pages(store: shared.DashboardStore) -> dict[str, Callable[[], object]]:
     """Each page's reads, as the page makes them on a cold cache (plus the token and sidebar every rerun pays)."""
-    span = data.span(store)
+    span = timespan.span(store)
     day = (span.last - timedelta(days=1), span.last)
     some_event, some_ts = store.query("SELECT event_id, ts FROM closures WHERE category = 'input_duration_violation' LIMIT 1").row(0)
     some_client = store.query("SELECT client_id FROM closures GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").item()
@@ -55,8 +55,8 @@ def pages(store: data.DashboardStore) -> dict[str, Callable[[], object]]:
     detection_id = first_detection.item() if first_detection.height else ""
 
     def common() -> None:
-        data.data_token(store)
-        data.span(store)
+        shared.data_token(store)
+        timespan.span(store)
 
     def page(*reads: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -66,26 +66,26 @@ def pages(store: data.DashboardStore) -> dict[str, Callable[[], object]]:
         return run
 
     return {
-        "Overview (whole span)": page(lambda: data.overview(store, None, None)),
-        "Overview (last day)": page(lambda: data.overview(store, *day)),
-        "Upload": page(lambda: data.recent_batches(store)),
-        "Explorer (no filter)": page(lambda: data.explorer_choices(store), lambda: data.explorer_rows(store, data.Filters())),
+        "Overview (whole span)": page(lambda: overview.overview(store, None, None)),
+        "Overview (last day)": page(lambda: overview.overview(store, *day)),
+        "Upload": page(lambda: upload.recent_batches(store)),
+        "Explorer (no filter)": page(lambda: explorer.explorer_choices(store), lambda: explorer.explorer_rows(store, explorer.Filters())),
         "Explorer (client + text + closure detail)": page(
-            lambda: data.explorer_choices(store),
-            lambda: data.explorer_rows(store, data.Filters(clients=(some_client,), text="violation")),
-            lambda: data.closure_detail(store, some_event, some_ts),  # a clicked row carries its time
+            lambda: explorer.explorer_choices(store),
+            lambda: explorer.explorer_rows(store, explorer.Filters(clients=(some_client,), text="violation")),
+            lambda: explorer.closure_detail(store, some_event, some_ts),  # a clicked row carries its time
         ),
         "Patterns (list + one detection)": page(
-            lambda: data.data_token(store, "detections"), lambda: data.detections(store),
-            lambda: data.finding(store, detection_id) if detection_id else None,
+            lambda: shared.data_token(store, "detections"), lambda: patterns.detections(store),
+            lambda: patterns.finding(store, detection_id) if detection_id else None,
         ),
-        "Alerts (live part)": page(lambda: data.alert_data(store)),
-        "Alerts (backtest backdrop)": page(lambda: data.timeline(store, None, None)),
+        "Alerts (live part)": page(lambda: alerts.alert_data(store)),
+        "Alerts (backtest backdrop)": page(lambda: alerts.timeline(store, None, None)),
         "SQL (schema + closures per category)": page(
-            lambda: data.schema(store),
-            lambda: data.user_query(store, "SELECT category, severity, count(*) FROM closures GROUP BY ALL", 100_001),
+            lambda: sql.schema(store),
+            lambda: sql.user_query(store, "SELECT category, severity, count(*) FROM closures GROUP BY ALL", 100_001),
         ),
-        "Reference": page(lambda: catalog_table(load_catalog()), lambda: data.category_counts(store)),
+        "Reference": page(lambda: catalog_table(load_catalog()), lambda: reference.category_counts(store)),
     }
 
 
@@ -98,12 +98,12 @@ def time_ms(run: Callable[[], object], runs: int) -> list[float]:
     return times
 
 
-def warm_ms(store: data.DashboardStore, runs: int) -> list[float]:
+def warm_ms(store: shared.DashboardStore, runs: int) -> list[float]:
     """A cached rerun of the Overview: the token query plus cache hits (no Streamlit server needed)."""
-    data.get_store = lambda: store  # the cached path resolves the store itself; point it at the bench store
-    data.cached(data.span)
-    data.cached(data.overview, None, None)
-    return time_ms(lambda: (data.cached(data.span), data.cached(data.overview, None, None)), runs)
+    shared.get_store = lambda: store  # the cached path resolves the store itself; point it at the bench store
+    shared.cached(timespan.span)
+    shared.cached(overview.overview, None, None)
+    return time_ms(lambda: (shared.cached(timespan.span), shared.cached(overview.overview, None, None)), runs)
 
 
 def main() -> None:
@@ -122,7 +122,7 @@ def main() -> None:
         path = Path(folder.name) / "bench.duckdb"
     if not path.exists():
         build_store(path, args.rows, args.seed)
-    store = data.DashboardStore(path)
+    store = shared.DashboardStore(path)
     closures = store.query("SELECT count(*) FROM closures").item()
     detections = store.query("SELECT count(*) FROM detections").item()
     print(f"\n{closures:,} closures, {detections:,} detections; cold = no cache, as a page's first view "

@@ -3,15 +3,17 @@
 The database is the one named by $CLOSEWATCH_DB (``closewatch dashboard --db``
 sets it), else ./closewatch.duckdb. Pages live in ``views/`` (a ``pages/``
 folder would also be served by Streamlit's older file-based navigation); each
-reads through ``dashboard.data`` (short-lived connections, results cached on
-the data's latest batch) and shows errors through ``dashboard.ui.guard``.
+reads through its own module in ``queries/`` (short-lived connections, results
+cached on the data's latest batch) and shows errors through ``dashboard.ui.guard``.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries.shared import cached, db_path_label, get_store
+from closewatch.dashboard.queries.timespan import span as loaded_span
 
 st.set_page_config(page_title="closewatch", page_icon=":material/monitor_heart:", layout="wide")
 
@@ -29,9 +31,9 @@ PAGES = [
 def sidebar() -> None:
     """Which database this is and what it holds, on every page."""
     with st.sidebar, ui.guard():
-        store = data.get_store()
-        span = data.cached(data.span)
-        st.caption(f"Database: `{data.db_path_label(store)}`")
+        store = get_store()
+        span = cached(loaded_span)
+        st.caption(f"Database: `{db_path_label(store)}`")
         st.caption(f"{ui.fmt_int(span.closures)} closures from {ui.fmt_int(span.batches)} files; last load {ui.fmt_time(span.last_batch)} UTC.")
 
 

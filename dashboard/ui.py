@@ -19,7 +19,7 @@ import polars as pl
 import streamlit as st
 
 from closewatch.errors import ClosewatchError
-from closewatch.dashboard import data
+from closewatch.dashboard.queries.timespan import Span, utc
 
 log = logging.getLogger("closewatch.dashboard")
 
@@ -87,10 +87,10 @@ def page_path(name: str) -> str:
 
 def url_time(moment: datetime | None) -> str | None:
     """A time as the bound datetime widgets read it from the URL (minutes, UTC)."""
-    return data.utc(moment).strftime(URL_TIME) if moment else None
+    return utc(moment).strftime(URL_TIME) if moment else None
 
 
-def time_range(span: data.Span, key_from: str = "from", key_to: str = "to") -> tuple[datetime | None, datetime | None]:
+def time_range(span: Span, key_from: str = "from", key_to: str = "to") -> tuple[datetime | None, datetime | None]:
     """Two bound pickers for a UTC range; empty means "from the first" / "to the last" closure.
 
     Empty defaults, rather than the span itself, keep the range at "the whole
@@ -109,10 +109,10 @@ def time_range(span: data.Span, key_from: str = "from", key_to: str = "to") -> t
     if start is not None and end is not None and end < start:
         st.warning("The range ends before it starts; showing the whole span instead.")
         return None, None
-    return data.utc(start), (data.utc(end) + timedelta(minutes=1)) if end is not None else None
+    return utc(start), (utc(end) + timedelta(minutes=1)) if end is not None else None
 
 
-def describe_range(start: datetime | None, end: datetime | None, span: data.Span) -> str:
+def describe_range(start: datetime | None, end: datetime | None, span: Span) -> str:
     """One line saying which time the page shows."""
     if start is None and end is None:
         return f"The whole span of the loaded data: {fmt_time(span.first)} to {fmt_time(span.last)} (UTC)."
@@ -123,7 +123,7 @@ def describe_range(start: datetime | None, end: datetime | None, span: data.Span
 
 
 def fmt_time(moment: datetime | None) -> str:
-    return data.utc(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def fmt_int(value: int | None) -> str:

@@ -16,7 +16,9 @@ import polars as pl
 import streamlit as st
 
 from closewatch.errors import ClosewatchError
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import alerts as queries
+from closewatch.dashboard.queries import shared, timespan
 
 DEFAULT_REFRESH_S = 10.0
 
@@ -25,12 +27,12 @@ def refresh_seconds() -> float:
     """How often the live part reruns: [dashboard] alerts_refresh in closewatch.toml."""
     from closewatch.alerts.rules import parse_duration
 
-    value = data.get_settings().section("dashboard").get("alerts_refresh", DEFAULT_REFRESH_S)
+    value = shared.get_settings().section("dashboard").get("alerts_refresh", DEFAULT_REFRESH_S)
     seconds = parse_duration(value)
     return seconds if seconds and seconds >= 1 else DEFAULT_REFRESH_S
 
 
-def rules_table(config: data.AlertConfig, states: pl.DataFrame) -> pl.DataFrame:
+def rules_table(config: queries.AlertConfig, states: pl.DataFrame) -> pl.DataFrame:
     """One row per rule: what it watches and how many of its groups are firing or pending now."""
     firing = states.filter(pl.col("state") == "firing").group_by("rule").len("firing") if states.height else pl.DataFrame(schema={"rule": pl.String, "firing": pl.UInt32})
     pending = states.filter(pl.col("state") == "pending").group_by("rule").len("pending") if states.height else pl.DataFrame(schema={"rule": pl.String, "pending": pl.UInt32})
@@ -69,10 +71,10 @@ def health_table(health: pl.DataFrame, intervals: dict[str, float], now: datetim
     return pl.DataFrame(rows)
 
 
-def live(config: data.AlertConfig | None) -> None:
+def live(config: queries.AlertConfig | None) -> None:
     """States, history, silences and scheduler health: reread on every refresh (``config`` None: the rules file is broken)."""
     now = datetime.now(UTC)
-    alerts = data.alert_data(data.get_store(), now)
+    alerts = queries.alert_data(shared.get_store(), now)
     if not alerts.available:
         st.info("No alert data yet: this database has no alert tables. Open it once with `closewatch alerts run` or `closewatch up`.")
         return
@@ -103,7 +105,7 @@ def live(config: data.AlertConfig | None) -> None:
         st.info("No rule has been evaluated on this database yet; the scheduler's evaluate job does it (`closewatch up` starts it).")
 
     st.subheader("Scheduler health")
-    health = health_table(alerts.health, config.intervals if config else data.default_intervals(), now)
+    health = health_table(alerts.health, config.intervals if config else queries.default_intervals(), now)
     if alerts.health.height == 0:
         st.warning("The scheduler has not run on this database yet: start it with `closewatch scheduler` or `closewatch up`.")
     elif (health["health"] != "ok").any():
@@ -123,7 +125,7 @@ def live(config: data.AlertConfig | None) -> None:
         st.caption("No state changes recorded yet.")
 
 
-def silence_form(config: data.AlertConfig) -> None:
+def silence_form(config: queries.AlertConfig) -> None:
     """Silence a rule (or one group) for a while, or end a silence."""
     from closewatch.alerts.engine import add_silence, end_silences
     from closewatch.alerts.errors import AlertError
@@ -142,14 +144,14 @@ def silence_form(config: data.AlertConfig) -> None:
                 seconds = parse_duration(duration)
                 if not seconds:
                     raise AlertError(f"'For' {duration!r} is not a duration; write e.g. 30m, 2h or 1d.")
-                silence_id = add_silence(data.get_store(), config.ruleset, rule, group.strip() or None, seconds, comment, _user())
+                silence_id = add_silence(shared.get_store(), config.ruleset, rule, group.strip() or None, seconds, comment, _user())
                 _done(f"Silenced {rule}{' for ' + group.strip() if group.strip() else ''} for {format_duration(seconds)} (id {silence_id}).")
     with st.form("unsilence"):
         st.markdown("**End a silence**: by its id, or every active silence of a rule.")
         target = st.text_input("Silence id or rule name", key="unsilence_target")
         if st.form_submit_button("Unsilence", icon=":material/notifications_active:"):
             with ui.guard():
-                ended = end_silences(data.get_store(), target.strip())
+                ended = end_silences(shared.get_store(), target.strip())
                 if not ended:
                     raise AlertError(f"No active silence matches '{target.strip()}'; the Silences table lists them.")
                 _done(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
@@ -161,12 +163,12 @@ def _done(message: str) -> None:
     st.rerun()
 
 
-def backtest_section(config: data.AlertConfig) -> None:
+def backtest_section(config: queries.AlertConfig) -> None:
     """Replay a rule over history and draw its would-be firings over the timeline."""
     from closewatch.alerts.engine import backtest
 
     st.subheader("Backtest a rule")
-    span = data.cached(data.span)
+    span = shared.cached(timespan.span)
     if span.closures == 0:
         ui.empty_state()
         return
@@ -178,8 +180,8 @@ def backtest_section(config: data.AlertConfig) -> None:
         return
     first = start or span.first
     last = end or (span.last + timedelta(minutes=1))
-    episodes = backtest(data.get_store(), config.ruleset, first, last, [rule])
-    bucket_s, frame = data.cached(data.timeline, start, end)
+    episodes = backtest(shared.get_store(), config.ruleset, first, last, [rule])
+    bucket_s, frame = shared.cached(queries.timeline, start, end)
     st.altair_chart(backtest_chart(frame, bucket_s, episodes, last))
     if episodes:
         ui.table(pl.DataFrame([{"rule": e.rule, "group": e.group or "(all)", "pending_at": e.pending_at, "fired_at": e.fired_at,
@@ -222,7 +224,7 @@ def main() -> None:
     if "alerts_done" in st.session_state:
         st.success(st.session_state.pop("alerts_done"), icon=":material/check_circle:")
     try:
-        config = data.alert_config()
+        config = queries.alert_config()
     except ClosewatchError as error:  # the state and the scheduler's health are still worth showing
         ui.show_error(str(error))
         config = None

@@ -13,12 +13,14 @@ from datetime import datetime
 import streamlit as st
 
 from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import explorer as queries
+from closewatch.dashboard.queries import shared, timespan
 
 
-def filters(span: data.Span) -> data.Filters:
+def filters(span: timespan.Span) -> queries.Filters:
     """The filter widgets (all bound to the URL) and the Filters they describe."""
-    choices = data.cached(data.explorer_choices)
+    choices = shared.cached(queries.explorer_choices)
     start, end = ui.time_range(span)
     first, second, third = st.columns(3)
     codes = first.multiselect("Close code", choices.codes, key="code", bind="query-params", placeholder="any code")
@@ -28,12 +30,12 @@ def filters(span: data.Span) -> data.Filters:
     clients = first.multiselect("Client", choices.clients, key="client", bind="query-params", placeholder="any client")
     session = second.text_input("Session id starts with", key="session", bind="query-params")
     text = third.text_input("Reason contains", key="q", bind="query-params")
-    return data.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "")
+    return queries.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "")
 
 
 def detail(event_id: str, at: datetime | None) -> None:
     """One closure: what happened, what to do, and its session's and client's other events."""
-    found = data.cached(data.closure_detail, event_id, at)
+    found = shared.cached(queries.closure_detail, event_id, at)
     closure = found.closure
     if closure is None:
         st.warning(f"No closure has event id {event_id}; it may belong to another database.")
@@ -61,7 +63,7 @@ def detail(event_id: str, at: datetime | None) -> None:
         else:
             st.caption("The log names no session for this closure.")
     with right:
-        st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(data.AROUND.total_seconds() // 60)} minutes")
+        st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(queries.AROUND.total_seconds() // 60)} minutes")
         ui.table(found.client, "client_events")
 
 
@@ -78,12 +80,12 @@ def _numbers(closure: dict) -> str:
 
 def main() -> None:
     st.title("Explorer")
-    span = data.cached(data.span)
+    span = shared.cached(timespan.span)
     if span.closures == 0:
         ui.empty_state()
         return
     chosen = filters(span)
-    total, rows = data.cached(data.explorer_rows, chosen)
+    total, rows = shared.cached(queries.explorer_rows, chosen)
     shown = f"showing the newest {rows.height:,}" if total > rows.height else "showing all"
     st.caption(f"{total:,} closures match; {shown}. Times are UTC. Click a row to open it. For more, use the SQL page.")
     event = ui.table(
@@ -100,7 +102,7 @@ def main() -> None:
 def _url_time(text: str | None) -> datetime | None:
     """The optional ?at= of a deep link (ISO 8601, UTC); a malformed one is ignored (the lookup just scans)."""
     try:
-        return data.utc(datetime.fromisoformat(text)) if text else None
+        return timespan.utc(datetime.fromisoformat(text)) if text else None
     except ValueError:
         return None
 

@@ -11,12 +11,14 @@ import polars as pl
 import streamlit as st
 
 from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import overview as queries
+from closewatch.dashboard.queries import shared, timespan
 
 ERROR_CATEGORIES = [c for c in CATEGORIES if c != "normal"]
 
 
-def kpis(view: data.Overview, base: dict) -> None:
+def kpis(view: queries.Overview, base: dict) -> None:
     """Four numbers, each with a link to the rows behind it."""
     errors = view.categories.filter(pl.col("category") != "normal")
     top = errors.group_by("category").agg(pl.col("closures").sum()).sort("closures", descending=True)
@@ -40,7 +42,7 @@ def kpis(view: data.Overview, base: dict) -> None:
             st.metric("Top error category", "none", border=True)
 
 
-def timeline_chart(view: data.Overview, stack_by: str) -> alt.Chart:
+def timeline_chart(view: queries.Overview, stack_by: str) -> alt.Chart:
     """Stacked bars per bucket, colored by category or severity (severity in its natural order and colors)."""
     frame = view.timeline.group_by("bucket", stack_by).agg(pl.col("closures").sum()).sort("bucket")
     if stack_by == "severity":
@@ -61,7 +63,7 @@ def timeline_chart(view: data.Overview, stack_by: str) -> alt.Chart:
     )
 
 
-def categories_table(view: data.Overview, base: dict) -> None:
+def categories_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Categories")
     st.caption("Click a row to see its closures.")
     frame = view.categories.select("category", "severity", "closures", "share")
@@ -74,7 +76,7 @@ def categories_table(view: data.Overview, base: dict) -> None:
         ui.open_explorer(category=row["category"], **base)
 
 
-def reasons_table(view: data.Overview, base: dict) -> None:
+def reasons_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top error reasons")
     st.caption("Click a row to see its closures.")
     frame = view.reasons.select(
@@ -86,9 +88,9 @@ def reasons_table(view: data.Overview, base: dict) -> None:
         ui.open_explorer(q=row["close_reason"] or "", category=row["category"], **base)
 
 
-def clients_table(view: data.Overview, base: dict) -> None:
+def clients_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top clients by error rate")
-    st.caption(f"Clients with at least {data.MIN_CLIENT_CLOSURES} closures in the range. Click a row to see its closures.")
+    st.caption(f"Clients with at least {queries.MIN_CLIENT_CLOSURES} closures in the range. Click a row to see its closures.")
     frame = view.top_clients
     event = ui.table(
         frame, "clients_table", on_select="rerun", selection_mode="single-row",
@@ -101,13 +103,13 @@ def clients_table(view: data.Overview, base: dict) -> None:
 
 def main() -> None:
     st.title("Overview")
-    span = data.cached(data.span)
+    span = shared.cached(timespan.span)
     if span.closures == 0:
         ui.empty_state()
         return
     start, end = ui.time_range(span)
     st.caption(ui.describe_range(start, end, span) + " Errors are closures whose category is not `normal`.")
-    view = data.cached(data.overview, start, end)
+    view = shared.cached(queries.overview, start, end)
     if view.closures == 0:
         st.info("No closures in this range; widen it or clear the dates.")
         return

@@ -11,7 +11,9 @@ import polars as pl
 import streamlit as st
 
 from closewatch.analysis.catalog import SEVERITIES
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import patterns as queries
+from closewatch.dashboard.queries import shared, timespan
 
 
 def run_detection() -> None:
@@ -19,11 +21,11 @@ def run_detection() -> None:
     from closewatch.analysis.detection import detect
 
     with st.spinner("Running the detectors over every loaded closure..."):
-        result = detect(data.get_store())
+        result = detect(shared.get_store())
     st.toast(f"Found {result.findings.height:,} patterns in {result.closures:,} closures.", icon=":material/troubleshoot:")
 
 
-def window_chart(found: data.Finding) -> alt.LayerChart:
+def window_chart(found: queries.Finding) -> alt.LayerChart:
     """The key's closures per bucket around the detection, its window shaded, evidence in red."""
     detection = found.detection
     window = pl.DataFrame({"start": [detection["window_start"]], "end": [detection["window_end"]]})
@@ -41,7 +43,7 @@ def window_chart(found: data.Finding) -> alt.LayerChart:
 
 
 def detail(detection_id: str) -> None:
-    found = data.cached(data.finding, detection_id)
+    found = shared.cached(queries.finding, detection_id)
     detection = found.detection
     if detection is None:
         st.warning("That detection is gone: a newer analysis run replaced its window.")
@@ -76,9 +78,9 @@ def main() -> None:
     if button.button("Run detection now", icon=":material/play_arrow:", key="run_detection"):
         with ui.guard():
             run_detection()
-    found = data.cached(data.detections)
+    found = shared.cached(queries.detections)
     if found.height == 0:
-        span = data.cached(data.span)
+        span = shared.cached(timespan.span)
         if span.closures == 0:
             ui.empty_state()
         else:

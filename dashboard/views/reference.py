@@ -10,12 +10,14 @@ import polars as pl
 import streamlit as st
 
 from closewatch.analysis.catalog import CATEGORIES, catalog_table, load_catalog
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import reference as queries
+from closewatch.dashboard.queries import shared
 
 
 def catalog_section() -> None:
     st.subheader("Close-code catalog")
-    settings = data.get_settings()
+    settings = shared.get_settings()
     table = catalog_table(load_catalog(settings.catalog))
     source = f"the built-in catalog and `{settings.catalog}`" if settings.catalog else "the built-in catalog"
     st.caption(f"From {source}. Entries are evaluated top to bottom; the first match wins. "
@@ -33,7 +35,7 @@ def catalog_section() -> None:
 def guides_section() -> None:
     st.subheader("Troubleshooting by category")
     guides = ui.load_toml("guides.toml")
-    counts = dict(data.cached(data.category_counts).iter_rows())
+    counts = dict(shared.cached(queries.category_counts).iter_rows())
     for category in CATEGORIES:
         guide = guides.get(category)
         if guide is None:

@@ -13,7 +13,9 @@ import time
 import polars as pl
 import streamlit as st
 
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import sql as queries
+from closewatch.dashboard.queries import shared
 
 ROW_LIMIT = 100_000
 PICK = "Choose an example..."
@@ -34,7 +36,7 @@ def use_example() -> None:
 def schema_panel() -> None:
     """Every table and view with its columns: closures first, then the other tables, then the views."""
     st.subheader("Schema")
-    frame = data.cached(data.schema).with_columns(
+    frame = shared.cached(queries.schema).with_columns(
         pl.col("data_type").str.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", literal=True),
         order=pl.when(pl.col("table_name") == "closures").then(0).when(pl.col("table_type") == "VIEW").then(2).otherwise(1),
     )
@@ -47,7 +49,7 @@ def schema_panel() -> None:
 def run(sql: str) -> None:
     """Run the query and keep the result in the session, so downloads do not run it again."""
     clock = time.perf_counter()
-    frame = data.user_query(data.get_store(), sql, ROW_LIMIT + 1)
+    frame = queries.user_query(shared.get_store(), sql, ROW_LIMIT + 1)
     st.session_state["sql_result"] = (sql, frame, time.perf_counter() - clock)
 
 

@@ -13,7 +13,9 @@ import streamlit as st
 
 from closewatch import jobs
 from closewatch.errors import ClosewatchError
-from closewatch.dashboard import data, ui
+from closewatch.dashboard import ui
+from closewatch.dashboard.queries import upload as queries
+from closewatch.dashboard.queries import shared
 from closewatch.ingest.formats import all_formats
 from closewatch.ingest.sources import bytes_input
 
@@ -29,8 +31,8 @@ def limit_text() -> str:
 
 def load(files: list, format_name: str | None, tz: str) -> list[dict]:
     """Ingest each uploaded file, showing its progress; returns one result row per file."""
-    store = data.get_store()
-    settings = data.get_settings()
+    store = shared.get_store()
+    settings = shared.get_settings()
     results = []
     for upload in files:
         payload = upload.getvalue()
@@ -123,7 +125,7 @@ def main() -> None:
             st.session_state["upload_results"] = load(files, None if format_choice == AUTO else format_choice, tz.strip() or "UTC")
     if st.session_state.get("upload_results"):
         show_results(st.session_state["upload_results"])
-    batches = data.cached(data.recent_batches)
+    batches = shared.cached(queries.recent_batches)
     if batches.height:
         with st.expander("Recently loaded files"):
             ui.table(batches, "recent_batches", column_config={

@@ -1,0 +1,73 @@
+"""The Overview page's reads: KPIs, the timeline, top reasons and top clients for one time range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from closewatch.dashboard.queries.shared import reader, reading
+from closewatch.dashboard.queries.timespan import bucket_to_time, bucketed_counts, range_sql
+from closewatch.store import Store
+
+ERROR = "category <> 'normal'"  # the same definition as the client_error_rates view
+TOP_N = 10
+MIN_CLIENT_CLOSURES = 10  # a client needs this many closures to be ranked by error rate
+
+
+@dataclass
+class Overview:
+    """Everything the Overview page shows for one time range."""
+
+    start: datetime | None
+    end: datetime | None
+    bucket_s: int
+    closures: int
+    errors: int
+    clients: int
+    clients_affected: int
+    categories: pl.DataFrame  # category, severity, closures, share
+    timeline: pl.DataFrame  # bucket, category, severity, closures
+    reasons: pl.DataFrame  # close_reason, category, severity, closures
+    top_clients: pl.DataFrame  # client_id, closures, errors, error_rate
+
+    @property
+    def error_share(self) -> float:
+        return self.errors / self.closures if self.closures else 0.0
+
+
+@reader()
+def overview(store: Store, start: datetime | None = None, end: datetime | None = None) -> Overview:
+    """KPIs, timeline, top reasons and top clients for [start, end): four scans in one connection."""
+    params: list = []
+    where = range_sql(start, end, params)
+    with reading(store) as con:
+        first, last, bucket_s, timeline = bucketed_counts(con, where, params, "category, severity")
+        clients = con.execute(f"""
+            SELECT client_id, count(*) AS closures, count(*) FILTER (WHERE {ERROR}) AS errors
+            FROM closures WHERE {where} GROUP BY client_id
+        """, params).pl()
+        reasons = con.execute(f"""
+            SELECT close_reason, category, severity, count(*) AS closures
+            FROM closures WHERE {where} AND {ERROR} GROUP BY ALL ORDER BY closures DESC LIMIT {TOP_N}
+        """, params).pl()
+    timeline = timeline.with_columns(bucket_to_time("bucket", bucket_s))
+    total = int(timeline["closures"].sum() or 0)
+    categories = (
+        timeline.group_by("category", "severity").agg(pl.col("closures").sum())
+        .with_columns(share=pl.col("closures") / max(total, 1))
+        .sort("closures", descending=True)
+    )
+    top_clients = (
+        clients.filter(pl.col("closures") >= MIN_CLIENT_CLOSURES, pl.col("errors") > 0)
+        .with_columns(error_rate=pl.col("errors") / pl.col("closures"))
+        .sort(["error_rate", "errors"], descending=True)
+        .head(TOP_N)
+    )
+    return Overview(
+        start=first, end=last, bucket_s=bucket_s, closures=total,
+        errors=int(clients["errors"].sum() or 0), clients=clients.height,
+        clients_affected=clients.filter(pl.col("errors") > 0).height,
+        categories=categories, timeline=timeline, reasons=reasons, top_clients=top_clients,
+    )
