@@ -2,8 +2,9 @@
 
 A format is a name, an example line (shown by ``closewatch formats``), a
 ``sniff`` that scores the first lines of a file, and a ``parse`` that turns
-batches of numbered lines into events in ``EVENT_SCHEMA``. Parsers register
-themselves here; the pipeline knows nothing about any one of them.
+batches of numbered lines into events in ``EVENT_SCHEMA``. ``builtin_formats``
+is the explicit list of them, in the order detection tries them and
+``closewatch formats`` lists them; the pipeline knows nothing about any one.
 """
 
 from __future__ import annotations
@@ -82,26 +83,26 @@ class Format:
     stage_file: Callable[[Path, ParseOptions, Path], StagedCounts | None] | None = None
 
 
-_REGISTRY: dict[str, Format] = {}
+def builtin_formats() -> tuple[Format, ...]:
+    """Every format closewatch reads: the structured ones, then one per client, then the generic fallback.
 
+    Imported here, not at the top, because the parser modules import this one for ``Format``.
+    """
+    from closewatch.ingest import structured, textlogs
 
-def register(fmt: Format) -> Format:
-    _REGISTRY[fmt.name] = fmt
-    return fmt
+    return (structured.JSONL, structured.API_MESSAGES, structured.CSV, *textlogs.FORMATS.values())
 
 
 def all_formats() -> list[Format]:
-    _load_builtin_formats()
-    return list(_REGISTRY.values())
+    return list(builtin_formats())
 
 
 def get_format(name: str) -> Format:
-    _load_builtin_formats()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        names = ", ".join(sorted(_REGISTRY))
-        raise IngestError(f"Unknown format '{name}'; use one of: {names}.") from None
+    for fmt in builtin_formats():
+        if fmt.name == name:
+            return fmt
+    names = ", ".join(sorted(fmt.name for fmt in builtin_formats()))
+    raise IngestError(f"Unknown format '{name}'; use one of: {names}.")
 
 
 def detect_format(head: list[str]) -> Format | None:
@@ -128,13 +129,3 @@ def conform(events: pl.DataFrame) -> pl.DataFrame:
         pl.col(name).cast(dtype) if name in events.columns else pl.lit(None, dtype).alias(name)
         for name, dtype in EVENT_SCHEMA.items()
     )
-
-
-def _load_builtin_formats() -> None:
-    """Import the modules whose import registers the built-in formats."""
-    import closewatch.ingest.structured  # noqa: F401
-    try:
-        import closewatch.ingest.textlogs  # noqa: F401
-    except ModuleNotFoundError as error:  # the text parsers may not be installed yet
-        if error.name != "ingest.textlogs":
-            raise

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from closewatch.ingest.fields import ALIASES, ALL_NAMES, TYPING_SQL, finish, has_frames, missing_names, to_events
-from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts, register
+from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts
 
 
 
@@ -187,7 +187,7 @@ def _sniff_delimited(head: list[str]) -> float:
     return 0.5 + 0.4 * len(set(header) & known) / len(header)
 
 
-register(Format(
+JSONL = Format(
     name="jsonl",
     description="JSON lines, one close per line; field names by alias (close_code/code/status_code..., reason/close_msg/message/error..., ts/timestamp/time/@timestamp...).",
     example='{"ts": "2026-11-20T10:15:02Z", "session_id": "4f1c...", "close_code": 3008, "close_reason": "Session Expired: Maximum session duration exceeded", "client_id": "web-app"}',
@@ -195,23 +195,23 @@ register(Format(
     parse=parse_json_lines,
     stage_file=stage_json_file,
     source="closewatch's canonical shape (DESIGN.md) and common structured-logging field names",
-))
-register(Format(
+)
+API_MESSAGES = Format(
     name="api-messages",
     description="The API's own messages logged as JSON lines: Begin, Error and Termination frames (and close lines), joined per session.",
     example='{"type": "Error", "error_code": 3007, "error": "Input duration violation: 1200 ms. Expected between 50 and 1000 ms"}',
     sniff=_sniff_api_messages,
     parse=parse_api_messages,
     source="AssemblyAI Universal Streaming message reference (Begin, Termination, Error)",
-))
-register(Format(
+)
+CSV = Format(
     name="csv",
     description="CSV or TSV with a header row; columns mapped by the same aliases as JSON lines.",
     example="ts,session_id,close_code,close_reason,client_id",
     sniff=_sniff_delimited,
     parse=parse_delimited,
     source="spreadsheets and log exports",
-))
+)
 
 
 def _cell(position: int) -> pl.Expr:

@@ -37,7 +37,6 @@ from closewatch.ingest.formats import (
     conform,
     empty_events,
     empty_rejects,
-    register,
 )
 from closewatch.ingest.timestamps import parse_text
 
@@ -665,7 +664,7 @@ _SHARED = Counter(p.regex for client in CLIENTS.values() for p in client.pattern
 SPECS: dict[str, Spec] = {name: _spec_of(client) for name, client in CLIENTS.items()}
 SPECS["generic"] = _generic_spec()
 FORMATS: dict[str, Format] = {
-    name: register(_make_format(CLIENTS.get(name, GENERIC_CLIENT), spec)) for name, spec in SPECS.items()
+    name: _make_format(CLIENTS.get(name, GENERIC_CLIENT), spec) for name, spec in SPECS.items()
 }
 
 #: format name -> render(event, layout=None) -> list of log lines, with the same format strings the parser reads.
