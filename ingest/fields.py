@@ -28,7 +28,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "type": ("type",),
 }
 ALL_NAMES = sorted({name for names in ALIASES.values() for name in names})
-RAW_LIMIT = 2048
 
 
 def _pick(field: str) -> str:
@@ -83,7 +82,7 @@ WITH picked AS (
     FROM typed
 )
 SELECT source_line, reject_reason,
-       CASE WHEN reject_reason IS NOT NULL THEN left(raw, {RAW_LIMIT}) END AS raw,
+       CASE WHEN reject_reason IS NOT NULL THEN raw END AS raw,  -- whole: the pipeline redacts, then cuts
        TRY_CAST(code_number AS INTEGER) AS close_code, close_reason, ts, session_id, client_id,
        audio_duration_s, session_duration_s, event_id, type
 FROM judged

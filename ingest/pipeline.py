@@ -32,7 +32,7 @@ import polars as pl
 from closewatch.store import Store
 from closewatch.ingest.formats import Format, ParseOptions, Parsed, conform, detect_format, get_format
 from closewatch.ingest.lines import head_lines_of, iter_line_batches
-from closewatch.ingest.redact import ANY_SECRET, MASK, redact_series
+from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_then_cut
 from closewatch.ingest.sources import Input
 
 #: Adds the classification columns (category, severity, ...) to a frame of
@@ -48,6 +48,8 @@ CLOSURE_COLUMNS = [
 ]
 CLASSIFICATION_COLUMNS = ["category", "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era"]
 FIRST_REJECTS_SHOWN = 5
+#: rejects.raw keeps this many characters of a line, cut after redaction so no key is kept in part.
+REJECT_RAW_CHARS = 2048
 STAGING_MEMORY_LIMIT = "1GB"
 _UNREADABLE = (EOFError, OSError, zlib.error)
 
@@ -189,7 +191,7 @@ def _stage_batch(parsed: Parsed, number: int, staging: Path, result: FileResult)
 
 
 def _stage_rejects(rejects: pl.DataFrame, path: Path, result: FileResult) -> None:
-    rejects = rejects.with_columns(raw=redact_series(rejects["raw"]), reason=redact_series(rejects["reason"]))
+    rejects = rejects.with_columns(raw=redact_then_cut(rejects["raw"], REJECT_RAW_CHARS), reason=redact_series(rejects["reason"]))
     rejects.write_parquet(path)
     result.rejected += rejects.height
     room = FIRST_REJECTS_SHOWN - len(result.first_rejects)
@@ -205,7 +207,7 @@ def _fill_reject_texts(source: Input, staging: Path, result: FileResult) -> None
     with source.open() as stream:
         for number, line in enumerate(stream, start=1):
             if number in wanted:
-                texts[number] = line.decode("utf-8", errors="replace").rstrip("\r\n")[:2048]
+                texts[number] = line.decode("utf-8", errors="replace").rstrip("\r\n")
     path.unlink()
     filled = rejects.with_columns(raw=pl.col("source_line").replace_strict(texts, default=None, return_dtype=pl.String))
     _stage_rejects(filled, staging / "rejects-fast.parquet", result)

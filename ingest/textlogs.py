@@ -42,7 +42,6 @@ from closewatch.ingest.timestamps import parse_text
 
 #: Lines of one close (error, echo, close) further apart than this are different closes.
 FOLD_WINDOW_S = 10.0
-REJECT_RAW_LIMIT = 2048
 
 # Envelopes: the part of a line before the message, tried in order (the first that matches wins).
 _TS = r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
@@ -378,7 +377,7 @@ def _scan(batch: pl.DataFrame, spec: Spec, options: ParseOptions, state: _State)
     sentence = pl.col("reject").str.slice(0, 1).str.to_uppercase() + pl.col("reject").str.slice(1)
     return raw.select(
         pl.col("source_line").cast(pl.Int64),
-        pl.col("raw").str.slice(0, REJECT_RAW_LIMIT),
+        pl.col("raw"),  # whole: the pipeline redacts, then cuts
         pl.format("{} (format {}).", sentence, pl.lit(spec.name)).alias("reason"),
     )
 

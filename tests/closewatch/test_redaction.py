@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closewatch.ingest.clients import FAKE_JWT, FAKE_KEY
-from closewatch.ingest.redact import MASK, redact_secrets, redact_string
+from closewatch.redaction import MASK, redact_secrets, redact_series, redact_text, redact_then_cut
+
+redact_string = redact_text
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 KEY = FAKE_KEY  # 32 hex, an AssemblyAI API key's shape
@@ -39,6 +41,20 @@ SHAPES = [
     ("openai key sk-proj-abcdefghijklmnop1234", "sk-proj-abcdefghijklmnop1234", "openai key "),
     ("slack xoxb-123456789012-abcdefghij", "xoxb-123456789012-abcdefghij", "slack "),
     ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP", "aws "),
+    # The shapes of issue 11: name-value pairs in text, JSON and URLs, webhook URLs, bare AWS secrets, glued hex keys.
+    ("db password: hunter2 retrying", "hunter2", " retrying"),
+    ('{"secret_key": "s3cr3t-value", "region": "eu"}', "s3cr3t-value", '"region": "eu"'),
+    ('{"client_secret":"abc"}', "abc", '"client_secret":"'),
+    ('config {\\"password\\": \\"two words\\", \\"user\\": 1}', "two words", '\\"user\\": 1'),
+    ("GET https://acct.blob.core.windows.net/c/a.wav?sv=2022-11-02&sig=AbC123%2Bxyz%3D&se=2026 403", "AbC123%2Bxyz%3D", "&se=2026 403"),
+    ("https://bucket.s3.amazonaws.com/a?X-Amz-Signature=9a8b7c6d5e4f&X-Amz-Date=2026", "9a8b7c6d5e4f", "&X-Amz-Date=2026"),
+    ("signature=Zm9vYmFyYmF6 expired", "Zm9vYmFyYmF6", " expired"),
+    ("notify https://hooks.slack.com/services/T0001/B0002/XyZ123abcDEF failed", "T0001/B0002/XyZ123abcDEF", " failed"),
+    ("POST https://discord.com/api/webhooks/123456789/AbC-dEf_123 -> 401", "AbC-dEf_123", " -> 401"),
+    ("aws_secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY loaded", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", " loaded"),
+    ("bare wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG", "bare "),
+    (f"key={KEY}Z", KEY, "key="),
+    (f"using {KEY}revoked now", KEY, " now"),
 ]
 
 
@@ -59,6 +75,9 @@ def test_every_secret_shape_is_masked_and_its_label_kept(text, secret, kept):
     "max_tokens=100 sort_key=asc",
     "Handshake status 401 Unauthorized",
     "sent 1011 (internal error) keepalive ping timeout; no close frame received",
+    "Unauthorized connection: Invalid token: expired",
+    "passwordless login enabled",
+    "token: none",
 ])
 def test_ordinary_text_is_left_alone(text):
     assert redact_string(text) == text
@@ -78,7 +97,6 @@ def test_works_on_whole_columns_with_nulls():
 
 
 def test_the_cheap_first_pass_flags_every_shape_so_whole_columns_redact_the_same():
-    from closewatch.ingest.redact import redact_series
     values = pl.Series("v", [text for text, _, _ in SHAPES] + ["nothing here", None])
     expected = values.to_frame().select(redact_secrets(pl.col("v")))["v"]
     assert redact_series(values).to_list() == expected.to_list()
@@ -103,3 +121,16 @@ def test_no_secret_from_the_samples_is_anywhere_in_the_database(run, db_path):
         assert secret.encode() not in raw
         for piece in (secret[:16], secret[-16:]):
             assert piece.encode() not in raw
+
+
+def test_a_key_straddling_the_cut_is_redacted_before_it_is_cut():
+    text = "x" * 2040 + " " + KEY + " tail"
+    cut = redact_then_cut(pl.Series([text]), 2048).item()
+    assert len(cut) == 2048
+    assert KEY[:7] not in cut and cut.endswith(" " + MASK[:7])
+
+
+def test_job_errors_and_messages_redact_as_plain_strings():
+    error = "unknown url type: 'hooks.slack.com/services/T1/B2/secretpart'"
+    assert "secretpart" not in redact_text(error)
+    assert redact_text("") == ""
