@@ -15,7 +15,7 @@ import click
 import polars as pl
 from rich.console import Console
 
-from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, get_store, print_frame
+from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, print_frame
 from closewatch.settings import load_settings, resolve_db_path
 
 UTC = timezone.utc
@@ -39,7 +39,7 @@ class _Context:
         return load_rules(self.rules_path, self.engine.step_s)
 
 
-def _context(ctx: click.Context, rules_path: str | None) -> _Context:
+def _context(ctx: click.Context, rules_path: str | None, open_store=existing_store) -> _Context:
     from closewatch.alerts.engine import EngineSettings
     from closewatch.alerts.rules import resolve_rules_path
 
@@ -48,7 +48,7 @@ def _context(ctx: click.Context, rules_path: str | None) -> _Context:
     section = settings.section("alerts")
     engine = EngineSettings.from_section(section, origin)
     path = resolve_rules_path(rules_path, section, settings.path.parent if settings.path else None)
-    return _Context(get_store(ctx), path, engine, settings)
+    return _Context(open_store(ctx), path, engine, settings)
 
 
 def _parse_time(text: str, option: str) -> datetime:
@@ -134,7 +134,7 @@ def status(ctx: click.Context, all_states: bool, output: str) -> None:
     """
     from closewatch.alerts.engine import current_states
 
-    print_frame(current_states(get_store(ctx), all_states), output)
+    print_frame(current_states(existing_store(ctx), all_states), output)
 
 
 @alerts.command()
@@ -153,7 +153,7 @@ def history(ctx: click.Context, rule: str | None, since: str | None, limit: int,
     """
     from closewatch.alerts.engine import history as read_history
 
-    print_frame(read_history(get_store(ctx), rule, _parse_time(since, "--since") if since else None, limit), output)
+    print_frame(read_history(existing_store(ctx), rule, _parse_time(since, "--since") if since else None, limit), output)
 
 
 @alerts.command()
@@ -197,7 +197,7 @@ def silences(ctx: click.Context, include_ended: bool, output: str) -> None:
     """
     from closewatch.alerts.engine import list_silences
 
-    print_frame(list_silences(get_store(ctx), include_ended), output)
+    print_frame(list_silences(existing_store(ctx), include_ended), output)
 
 
 @alerts.command()
@@ -216,7 +216,7 @@ def unsilence(ctx: click.Context, target: str, group: str | None) -> None:
     from closewatch.alerts.engine import end_silences
     from closewatch.alerts.errors import AlertError
 
-    ended = end_silences(get_store(ctx), target, group)
+    ended = end_silences(existing_store(ctx), target, group)
     if not ended:
         raise AlertError(f"No active silence matches '{target}'{' and group ' + group if group else ''}; see `closewatch alerts silences`.")
     Console().print(f"Ended {ended} silence{'s' if ended != 1 else ''}.")
@@ -302,7 +302,7 @@ def outbox(ctx: click.Context, status_filter: str | None, limit: int, output: st
     """
     from closewatch.alerts.notify import outbox as read_outbox
 
-    print_frame(read_outbox(get_store(ctx), status_filter, limit), output)
+    print_frame(read_outbox(existing_store(ctx), status_filter, limit), output)
 
 
 @alerts.command(name="deliver")
@@ -349,7 +349,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
     from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, SchedulerSettings, run_forever, run_once
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    c = _context(ctx, rules_path)
+    c = _context(ctx, rules_path, open_store=get_store)  # it loads the watched folder, so it may start a database
     config = c.settings
     section = config.section("scheduler")
     settings = SchedulerSettings.from_section(section, str(config.path or "closewatch.toml"),

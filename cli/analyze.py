@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import polars as pl
 
-from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, get_store, print_frame
+from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, print_frame
 from closewatch.settings import load_settings
 
 _SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}
@@ -42,7 +42,7 @@ def analyze(ctx: click.Context, since: str | None, until: str | None, thresholds
         "until": parse_time(until, "--until") if until else None,
     }
     thresholds = load_thresholds(_thresholds_path(ctx, thresholds_option))
-    run = detect(get_store(ctx), thresholds=thresholds, **window)
+    run = detect(existing_store(ctx), thresholds=thresholds, **window)
     print_frame(_for_output(run.findings, output), output)
     err_console.print(
         f"{run.findings.height:,} findings in {run.since:%Y-%m-%d %H:%M:%S} – {run.until:%Y-%m-%d %H:%M:%S} UTC "

@@ -189,7 +189,7 @@ def reclassify(ctx: click.Context, catalog_option: str | None) -> None:
     """
     from closewatch import jobs
 
-    updated = jobs.reclassify(get_store(ctx), catalog_path(ctx, catalog_option))
+    updated = jobs.reclassify(existing_store(ctx), catalog_path(ctx, catalog_option))
     Console().print(f"Reclassified {updated:,} closures.")
 
 

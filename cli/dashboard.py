@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from closewatch.cli.kit import catalog_path, db_option, err_console, get_store
+from closewatch.cli.kit import catalog_path, db_option, err_console, existing_store, get_store
 from closewatch.errors import ClosewatchError
 
 APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
@@ -212,15 +212,16 @@ def dashboard(ctx: click.Context, port: int, address: str, max_upload_mb: int | 
     """Open the dashboard in your browser: overview, upload, explorer, patterns, alerts, SQL, reference.
 
     The same app as `streamlit run dashboard/app.py`, on the database named
-    by --db. It reads the database only in short read-only moments, so the
+    by --db, which must exist (`closewatch up` or `closewatch ingest` creates
+    one). It reads the database only in short read-only moments, so the
     CLI and the scheduler can use the same file alongside. Ctrl-C stops it.
 
     \b
     Example:
         closewatch dashboard --db demo.duckdb --port 8502
     """
-    store = get_store(ctx)
-    store.query("SELECT 1")  # creates or migrates the file, so the app opens on a usable database
+    store = existing_store(ctx)  # a new database starts with `closewatch up` (or ingest), not with an empty dashboard
+    store.query("SELECT 1")  # migrates an older file, so the app opens on a usable database
     check_port(address, port)
     db = store.path.resolve()
     console = Console(soft_wrap=True)

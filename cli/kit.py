@@ -66,10 +66,18 @@ def get_store(ctx: click.Context) -> Store:
 
 
 def existing_store(ctx: click.Context) -> Store:
-    """The store, for commands that only read: a missing file is a mistake, not a new database."""
+    """The store, for every command but those that load logs (ingest, up, scheduler).
+
+    A path where no database exists is a mistake (a typo, the wrong folder),
+    not a request for a new empty database that would answer every question
+    with nothing.
+    """
     store = get_store(ctx)
     if not store.path.exists():
-        raise StoreError(f"Database {store.path} does not exist; check --db (or $CLOSEWATCH_DB), or load logs first with closewatch ingest.")
+        raise StoreError(
+            f"Database {store.path} does not exist; check --db (or $CLOSEWATCH_DB), or create it by loading logs: "
+            f"closewatch --db {store.path} ingest LOGS... (or closewatch --db {store.path} up, which loads the demo)."
+        )
     return store
 
 

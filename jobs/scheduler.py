@@ -309,7 +309,10 @@ def _remember(store: Store, key: str, stat: os.stat_result, digest: str, batch_i
 
 
 class SchedulerLock:
-    """One scheduler per database: an exclusive flock on <db>.scheduler.lock, released by the OS on any exit."""
+    """One scheduler per database: an exclusive flock on <db>.scheduler.lock, released by the OS on any exit.
+
+    A clean stop also removes the file (a kill leaves it, unlocked, for the next start to reuse).
+    """
 
     def __init__(self, db_path: Path):
         self.path = db_path.with_name(db_path.name + ".scheduler.lock")
@@ -317,22 +320,33 @@ class SchedulerLock:
 
     def __enter__(self) -> SchedulerLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise AlertError(f"Another scheduler (PID {holder}) is already running on {self.path.with_suffix('')}; stop it first.") from None
+        while True:
+            self.handle = open(self.path, "a+")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.handle.seek(0)
+                holder = self.handle.read().strip() or "another process"
+                self.handle.close()
+                raise AlertError(f"Another scheduler (PID {holder}) is already running on {self.path.with_suffix('')}; stop it first.") from None
+            if self._holds_the_file():
+                break
+            self.handle.close()  # a scheduler stopping meanwhile removed the file we locked: lock the one there now
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))
         self.handle.flush()
         return self
 
+    def _holds_the_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, *exc) -> None:
         if self.handle:
+            self.path.unlink(missing_ok=True)  # still locked, so nobody can take the lock of the removed file
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
 

@@ -317,7 +317,8 @@ def test_alerts_check_command_accepts_the_defaults_and_shows_warnings(run, tmp_p
     assert result.exit_code == 0 and "TEST_HOOK_URL" in result.stderr
 
 
-def test_other_commands_refuse_a_broken_rules_file_in_one_sentence(run, tmp_path):
+def test_other_commands_refuse_a_broken_rules_file_in_one_sentence(run, store, tmp_path):
+    store.query("SELECT 1")  # the database exists: the rules file is what is wrong
     result = run("alerts", "run", "--rules", str(write(tmp_path, BAD)))
     assert result.exit_code == 1
     assert result.stderr.startswith("Error:") and "alerts check" in result.stderr and "Traceback" not in result.stderr

@@ -80,6 +80,7 @@ def test_a_taken_port_is_one_sentence_before_anything_starts(tmp_path):
 def test_closewatch_dashboard_serves_the_app_and_stops_on_sigint(tmp_path):
     port = free_port()
     db = tmp_path / "dash.duckdb"
+    Store(db).query("SELECT 1")  # `dashboard` opens an existing database; `up` and `ingest` create one
     process = start(["dashboard", "--db", str(db), "--port", str(port)], tmp_path)
     try:
         lines = wait_for_line(process, "closewatch dashboard:")
@@ -88,7 +89,6 @@ def test_closewatch_dashboard_serves_the_app_and_stops_on_sigint(tmp_path):
             assert response.status == 200
         with urllib.request.urlopen(f"http://localhost:{port}/", timeout=10) as response:
             assert b"<!doctype html>" in response.read().lower()
-        assert Store(db).query("SELECT count(*) FROM closures").item() == 0  # created and migrated by the command
         child = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert process.wait(timeout=30) == 0
@@ -126,6 +126,7 @@ def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_pa
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive
         assert Store(db).query("SELECT count(*) FROM closures").item() == 1  # no demo load into a used database
+        assert not (tmp_path / "ops.duckdb.scheduler.lock").exists()  # the scheduler removed its lock file
     finally:
         if process.poll() is None:
             process.kill()
@@ -135,6 +136,7 @@ def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_pa
 def test_children_die_with_a_killed_parent(tmp_path):
     """SIGKILL cannot be handled, so the children ask the kernel to stop them when `closewatch` dies."""
     port = free_port()
+    Store(tmp_path / "k.duckdb").query("SELECT 1")
     process = start(["dashboard", "--db", str(tmp_path / "k.duckdb"), "--port", str(port)], tmp_path)
     wait_for_line(process, "closewatch dashboard:")
     children = psutil.Process(process.pid).children(recursive=True)

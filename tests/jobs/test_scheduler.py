@@ -152,6 +152,7 @@ def test_only_one_scheduler_per_database(tmp_path):
                 pass
     with SchedulerLock(db):  # released on exit
         pass
+    assert not db.with_name(db.name + ".scheduler.lock").exists()  # and removed
 
 
 def test_scheduler_once_runs_every_job_in_order(run, tmp_path, db_path):
