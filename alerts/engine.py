@@ -42,7 +42,7 @@ import duckdb
 import polars as pl
 
 from closewatch.alerts.errors import AlertError, RuleFailed
-from closewatch.alerts.rules import Rule, RuleSet, parse_duration
+from closewatch.alerts.rules import Rule, RuleSet
 from closewatch.store import Store
 
 UTC = timezone.utc
@@ -68,20 +68,6 @@ class EngineSettings:
     initial_lookback_s: float = 3600.0  # how far back a rule's first run starts
     retry_base_s: float = 30.0        # first delay after a failed delivery ...
     retry_max_s: float = 3600.0       # ... doubling up to this
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any], origin: str = "closewatch.toml") -> EngineSettings:
-        """Read [alerts] durations; a wrong value names the file and key."""
-        keys = {"step": "step_s", "lateness": "lateness_s", "initial_lookback": "initial_lookback_s",
-                "retry_base": "retry_base_s", "retry_max": "retry_max_s"}
-        values = {}
-        for key, attribute in keys.items():
-            if key in section:
-                seconds = parse_duration(section[key])
-                if seconds is None or (key in ("step", "retry_base", "retry_max") and seconds <= 0):
-                    raise AlertError(f"{origin}: [alerts] {key} must be a duration like \"1m\", not {section[key]!r}; fix the config file.")
-                values[attribute] = seconds
-        return cls(**values)
 
 
 # -- time on the grid ----------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from closewatch import durations
 from closewatch.alerts.errors import RulesInvalid
 from closewatch.vocabulary import CATEGORIES, SEVERITIES
 
@@ -64,8 +65,6 @@ TEMPLATE_FIELDS = (
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.MULTILINE)
 _CHANNEL_HEADER = re.compile(r"^[ \t]*\[[ \t]*channels\.\"?([^\]\"]+)\"?\s*\]", re.MULTILINE)
 
@@ -206,38 +205,13 @@ def check_rules(path: str | os.PathLike | None = None, default_every_s: float = 
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from 90, 1.5, "90s", "15m", "1h30m", "2d", "1w", "500ms"; None if it is not a duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower().replace(" ", "")
-    if text in ("0", ""):
-        return 0.0 if text == "0" else None
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        position = match.end()
-    return total if position == len(text) and position > 0 else None
+    """Seconds from 90, "90s", "1h30m", "500ms", "1w"; None if not a duration (the core grammar, closewatch.durations)."""
+    return durations.parse_duration(value)
 
 
 def format_duration(seconds: float) -> str:
-    """The short human form: 90 -> '1m30s', 3600 -> '1h', 0.5 -> '500ms'."""
-    if seconds < 1 and seconds > 0:
-        return f"{seconds * 1000:g}ms"
-    remaining = int(round(seconds))
-    if remaining == 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if remaining >= size:
-            parts.append(f"{remaining // size}{unit}")
-            remaining %= size
-    return "".join(parts)
+    """The short human form: 90 -> '1m30s' (closewatch.durations)."""
+    return durations.format_duration(seconds)
 
 
 # -- parsing -------------------------------------------------------------------

@@ -15,16 +15,16 @@ id is a hash of its pattern, key and window: the same data gives the same ids.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from closewatch.analysis import detectors
 from closewatch.analysis.errors import AnalysisError
-from closewatch.analysis.thresholds import Thresholds, load_thresholds, parse_duration
+from closewatch.analysis.thresholds import Thresholds, load_thresholds
+from closewatch.durations import as_utc
 from closewatch.store import Store
 
 #: The columns of ``detections``, in table order.
@@ -38,7 +38,6 @@ PATTERNS = (
 )
 
 _ONE_US = timedelta(microseconds=1)
-_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*(ago)?\s*$")
 
 # Who a closure is about. A log file that names exactly one client is that client's log, so its
 # lines without a client id (some formats name the client only on error lines) are that
@@ -135,7 +134,7 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
     inputs = read_inputs(store, since, until, thresholds)
     read_s = time.perf_counter() - clock
     clock = time.perf_counter()
-    findings = with_ids(run_detectors(inputs, thresholds), inputs, datetime.now(timezone.utc))
+    findings = with_ids(run_detectors(inputs, thresholds), inputs, datetime.now(UTC))
     detect_s = time.perf_counter() - clock
     clock = time.perf_counter()
     replaced = store_findings(store, findings, inputs.since, inputs.until)
@@ -273,28 +272,8 @@ def store_findings(store: Store, findings: pl.DataFrame, since: datetime, until:
 # ---------------------------------------------------------------- times
 
 
-def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
-    """A point in time from the command line: ISO 8601 (UTC unless it says otherwise) or '24h' / '7d ago'."""
-    now = now or datetime.now(timezone.utc)
-    relative = _AGO.match(text)
-    if relative:
-        return now - parse_duration(f"{relative.group(1)}{relative.group(2)}")
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise AnalysisError(
-            f"{option} {text!r} is not a time; write an ISO time like 2024-05-01 or 2024-05-01T14:00 (UTC), "
-            "or a duration ago like 24h or 7d."
-        ) from None
-    return _utc(moment)
-
-
 def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return None if moment is None else as_utc(moment)
 
 
 def _naive(moment: datetime) -> datetime:

@@ -8,19 +8,17 @@ sentence naming the file, section and key rather than deep inside a detector.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from closewatch.analysis.catalog import CATEGORIES
 from closewatch.analysis.errors import AnalysisError
+from closewatch.durations import DURATION_EXAMPLES, parse_timedelta
 from closewatch.settings import read_toml
 
 BUILTIN_PATH = Path(__file__).with_name("thresholds.toml")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Section:
@@ -67,14 +65,6 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
     return Thresholds(typed, origin)
 
 
-def parse_duration(text: str) -> timedelta | None:
-    """'90s', '10m', '1.5h', '1d' as a timedelta; None when the text is not a duration."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match:
-        return None
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     return read_toml(path, AnalysisError, "thresholds file")
 
@@ -105,9 +95,9 @@ def _check(path: Path | str, section: str, key: str, value: Any, default: Any) -
         if unknown:
             _fail(path, section, key, f"names unknown category {unknown[0]!r} (see `closewatch catalog`)")
     elif isinstance(default, str):
-        duration = parse_duration(value)
+        duration = parse_timedelta(value)
         if duration is None or duration <= timedelta(0):
-            _fail(path, section, key, f"{value!r} must be a positive duration like \"30s\", \"10m\", \"1h\" or \"1d\"")
+            _fail(path, section, key, f"{value!r} must be a positive duration like {DURATION_EXAMPLES}")
     elif isinstance(default, int):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             _fail(path, section, key, f"{value!r} must be a whole number of at least 1")
@@ -122,8 +112,8 @@ def _typed(section: str, values: dict[str, Any], defaults: dict[str, Any], origi
     """Durations become timedeltas, and a 5 written for a decimal 5.0, so detectors need no parsing."""
     typed = {}
     for key, value in values.items():
-        if isinstance(value, str):
-            value = parse_duration(value)
+        if isinstance(defaults[key], str):
+            value = parse_timedelta(value)
             if value is None:  # only reachable if the built-in file itself is wrong
                 _fail(origin, section, key, "is not a duration")
         elif isinstance(defaults[key], float):

@@ -8,17 +8,16 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
 import polars as pl
 from rich.console import Console
 
-from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, print_frame
-from closewatch.settings import load_settings, resolve_db_path
+from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, get_settings, get_store, print_frame
+from closewatch.durations import format_duration, parse_duration, parse_time
+from closewatch.settings import Settings
 
-UTC = timezone.utc
 RULES_HELP = "The rules file (default: `rules` under [alerts] in closewatch.toml, else ./alerts.toml, else the shipped defaults)."
 
 
@@ -31,7 +30,7 @@ class _Context:
     store: object
     rules_path: Path
     engine: object
-    settings: object
+    settings: Settings
 
     def ruleset(self):
         from closewatch.alerts.rules import load_rules
@@ -40,31 +39,10 @@ class _Context:
 
 
 def _context(ctx: click.Context, rules_path: str | None, open_store=existing_store) -> _Context:
-    from closewatch.alerts.engine import EngineSettings
-    from closewatch.alerts.rules import resolve_rules_path
+    from closewatch.jobs.alerting import engine_settings, rules_path as resolve_rules
 
-    settings = load_settings(ctx.obj.get("config"))
-    origin = str(settings.path or "closewatch.toml")
-    section = settings.section("alerts")
-    engine = EngineSettings.from_section(section, origin)
-    path = resolve_rules_path(rules_path, section, settings.path.parent if settings.path else None)
-    return _Context(open_store(ctx), path, engine, settings)
-
-
-def _parse_time(text: str, option: str) -> datetime:
-    """ISO 8601 (UTC unless it says otherwise) or a duration ago like 2h or 7d."""
-    from closewatch.alerts.errors import AlertError
-    from closewatch.alerts.rules import parse_duration
-
-    now = datetime.now(UTC)
-    ago = parse_duration(text.strip().removesuffix("ago").strip())
-    if ago is not None:
-        return now - timedelta(seconds=ago)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise AlertError(f"{option} {text!r} is not a time; write an ISO time like 2024-05-01T14:00 (UTC) or a duration ago like 2h or 7d.") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    settings = get_settings(ctx)
+    return _Context(open_store(ctx, settings), resolve_rules(settings, rules_path), engine_settings(settings), settings)
 
 
 @click.group(name="alerts")
@@ -153,7 +131,7 @@ def history(ctx: click.Context, rule: str | None, since: str | None, limit: int,
     """
     from closewatch.alerts.engine import history as read_history
 
-    print_frame(read_history(existing_store(ctx), rule, _parse_time(since, "--since") if since else None, limit), output)
+    print_frame(read_history(existing_store(ctx), rule, parse_time(since, "--since") if since else None, limit), output)
 
 
 @alerts.command()
@@ -173,7 +151,6 @@ def silence(ctx: click.Context, rule: str, group: str | None, duration: str, com
     """
     from closewatch.alerts.engine import add_silence
     from closewatch.alerts.errors import AlertError
-    from closewatch.alerts.rules import format_duration, parse_duration
 
     seconds = parse_duration(duration)
     if not seconds:
@@ -235,14 +212,12 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
     Example:
         closewatch alerts check --rules alerts.toml
     """
-    from closewatch.alerts.engine import EngineSettings
-    from closewatch.alerts.rules import check_rules, resolve_rules_path
+    from closewatch.alerts.rules import check_rules
+    from closewatch.jobs.alerting import rules_path as resolve_rules
 
-    settings = load_settings(ctx.obj.get("config"))
-    section = settings.section("alerts")
-    engine = EngineSettings.from_section(section, str(settings.path or "closewatch.toml"))
-    path = resolve_rules_path(rules_path, section, settings.path.parent if settings.path else None)
-    ruleset, problems = check_rules(path, engine.step_s)
+    settings = get_settings(ctx)
+    path = resolve_rules(settings, rules_path)
+    ruleset, problems = check_rules(path, settings.alerts.step_s)
     console = Console()
     if problems:
         for problem in problems:
@@ -278,7 +253,7 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
     from closewatch.alerts.engine import backtest as replay
 
     c = _context(ctx, rules_path)
-    episodes = replay(c.store, c.ruleset(), _parse_time(start, "--from"), _parse_time(end, "--to"), list(rule_names) or None)
+    episodes = replay(c.store, c.ruleset(), parse_time(start, "--from"), parse_time(end, "--to"), list(rule_names) or None)
     if output == "json":
         sys.stdout.write(json.dumps([e.as_dict() for e in episodes], indent=None) + "\n")
         return
@@ -346,19 +321,14 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
         closewatch scheduler --watch incoming/
         closewatch --config closewatch.toml scheduler --once
     """
-    from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, SchedulerSettings, run_forever, run_once
+    from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, run_forever, run_once
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     c = _context(ctx, rules_path, open_store=get_store)  # it loads the watched folder, so it may start a database
-    config = c.settings
-    section = config.section("scheduler")
-    settings = SchedulerSettings.from_section(section, str(config.path or "closewatch.toml"),
-                                              config.path.parent if config.path else None, watch)
+    settings = c.settings.overriding("scheduler", watch=Path(watch).expanduser() if watch else None)
     c.ruleset()  # a broken rules file stops the start, with every problem named
-    thresholds = config.section("analysis").get("thresholds")
-    jobs = Jobs(c.store, c.rules_path, c.engine, settings, catalog_path(ctx, None),
-                (config.path.parent / thresholds) if thresholds and config.path else (Path(thresholds) if thresholds else None))
-    with SchedulerLock(resolve_db_path(ctx.obj.get("db"))):
+    jobs = Jobs(c.store, c.rules_path, settings)
+    with SchedulerLock(settings.db):
         recorder = JobRecorder(c.store)
         stale = recorder.interrupted()
         if stale:
@@ -369,7 +339,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
                 ctx.exit(1)
             return
         err_console.print(f"closewatch scheduler on {c.store.path} with rules {c.rules_path}; Ctrl-C stops it.", highlight=False)
-        run_forever(jobs, recorder, settings)
+        run_forever(jobs, recorder)
 
 
 def _user() -> str:

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 import polars as pl
 
-from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, print_frame
-from closewatch.settings import load_settings
+from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, get_settings, print_frame
+from closewatch.durations import parse_time
+from closewatch.vocabulary import Severity
 
-_SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}
+#: Most severe first.
+_SEVERITY_ORDER = {severity.value: rank for rank, severity in enumerate(reversed(Severity))}
 
 
 @click.command()
@@ -34,15 +36,14 @@ def analyze(ctx: click.Context, since: str | None, until: str | None, thresholds
         closewatch analyze --since 24h --format json
         closewatch analyze --since 2024-05-01 --until 2024-05-08 --thresholds strict.toml
     """
-    from closewatch.analysis.detection import detect, parse_time
-    from closewatch.analysis.thresholds import load_thresholds
+    from closewatch.jobs.analysis import analyze as analyze_job
 
     window = {
         "since": parse_time(since, "--since") if since else None,
         "until": parse_time(until, "--until") if until else None,
     }
-    thresholds = load_thresholds(_thresholds_path(ctx, thresholds_option))
-    run = detect(existing_store(ctx), thresholds=thresholds, **window)
+    settings = get_settings(ctx).overriding("analysis", thresholds=Path(thresholds_option) if thresholds_option else None)
+    run = analyze_job(existing_store(ctx, settings), settings, **window)
     print_frame(_for_output(run.findings, output), output)
     err_console.print(
         f"{run.findings.height:,} findings in {run.since:%Y-%m-%d %H:%M:%S} – {run.until:%Y-%m-%d %H:%M:%S} UTC "
@@ -50,17 +51,6 @@ def analyze(ctx: click.Context, since: str | None, until: str | None, thresholds
         f"(read {run.read_s:.2f} s, detect {run.detect_s:.2f} s, write {run.write_s:.2f} s).",
         highlight=False,
     )
-
-
-def _thresholds_path(ctx: click.Context, option: str | None) -> Path | None:
-    """--thresholds, else `thresholds` under [analysis] in the config file (relative to it)."""
-    if option:
-        return Path(option)
-    settings = load_settings(ctx.obj.get("config"))
-    configured = settings.section("analysis").get("thresholds")
-    if not configured:
-        return None
-    return settings.path.parent / configured if settings.path else Path(configured)
 
 
 def _for_output(findings: pl.DataFrame, output: str) -> pl.DataFrame:

@@ -24,8 +24,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from closewatch.cli.kit import catalog_path, db_option, err_console, existing_store, get_store
+from closewatch.cli.kit import db_option, err_console, existing_store, get_settings, get_store
 from closewatch.errors import ClosewatchError
+from closewatch.settings import Settings
+from closewatch.store import Store
 
 APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
 DEMO = Path(__file__).resolve().parents[1] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
@@ -256,12 +258,13 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
         closewatch up --db ops.duckdb --port 8600 --no-demo
     """
     console = Console(soft_wrap=True)
-    store = get_store(ctx)
+    settings = get_settings(ctx)
+    store = get_store(ctx, settings)
     closures = store.query("SELECT count(*) FROM closures").item()  # creates or migrates the file
     check_port(address, port)
     db = store.path.resolve()
     if closures == 0 and demo:
-        _load_demo(ctx, store, console)
+        _load_demo(settings, store, console)
     logs = _log_dir(db)
     env = child_env(ctx, db)
     children = [
@@ -281,21 +284,20 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
     supervise(children, console)
 
 
-def _load_demo(ctx: click.Context, store, console: Console) -> None:
-    """Load sample_logs/demo/ and run the detectors once, so every page has something to show."""
+def _load_demo(settings: Settings, store: Store, console: Console) -> None:
+    """Load sample_logs/demo/ and run the detectors once (the analysis job, with the configured thresholds)."""
     from closewatch import jobs
     from closewatch.ingest.sources import expand_inputs
+    from closewatch.jobs.analysis import analyze
 
     if not DEMO.is_dir():
         err_console.print(f"No demo logs at {DEMO}; starting with an empty database (upload logs in the dashboard).", style="yellow", highlight=False)
         return
     console.print(f"Empty database: loading the demo logs from {DEMO}...", highlight=False)
-    results = jobs.ingest(store, expand_inputs([str(DEMO)]), catalog_path=catalog_path(ctx, None))
+    results = jobs.ingest(store, expand_inputs([str(DEMO)]), catalog_path=settings.catalog)
     accepted = sum(result.accepted for result in results)
     console.print(f"  loaded {accepted:,} closures from {len(results)} files.", highlight=False)
-    from closewatch.analysis.detection import detect
-
-    run = detect(store)
+    run = analyze(store, settings)
     console.print(f"  found {run.findings.height:,} patterns.", highlight=False)
 
 

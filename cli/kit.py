@@ -16,8 +16,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from closewatch.settings import load_settings, resolve_db_path
 from closewatch.errors import ClosewatchError, StoreError
+from closewatch.settings import Settings, load_settings
 from closewatch.store import Store
 
 err_console = Console(stderr=True)
@@ -54,25 +54,29 @@ def out_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def get_store(ctx: click.Context) -> Store:
-    """The store the options name, with a notice on stderr while it waits for a lock."""
-    settings = load_settings(ctx.obj.get("config"))
-    timeout = ctx.obj.get("lock_timeout")
+def get_settings(ctx: click.Context) -> Settings:
+    """The settings from the options (--config, --db, --lock-timeout), the environment and the config file."""
+    return load_settings(ctx.obj.get("config"), db=ctx.obj.get("db"), lock_timeout_s=ctx.obj.get("lock_timeout"))
+
+
+def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
+    """The store the settings name, with a notice on stderr while it waits for a lock."""
+    settings = settings or get_settings(ctx)
     return Store(
-        resolve_db_path(ctx.obj.get("db")),
-        lock_timeout_s=settings.lock_timeout_s if timeout is None else timeout,
+        settings.db,
+        lock_timeout_s=settings.lock_timeout_s,
         on_wait=lambda message: click.secho(message, fg="yellow", err=True),
     )
 
 
-def existing_store(ctx: click.Context) -> Store:
+def existing_store(ctx: click.Context, settings: Settings | None = None) -> Store:
     """The store, for every command but those that load logs (ingest, up, scheduler).
 
     A path where no database exists is a mistake (a typo, the wrong folder),
     not a request for a new empty database that would answer every question
     with nothing.
     """
-    store = get_store(ctx)
+    store = get_store(ctx, settings)
     if not store.path.exists():
         raise StoreError(
             f"Database {store.path} does not exist; check --db (or $CLOSEWATCH_DB), or create it by loading logs: "
@@ -82,7 +86,8 @@ def existing_store(ctx: click.Context) -> Store:
 
 
 def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
-    return Path(option) if option else load_settings(ctx.obj.get("config")).catalog
+    """--catalog, else `catalog` under [analysis] in the config file (relative to it)."""
+    return Path(option) if option else get_settings(ctx).catalog
 
 
 # -- output ----------------------------------------------------------------

@@ -1,38 +1,156 @@
-"""Where things are and how long to wait: the settings every command shares.
+"""Where things are and how long to wait: the one settings object every front end passes to the jobs.
 
-Precedence, highest first: command-line option, environment variable, the
-config file (``closewatch.toml`` in the working directory, or the file named by
-``CLOSEWATCH_CONFIG``), built-in default.
+``load_settings`` builds it once per command (or dashboard rerun) from, highest
+first: command-line options, environment variables (``CLOSEWATCH_DB``,
+``CLOSEWATCH_CONFIG``), the config file (``closewatch.toml`` in the working
+directory, or the file named by ``--config`` / ``CLOSEWATCH_CONFIG``), and the
+built-in defaults. A path is relative to whatever named it: paths in the
+config file to the config file's folder, paths from options and the
+environment to the working directory.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelled
+key is an error naming the file, section and key, never silently ignored.
+To add a setting, add a field to its section (the TOML key is the field's
+alias); to add a section, add a model and a field of ``Settings``.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+
+from closewatch.durations import parse_duration
 from closewatch.errors import ClosewatchError, ConfigError
+from closewatch.validation import problem_sentence
 
 DEFAULT_DB = "closewatch.duckdb"
 DEFAULT_CONFIG = "closewatch.toml"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The parsed config file. Sections other stages read are kept as plain dicts."""
+# -- value types ----------------------------------------------------------------------
 
-    path: Path | None = None
-    lock_timeout_s: float = 30.0
+
+def _duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise ValueError(f'must be a duration like "30s", not {value!r}')
+    return seconds
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f'must be a duration longer than 0 like "30s", not {value!r}')
+    return seconds
+
+
+def _lock_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("must be a number of seconds >= 0")
+    return float(value)
+
+
+#: A duration in seconds, written in the one grammar (closewatch.durations).
+Seconds = Annotated[float, BeforeValidator(_duration)]
+PositiveSeconds = Annotated[float, BeforeValidator(_positive_duration)]
+
+
+class Section(BaseModel):
+    """One [section] of closewatch.toml: unknown keys are errors; values are read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# -- the sections -----------------------------------------------------------------------
+
+
+class StoreSettings(Section):
+    """[store]: the database file's lock policy."""
+
+    lock_timeout_s: Annotated[float, BeforeValidator(_lock_seconds)] = 30.0
+
+
+class AnalysisSettings(Section):
+    """[analysis]: the user's catalog and thresholds files (None: the built-in ones only)."""
+
     catalog: Path | None = None
-    sections: dict[str, Any] = field(default_factory=dict)
+    thresholds: Path | None = None
 
-    def section(self, name: str) -> dict[str, Any]:
-        value = self.sections.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self.path}: [{name}] must be a table; fix the config file.")
-        return value
+
+class AlertsSettings(Section):
+    """[alerts]: the rules file and the evaluation engine's timing (seconds)."""
+
+    rules: Path | None = None
+    step_s: PositiveSeconds = Field(60.0, alias="step")
+    lateness_s: Seconds = Field(60.0, alias="lateness")
+    initial_lookback_s: Seconds = Field(3600.0, alias="initial_lookback")
+    retry_base_s: PositiveSeconds = Field(30.0, alias="retry_base")
+    retry_max_s: PositiveSeconds = Field(3600.0, alias="retry_max")
+
+
+class SchedulerSettings(Section):
+    """[scheduler]: the watched folder and the jobs' intervals (seconds)."""
+
+    watch: Path | None = None
+    ingest_every_s: PositiveSeconds = Field(30.0, alias="ingest_every")
+    analyze_every_s: PositiveSeconds = Field(300.0, alias="analyze_every")
+    evaluate_every_s: PositiveSeconds = Field(60.0, alias="evaluate_every")
+    deliver_every_s: PositiveSeconds = Field(15.0, alias="deliver_every")
+    misfire_grace_s: PositiveSeconds = Field(60.0, alias="misfire_grace")
+    settle_s: Seconds = Field(5.0, alias="settle")
+    analyze_window_s: PositiveSeconds = Field(86400.0, alias="analyze_window")
+    format: StrictStr | None = None
+    tz: StrictStr = "UTC"
+
+
+class DashboardSettings(Section):
+    """[dashboard]: how the app behaves."""
+
+    alerts_refresh_s: Seconds = Field(10.0, alias="alerts_refresh")
+
+
+#: The sections whose paths are relative to the config file.
+_PATH_KEYS = {"analysis": ("catalog", "thresholds"), "alerts": ("rules",), "scheduler": ("watch",)}
+
+
+class Settings(Section):
+    """Everything a job needs to know about where things are and how long to wait."""
+
+    path: Path | None = None  # the config file read, if any
+    db: Path = Path(DEFAULT_DB)
+    store: StoreSettings = StoreSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+
+    @property
+    def lock_timeout_s(self) -> float:
+        return self.store.lock_timeout_s
+
+    @property
+    def catalog(self) -> Path | None:
+        return self.analysis.catalog
+
+    @property
+    def origin(self) -> str:
+        """The config file's name for messages."""
+        return str(self.path or DEFAULT_CONFIG)
+
+    def overriding(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section replaced (command-line options); None leaves a key as it is."""
+        given = {key: value for key, value in values.items() if value is not None}
+        if not given:
+            return self
+        current: Section = getattr(self, section)
+        return self.model_copy(update={section: current.model_copy(update=given)})
+
+
+# -- building it -----------------------------------------------------------------------------
 
 
 def resolve_db_path(option: str | os.PathLike | None) -> Path:
@@ -52,26 +170,48 @@ def read_toml(path: Path, error: type[ClosewatchError], what: str) -> dict[str, 
         raise error(f"{path} is not valid TOML ({problem}); fix the file and run again.") from None
 
 
-def load_settings(path: str | os.PathLike | None = None) -> Settings:
-    """Read the config file if there is one; no file means defaults."""
-    explicit = path or os.environ.get("CLOSEWATCH_CONFIG")
-    candidate = Path(explicit) if explicit else Path(DEFAULT_CONFIG)
-    if not candidate.exists():
-        if explicit:
-            raise ConfigError(f"Config file {candidate} does not exist; check the path or unset CLOSEWATCH_CONFIG.")
-        return Settings()
-    return _settings_from(candidate, read_toml(candidate, ConfigError, "config file"))
+def load_settings(
+    config: str | os.PathLike | None = None,
+    *,
+    db: str | os.PathLike | None = None,
+    lock_timeout_s: float | None = None,
+) -> Settings:
+    """The settings from the options given, the environment and the config file (no file means defaults)."""
+    explicit = config or os.environ.get("CLOSEWATCH_CONFIG")
+    candidate = Path(explicit).expanduser() if explicit else Path(DEFAULT_CONFIG)
+    if candidate.exists():
+        settings = settings_from(candidate, read_toml(candidate, ConfigError, "config file"))
+    elif explicit:
+        raise ConfigError(f"Config file {candidate} does not exist; check the path or unset CLOSEWATCH_CONFIG.")
+    else:
+        settings = Settings()
+    settings = settings.model_copy(update={"db": resolve_db_path(db)})
+    return settings.overriding("store", lock_timeout_s=lock_timeout_s)
 
 
-def _settings_from(path: Path, data: dict[str, Any]) -> Settings:
-    store = data.get("store", {})
-    timeout = store.get("lock_timeout_s", 30.0)
-    if not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ConfigError(f"{path}: [store] lock_timeout_s must be a number of seconds >= 0.")
-    catalog = data.get("analysis", {}).get("catalog")
-    return Settings(
-        path=path,
-        lock_timeout_s=float(timeout),
-        catalog=(path.parent / catalog) if catalog else None,
-        sections=data,
-    )
+def settings_from(path: Path, data: dict[str, Any]) -> Settings:
+    """Validate a parsed config file; relative paths in it become relative to its folder."""
+    known = [name for name in Settings.model_fields if name not in ("path", "db")]
+    for name, value in data.items():
+        if name not in known:
+            raise ConfigError(f"{path}: there is no [{name}] section (the sections are {', '.join(known)}); fix the config file.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table; fix the config file.")
+    try:
+        settings = Settings.model_validate({**data, "path": path})
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {problem_sentence(error, Settings)}; fix the config file.") from None
+    return _relative_to(settings, path.parent)
+
+
+def _relative_to(settings: Settings, folder: Path) -> Settings:
+    for section, keys in _PATH_KEYS.items():
+        values = getattr(settings, section)
+        moved = {}
+        for key in keys:
+            value = getattr(values, key)
+            if value is not None:
+                value = value.expanduser()
+                moved[key] = value if value.is_absolute() else folder / value
+        settings = settings.overriding(section, **moved)
+    return settings

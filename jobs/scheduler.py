@@ -40,19 +40,22 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from closewatch.alerts.engine import EngineSettings, evaluate
+from closewatch.alerts.engine import evaluate
 from closewatch.alerts.errors import AlertError
 from closewatch.alerts.notify import deliver
-from closewatch.alerts.rules import format_duration, load_rules, parse_duration
+from closewatch.alerts.rules import load_rules
+from closewatch.durations import format_duration
 from closewatch.errors import ClosewatchError, StoreBusy
+from closewatch.jobs.alerting import engine_settings
+from closewatch.jobs.analysis import analyze_recent
+from closewatch.settings import SchedulerSettings, Settings
 from closewatch.store import Store
 
-UTC = timezone.utc
 log = logging.getLogger("closewatch.scheduler")
 JOBS = ("ingest", "analyze", "evaluate", "deliver")
 #: job_runs older than this are deleted (at start and every PRUNE_EVERY_RUNS runs).
@@ -61,48 +64,6 @@ PRUNE_EVERY_RUNS = 500
 #: Names in a watched folder that are never logs, or not finished yet.
 _SKIP_NAMES = {"manifest.json", "README.md"}
 _SKIP_SUFFIXES = {".py", ".md", ".tmp", ".part", ".partial", ".crdownload", ".lock"}
-
-
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """The [scheduler] section of closewatch.toml (durations in seconds)."""
-
-    watch: Path | None = None
-    ingest_every_s: float = 30.0
-    analyze_every_s: float = 300.0
-    evaluate_every_s: float = 60.0
-    deliver_every_s: float = 15.0
-    misfire_grace_s: float = 60.0
-    settle_s: float = 5.0
-    analyze_window_s: float = 86400.0
-    format: str | None = None
-    tz: str = "UTC"
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any], origin: str = "closewatch.toml", base: Path | None = None,
-                     watch: str | None = None) -> SchedulerSettings:
-        """Read [scheduler]; --watch overrides `watch`; a relative `watch` is relative to the config file."""
-        known = {"watch", "format", "tz"} | {f"{job}_every" for job in JOBS} | {"misfire_grace", "settle", "analyze_window"}
-        for key in section:
-            if key not in known:
-                raise AlertError(f"{origin}: [scheduler] has no setting '{key}' (known: {', '.join(sorted(known))}); fix the config file.")
-        values: dict[str, Any] = {}
-        for key in known - {"watch", "format", "tz"}:
-            if key in section:
-                seconds = parse_duration(section[key])
-                if seconds is None or (key != "settle" and seconds <= 0):
-                    raise AlertError(f"{origin}: [scheduler] {key} must be a duration like \"30s\", not {section[key]!r}; fix the config file.")
-                values[f"{key}_s"] = seconds
-        for key in ("format", "tz"):
-            if key in section:
-                if not isinstance(section[key], str):
-                    raise AlertError(f"{origin}: [scheduler] {key} must be text; fix the config file.")
-                values[key] = section[key]
-        folder = watch or section.get("watch")
-        if folder:
-            path = Path(folder).expanduser()
-            values["watch"] = path if path.is_absolute() or watch or base is None else base / path
-        return cls(**values)
 
 
 # -- job runs ---------------------------------------------------------------------
@@ -190,46 +151,39 @@ class Jobs:
 
     store: Store
     rules_path: Path
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    settings: SchedulerSettings = field(default_factory=SchedulerSettings)
-    catalog: Path | None = None
-    thresholds: Path | None = None
+    settings: Settings
     _analyzed: str | None = None
 
     def ingest(self) -> str:
-        if self.settings.watch is None:
+        scheduler = self.settings.scheduler
+        if scheduler.watch is None:
             return "no watched folder configured"
-        return ingest_watched(self.store, self.settings.watch, self.settings.settle_s, self.settings.format,
-                              self.settings.tz, self.catalog)
+        return ingest_watched(self.store, scheduler.watch, scheduler.settle_s, scheduler.format,
+                              scheduler.tz, self.settings.catalog)
 
     def analyze(self) -> str:
         """Run the detectors over the last analyze_window (from the start of its UTC day), if data changed."""
-        from closewatch.analysis.detection import detect
-        from closewatch.analysis.thresholds import load_thresholds
-
         token = self.store.latest_batch()
         if token == self._analyzed:
             return "no new data since the last run"
-        with self.store.transaction() as con:
-            newest = con.execute("SELECT max(ts) FROM closures").fetchone()[0]
-        if newest is None:
+        run = analyze_recent(self.store, self.settings)
+        if run is None:
             return "no closures yet"
-        since = newest - timedelta(seconds=self.settings.analyze_window_s)
-        since = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)  # stable window: findings keep their ids
-        run = detect(self.store, since=since, thresholds=load_thresholds(self.thresholds))
         self._analyzed = token
-        return f"{run.findings.height} findings from {run.closures} closures since {since:%Y-%m-%d %H:%M} UTC"
+        return f"{run.findings.height} findings from {run.closures} closures since {run.since:%Y-%m-%d %H:%M} UTC"
 
     def evaluate(self) -> str:
-        ruleset = load_rules(self.rules_path, self.engine.step_s)
-        report = evaluate(self.store, ruleset, self.engine)
+        engine = engine_settings(self.settings)
+        ruleset = load_rules(self.rules_path, engine.step_s)
+        report = evaluate(self.store, ruleset, engine)
         if report.failures:
             raise AlertError(f"{report.summary()}: {report.failures[0]}")
         return report.summary()
 
     def deliver(self) -> str:
-        ruleset = load_rules(self.rules_path, self.engine.step_s)
-        report = deliver(self.store, ruleset, self.engine)
+        engine = engine_settings(self.settings)
+        ruleset = load_rules(self.rules_path, engine.step_s)
+        report = deliver(self.store, ruleset, engine)
         if report.failed:
             raise AlertError(report.summary())
         return report.summary()
@@ -356,11 +310,12 @@ def run_once(jobs: Jobs, recorder: JobRecorder) -> dict[str, str]:
     return {name: recorder.run(name, getattr(jobs, name))[0] for name in JOBS}
 
 
-def run_forever(jobs: Jobs, recorder: JobRecorder, settings: SchedulerSettings) -> None:
-    """Run the jobs on their intervals until SIGTERM or SIGINT; the job running then finishes first."""
+def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
+    """Run the jobs on their [scheduler] intervals until SIGTERM or SIGINT; the job running then finishes first."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    settings: SchedulerSettings = jobs.settings.scheduler
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     recorder.prune()
     scheduler = BlockingScheduler(

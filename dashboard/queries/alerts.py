@@ -11,6 +11,7 @@ import polars as pl
 
 from closewatch.dashboard.queries.shared import get_settings, reader, reading
 from closewatch.dashboard.queries.timespan import bucket_to_time, bucketed_counts, range_sql
+from closewatch.settings import SchedulerSettings
 from closewatch.store import Store
 
 ALERT_TABLES = ("alert_state", "alert_events", "alert_silences", "job_runs")
@@ -89,27 +90,20 @@ class AlertConfig:
 
 def alert_config() -> AlertConfig:
     """Load the rules (a broken file raises AlertError naming rule, line and field) and the job intervals."""
-    from closewatch.alerts.engine import EngineSettings
-    from closewatch.alerts.rules import load_rules, resolve_rules_path
-    from closewatch.jobs.scheduler import SchedulerSettings
+    from closewatch.alerts.rules import load_rules
+    from closewatch.jobs.alerting import engine_settings, rules_path
 
     settings = get_settings()
-    origin = str(settings.path or "closewatch.toml")
-    base = settings.path.parent if settings.path else None
-    section = settings.section("alerts")
-    engine = EngineSettings.from_section(section, origin)
-    path = resolve_rules_path(None, section, base)
-    scheduler = SchedulerSettings.from_section(settings.section("scheduler"), origin, base)
-    return AlertConfig(path, load_rules(path, engine.step_s), _intervals(scheduler), engine)
+    engine = engine_settings(settings)
+    path = rules_path(settings)
+    return AlertConfig(path, load_rules(path, engine.step_s), _intervals(settings.scheduler), engine)
 
 
 def default_intervals() -> dict[str, float]:
     """The scheduler's built-in intervals, for when the config cannot be read."""
-    from closewatch.jobs.scheduler import SchedulerSettings
-
     return _intervals(SchedulerSettings())
 
 
-def _intervals(scheduler: Any) -> dict[str, float]:
+def _intervals(scheduler: SchedulerSettings) -> dict[str, float]:
     return {"ingest": scheduler.ingest_every_s, "analyze": scheduler.analyze_every_s,
             "evaluate": scheduler.evaluate_every_s, "deliver": scheduler.deliver_every_s}

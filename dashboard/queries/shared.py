@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 import streamlit as st
 
-from closewatch.settings import Settings, load_settings, resolve_db_path
+from closewatch.settings import Settings, load_settings
 from closewatch.store import Store
 
 CACHE_TTL_S = 600  # a safety net: `closewatch reclassify` changes rows without a new batch
@@ -53,14 +53,14 @@ _STORES: dict[tuple[str, float], DashboardStore] = {}
 
 
 def get_settings() -> Settings:
-    """The config file named by $CLOSEWATCH_CONFIG or ./closewatch.toml (defaults when absent)."""
+    """The settings from $CLOSEWATCH_DB, $CLOSEWATCH_CONFIG (set by `closewatch dashboard`) or ./closewatch.toml."""
     return load_settings(None)
 
 
 def get_store() -> DashboardStore:
     """The store named by $CLOSEWATCH_DB (set by `closewatch dashboard --db`), one object per path."""
     settings = get_settings()
-    path = resolve_db_path(None).resolve()
+    path = settings.db.resolve()
     key = (str(path), settings.lock_timeout_s)
     if key not in _STORES:
         _STORES[key] = DashboardStore(path, lock_timeout_s=settings.lock_timeout_s)

@@ -24,12 +24,9 @@ DEFAULT_REFRESH_S = 10.0
 
 
 def refresh_seconds() -> float:
-    """How often the live part reruns: [dashboard] alerts_refresh in closewatch.toml."""
-    from closewatch.alerts.rules import parse_duration
-
-    value = shared.get_settings().section("dashboard").get("alerts_refresh", DEFAULT_REFRESH_S)
-    seconds = parse_duration(value)
-    return seconds if seconds and seconds >= 1 else DEFAULT_REFRESH_S
+    """How often the live part reruns: [dashboard] alerts_refresh in closewatch.toml (at least 1 s)."""
+    seconds = shared.get_settings().dashboard.alerts_refresh_s
+    return seconds if seconds >= 1 else DEFAULT_REFRESH_S
 
 
 def rules_table(config: queries.AlertConfig, states: pl.DataFrame) -> pl.DataFrame:

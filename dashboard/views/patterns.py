@@ -17,11 +17,11 @@ from closewatch.dashboard.queries import shared, timespan
 
 
 def run_detection() -> None:
-    """The analyze job over everything loaded (what `closewatch analyze` does)."""
-    from closewatch.analysis.detection import detect
+    """The analysis job over everything loaded, with the configured thresholds (what `closewatch analyze` does)."""
+    from closewatch.jobs.analysis import analyze
 
     with st.spinner("Running the detectors over every loaded closure..."):
-        result = detect(shared.get_store())
+        result = analyze(shared.get_store(), shared.get_settings())
     st.toast(f"Found {result.findings.height:,} patterns in {result.closures:,} closures.", icon=":material/troubleshoot:")
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from closewatch.analysis.detection import DETECTION_COLUMNS, detect, detection_id, parse_time
+from closewatch.analysis.detection import DETECTION_COLUMNS, detect, detection_id
 from closewatch.analysis.errors import AnalysisError
 from closewatch.analysis.thresholds import load_thresholds
 from closewatch.store import Store
@@ -142,27 +142,6 @@ def test_a_window_beyond_the_data_says_where_the_data_is(incident_store):
         detect(incident_store, until=datetime(2020, 1, 1))
     empty = detect(incident_store, since=datetime(2030, 1, 1), until=datetime(2030, 1, 2))
     assert (empty.closures, empty.findings.height) == (0, 0)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2024-05-01", datetime(2024, 5, 1, tzinfo=UTC)),
-        ("2024-05-01T14:30", datetime(2024, 5, 1, 14, 30, tzinfo=UTC)),
-        ("2024-05-01T14:30:00+02:00", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
-        ("2024-05-01T14:30:00Z", datetime(2024, 5, 1, 14, 30, tzinfo=UTC)),
-        ("24h", datetime(2024, 5, 9, 12, tzinfo=UTC)),
-        ("90m ago", datetime(2024, 5, 10, 10, 30, tzinfo=UTC)),
-        ("7d", datetime(2024, 5, 3, 12, tzinfo=UTC)),
-    ],
-)
-def test_parse_time_reads_iso_times_and_durations_ago(text, expected):
-    assert parse_time(text, "--since", now=datetime(2024, 5, 10, 12, tzinfo=UTC)) == expected
-
-
-def test_parse_time_names_the_option_and_the_forms():
-    with pytest.raises(AnalysisError, match=r"--until 'yesterday' is not a time; write an ISO time like 2024-05-01"):
-        parse_time("yesterday", "--until")
 
 
 # ---------------------------------------------------------------- the command

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from closewatch.analysis.errors import AnalysisError
-from closewatch.analysis.thresholds import BUILTIN_PATH, load_thresholds, parse_duration
+from closewatch.analysis.thresholds import BUILTIN_PATH, load_thresholds
 from closewatch.errors import ClosewatchError
 
 
@@ -76,14 +76,9 @@ def test_a_missing_file_is_named(tmp_path):
         load_thresholds(tmp_path / "nothere.toml")
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30), ("10m", 600), ("1.5h", 5400), ("1d", 86400), (" 2 h ", 7200)],
-)
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "10", "ten minutes", "5w", "-1h", None, 10])
-def test_parse_duration_rejects_what_is_not_a_duration(text):
-    assert parse_duration(text) is None
+def test_durations_use_the_one_grammar(tmp_path):
+    """The thresholds file reads durations like every other file: "1h30m", "500ms", "1w", or seconds."""
+    thresholds = load_thresholds(user_file(tmp_path, '[repeated_violation]\nwindow = "1h30m"\nmerge_gap = 90\n[new_reason]\nlearning = "1w"\n'))
+    assert thresholds["repeated_violation"].window == timedelta(hours=1, minutes=30)
+    assert thresholds["repeated_violation"].merge_gap == timedelta(seconds=90)
+    assert thresholds["new_reason"].learning == timedelta(weeks=1)

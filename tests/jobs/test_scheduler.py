@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from closewatch.alerts.errors import AlertError
-from closewatch.jobs.scheduler import JobRecorder, SchedulerLock, SchedulerSettings, ingest_watched
+from closewatch.errors import ConfigError
+from closewatch.jobs.scheduler import JobRecorder, SchedulerLock, ingest_watched
+from closewatch.settings import load_settings
 from closewatch.store import Store
 from tests.alerts.helpers import Receiver, jsonl, steady
 
@@ -26,25 +28,30 @@ ORIGIN = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 # -- settings ------------------------------------------------------------------------------
 
 
+def config(tmp_path, text: str) -> Path:
+    path = tmp_path / "etc" / "c.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def test_settings_come_from_the_config_section(tmp_path):
-    settings = SchedulerSettings.from_section(
-        {"watch": "incoming", "ingest_every": "10s", "evaluate_every": "2m", "misfire_grace": "30s", "settle": "0s", "format": "jsonl"},
-        "c.toml", tmp_path)
-    assert settings.watch == tmp_path / "incoming"
+    settings = load_settings(config(tmp_path, '[scheduler]\nwatch = "incoming"\ningest_every = "10s"\nevaluate_every = "2m"\n'
+                                              'misfire_grace = "30s"\nsettle = "0s"\nformat = "jsonl"\n')).scheduler
+    assert settings.watch == tmp_path / "etc" / "incoming"
     assert (settings.ingest_every_s, settings.evaluate_every_s, settings.deliver_every_s) == (10, 120, 15)
     assert (settings.misfire_grace_s, settings.settle_s, settings.format) == (30, 0, "jsonl")
-    assert SchedulerSettings.from_section({"watch": "x"}, "c.toml", tmp_path, watch="/data/in").watch == Path("/data/in")
 
 
 @pytest.mark.parametrize("section, words", [
-    ({"ingest_every": "often"}, "[scheduler] ingest_every must be a duration"),
-    ({"deliver_every": "0s"}, "[scheduler] deliver_every must be a duration"),
-    ({"every": "1m"}, "[scheduler] has no setting 'every'"),
-    ({"tz": 3}, "[scheduler] tz must be text"),
+    ('ingest_every = "often"', "[scheduler] ingest_every must be a duration"),
+    ('deliver_every = "0s"', "[scheduler] deliver_every must be a duration longer than 0"),
+    ('every = "1m"', "[scheduler] has no setting 'every'"),
+    ("tz = 3", "[scheduler] tz must be text"),
 ])
-def test_bad_settings_name_the_file_and_key(section, words):
-    with pytest.raises(AlertError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        SchedulerSettings.from_section(section, "c.toml")
+def test_bad_settings_name_the_file_and_key(tmp_path, section, words):
+    with pytest.raises(ConfigError, match=r"c\.toml: " + words.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(config(tmp_path, f"[scheduler]\n{section}\n"))
 
 
 # -- the watched folder ----------------------------------------------------------------------

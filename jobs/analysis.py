@@ -1,0 +1,37 @@
+"""The analysis job: detect patterns with the thresholds the settings name, and store the findings.
+
+Every front end runs detection through here (`closewatch analyze`, the
+scheduler's analyze job, the dashboard's "Run detection now" and the demo
+load of `closewatch up`), so all of them honour ``[analysis] thresholds`` in
+closewatch.toml the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from closewatch.analysis.detection import DetectionRun, detect
+from closewatch.analysis.thresholds import load_thresholds
+from closewatch.settings import Settings
+from closewatch.store import Store
+
+
+def analyze(store: Store, settings: Settings, since: datetime | None = None, until: datetime | None = None) -> DetectionRun:
+    """Run every detector over [since, until) (default: everything stored) and replace the window's findings."""
+    thresholds = load_thresholds(settings.analysis.thresholds)
+    return detect(store, since=since, until=until, thresholds=thresholds)
+
+
+def recent_window_start(newest: datetime, window_s: float) -> datetime:
+    """The start of the UTC day ``window_s`` before ``newest``: a stable window, so findings keep their ids."""
+    since = newest - timedelta(seconds=window_s)
+    return since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def analyze_recent(store: Store, settings: Settings) -> DetectionRun | None:
+    """The scheduler's run: the last ``[scheduler] analyze_window`` of data; None when the store is empty."""
+    with store.transaction() as con:
+        newest = con.execute("SELECT max(ts) FROM closures").fetchone()[0]
+    if newest is None:
+        return None
+    return analyze(store, settings, since=recent_window_start(newest, settings.scheduler.analyze_window_s))
