@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from closewatch.generator import traffic as generator  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-START = datetime(2026, 11, 9, 8, 0, 0, tzinfo=UTC)  # the Monday before the demo week
+START = datetime(2026, 11, 16, 8, 0, 0, tzinfo=UTC)  # the first morning of the demo week (demo/)
 FAKE_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZW1wLXRva2VuIn0.c2lnbmF0dXJlLWZha2U"  # a temporary token's shape (fake)
 LONG_JSON = '{"type": "UpdateConfiguration", "keyterms_prompt": ["' + '", "'.join(f"term{n}" for n in range(14)) + '"'
 
@@ -122,13 +122,13 @@ def closures_jsonl() -> list[str]:
             record["session_duration_s"] = e["session_duration_s"]
         lines.append(json.dumps(record))
     return _insert(lines, [
-        (0, json.dumps({"ts": "2026-11-09T07:59:58.000Z", "level": "info", "msg": "stt worker started", "workers": 4})),
-        (6, '{"ts": "2026-11-09T08:31:07.118Z", "client_id": "support-bot", "close_code": 3008, "close_reason": "Session Exp'),
-        (12, json.dumps({"ts": "2026-11-09T08:52:40.000Z", "client_id": "notes-app", "close_code": "abc",
+        (0, json.dumps({"ts": "2026-11-16T07:59:58.000Z", "level": "info", "msg": "stt worker started", "workers": 4})),
+        (6, '{"ts": "2026-11-16T08:31:07.118Z", "client_id": "support-bot", "close_code": 3008, "close_reason": "Session Exp'),
+        (12, json.dumps({"ts": "2026-11-16T08:52:40.000Z", "client_id": "notes-app", "close_code": "abc",
                          "close_reason": "Session Cancelled: An error occurred"})),
         (20, json.dumps({"ts": "yesterday at noon", "client_id": "dictation-v2", "close_code": 1000})),
         (27, json.dumps([1000, "normal"])),
-        (33, json.dumps({"ts": "2026-11-09T10:02:11.000Z", "level": "debug", "msg": "heartbeat"})),
+        (33, json.dumps({"ts": "2026-11-16T10:02:11.000Z", "level": "debug", "msg": "heartbeat"})),
     ])
 
 
@@ -158,7 +158,7 @@ def aliases_jsonl() -> list[str]:
         lines.append(json.dumps({k: v for k, v in record.items() if v is not None}))
     return _insert(lines, [
         (4, json.dumps({"time": 1762679700000, "app": "notes-app", "code": 3.5, "reason": "Session Cancelled: An error occurred"})),
-        (15, json.dumps({"@timestamp": "2026-11-09T09:30:00.000Z", "service": "support-bot", "close_status_code": 1000,
+        (15, json.dumps({"@timestamp": "2026-11-16T09:30:00.000Z", "service": "support-bot", "close_status_code": 1000,
                          "close_msg": {"text": "bye"}})),
         (24, json.dumps({"time": 1762685000000, "app": "dictation-v2", "code": 1000, "session_duration_seconds": "long"})),
     ])
@@ -200,8 +200,8 @@ def api_messages_jsonl() -> list[str]:
             add(close, e, body)
     lines = [line for _, _, line in sorted(entries)]
     return _insert(lines, [
-        (10, '{"ts": "2026-11-09T08:40:00.000Z", "client": "support-bot", "type": "Termination", "audio_duration_sec'),
-        (30, json.dumps({"ts": "2026-11-09T09:10:00.000Z", "client": "notes-app", "session_id": "f" * 8 + "-0000-4000-8000-" + "0" * 12,
+        (10, '{"ts": "2026-11-16T08:40:00.000Z", "client": "support-bot", "type": "Termination", "audio_duration_sec'),
+        (30, json.dumps({"ts": "2026-11-16T09:10:00.000Z", "client": "notes-app", "session_id": "f" * 8 + "-0000-4000-8000-" + "0" * 12,
                          "type": "Error", "error_code": "oops", "error": "Session Cancelled: An error occurred"})),
     ])
 
@@ -227,8 +227,8 @@ def closures_csv() -> list[str]:
         rows.append([iso(e["ts"]), e["session_id"], e["client_id"], _text(e["close_code"]), _text(reason),
                      _text(e["audio_duration_s"]), _text(e["session_duration_s"])])
     return _insert(_delimited(rows, ","), [
-        (7, "2026-11-09T08:30:00.000Z,support-bot,1000,"),
-        (14, "2026-11-09T08:55:00.000Z,0b8f2a6e-1c1d-4c55-9d0e-5e9a7d1c2b3a,notes-app,n/a,Session Cancelled: An error occurred,,"),
+        (7, "2026-11-16T08:30:00.000Z,support-bot,1000,"),
+        (14, "2026-11-16T08:55:00.000Z,0b8f2a6e-1c1d-4c55-9d0e-5e9a7d1c2b3a,notes-app,n/a,Session Cancelled: An error occurred,,"),
         (21, "31/11/2026 10:00,5c0e3a3b-8b8e-4f55-a1b0-3d1f6b3c9e21,dictation-v2,4008,Session Expired,,"),
     ])
 
@@ -241,8 +241,8 @@ def closures_tsv() -> list[str]:
                      e["client_id"], _text(e["close_code"]), _text(e["close_reason"]), _text(e["audio_duration_s"]),
                      _text(e["session_duration_s"])])
     return _insert(_delimited(rows, "\t"), [
-        (9, "2026-11-09 08:40:00.000\t9e1c7f0a-2b3c-4d5e-8f90-a1b2c3d4e5f6\tnotes-app\t1000\t\t10\t12\textra"),
-        (18, "2026-11-09 09:05:00.000\t1a2b3c4d-5e6f-4a0b-9c1d-2e3f4a5b6c7d\tdictation-v2\t4OO8\tSession Expired\t\t"),
+        (9, "2026-11-16 08:40:00.000\t9e1c7f0a-2b3c-4d5e-8f90-a1b2c3d4e5f6\tnotes-app\t1000\t\t10\t12\textra"),
+        (18, "2026-11-16 09:05:00.000\t1a2b3c4d-5e6f-4a0b-9c1d-2e3f4a5b6c7d\tdictation-v2\t4OO8\tSession Expired\t\t"),
     ])
 
 

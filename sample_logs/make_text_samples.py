@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from closewatch.ingest.clients import CLIENTS, FAKE_JWT, FAKE_KEY, RENDERERS_TIMED, noise_lines
 
 HERE = Path(__file__).resolve().parent
-START = datetime(2025, 6, 2, 8, 0, 0, tzinfo=UTC)
+START = datetime(2026, 11, 16, 8, 0, 0, tzinfo=UTC)  # the first morning of the demo week (sample_logs/demo)
 
 FILES = {
     "assemblyai-python-v3": ("assemblyai-python-v3.log", "pipes"),
