@@ -19,6 +19,7 @@ import polars as pl
 import streamlit as st
 
 from closewatch.errors import ClosewatchError
+from closewatch.vocabulary import SEVERITIES
 from closewatch.dashboard.queries.timespan import Span, utc
 
 log = logging.getLogger("closewatch.dashboard")
@@ -34,7 +35,7 @@ PAGES = {
     "reference": "views/reference.py",
 }
 #: Explorer filters travel in the URL under these names (the widgets are bound to them).
-FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session", "q")
+FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session", "q", "normal")
 URL_TIME = "%Y-%m-%dT%H:%M"
 SEVERITY_COLORS = {"info": "#4c78a8", "warning": "#f2a900", "error": "#e45756", "critical": "#7b1e1e"}
 #: How closure rows are shown in every table.
@@ -43,11 +44,15 @@ CLOSURE_COLUMNS = {
     "client_id": st.column_config.TextColumn("client"),
     "session_id": st.column_config.TextColumn("session"),
     "close_code": st.column_config.NumberColumn("code", format="%d"),
-    "close_reason": st.column_config.TextColumn("reason", width="large"),
+    "close_reason": st.column_config.TextColumn("reason", width="large", help="Click the row to read the whole text."),
     "retry_safe": st.column_config.TextColumn("retry safe"),
     "action": st.column_config.TextColumn("action", width="large"),
     "event_id": None,  # hidden: it is the key, not something to read
 }
+#: Every count in every table is written like the KPIs: 21,744 (never 21744, whatever the browser's locale).
+COUNT_FORMAT = "%,d"
+#: Shown for a missing value instead of Streamlit's "None".
+MISSING = "-"
 RETRY_ADVICE = {
     "yes": "Safe to retry right away.",
     "with_backoff": "Retry with exponential backoff and jitter.",
@@ -138,12 +143,37 @@ def fmt_duration(seconds: float) -> str:
 
 
 def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, **kwargs: Any) -> Any:
-    """st.dataframe with UTC times shown to the second and closure columns named for people."""
+    """st.dataframe with UTC times to the second, counts with thousands separators, "-" for missing values,
+    and closure columns named for people."""
     config = {name: st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm:ss")
               for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)}
+    config.update({name: st.column_config.NumberColumn(name, format=COUNT_FORMAT)
+                   for name, dtype in frame.schema.items() if dtype.is_integer()})
     config.update({name: spec for name, spec in CLOSURE_COLUMNS.items() if name in frame.columns})
     config.update(column_config or {})
-    return st.dataframe(frame, hide_index=True, key=key, column_config=config, **kwargs)
+    return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=MISSING, **kwargs)
+
+
+#: Findings as the Patterns and Alerts pages list them; rows tall enough for the explanation to wrap and read in full.
+FINDING_COLUMNS = ["severity", "pattern", "key", "window_start", "window_end", "count", "explanation"]
+FINDING_ROW_PX = 78
+
+
+def findings_table(frame: pl.DataFrame, key: str, column_order: list[str] = FINDING_COLUMNS, **kwargs: Any) -> Any:
+    """A table of detections: most severe first (the query's order), the explanation wrapped in a wide column."""
+    return table(frame, key, row_height=FINDING_ROW_PX, column_order=column_order, column_config={
+        "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
+        "window_end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
+        "open": st.column_config.CheckboxColumn("open", width="small"),
+        "key": st.column_config.TextColumn("key", width="medium"),
+        "explanation": st.column_config.TextColumn("explanation", width=620),
+    }, **kwargs)
+
+
+def severity_counts(frame: pl.DataFrame) -> str:
+    """'3 critical, 10 error' for rows with a severity column, most severe first ("" when empty)."""
+    counts = dict(frame.group_by("severity").len().iter_rows()) if frame.height else {}
+    return ", ".join(f"{counts[name]:,} {name}" for name in reversed(SEVERITIES) if name in counts)
 
 
 def time_axis(bucket_s: int) -> Any:

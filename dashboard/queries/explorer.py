@@ -16,6 +16,7 @@ EXPLORER_ROWS = 1000
 AROUND = timedelta(minutes=15)  # the client's other events shown around one closure
 SESSION_SPAN = timedelta(hours=6)  # sessions last at most 3 h; their closures are looked for within this of one
 NO_CODE = "no code"
+SHOWN = "category IS DISTINCT FROM 'normal'"  # what the default view shows
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,14 @@ class Filters:
     clients: tuple[str, ...] = ()
     session: str = ""
     text: str = ""
+    normal: bool = False  # show normal closures too (hidden by default unless the category filter names them)
 
-    def where(self) -> tuple[str, list]:
-        """The filters as one SQL condition and its parameters."""
+    @property
+    def hides_normal(self) -> bool:
+        return not self.normal and "normal" not in self.categories
+
+    def where(self, with_normal: bool | None = None) -> tuple[str, list]:
+        """The filters as one SQL condition and its parameters (``with_normal`` overrides ``hides_normal``)."""
         params: list = []
         parts = [range_sql(self.start, self.end, params)]
         if self.codes:
@@ -52,6 +58,9 @@ class Filters:
         if self.text.strip():
             parts.append("contains(lower(close_reason), lower(?))")
             params.append(self.text.strip())
+        keep_normal = not self.hides_normal if with_normal is None else with_normal
+        if not keep_normal:
+            parts.append(SHOWN)
         return " AND ".join(parts), params
 
 
@@ -72,14 +81,28 @@ def explorer_choices(store: Store) -> Choices:
     return Choices([NO_CODE if code is None else str(code) for (code,) in codes], [client for (client,) in clients])
 
 
+@dataclass
+class Rows:
+    """What the Explorer's table shows: how many match, how many normal closures are hidden, the newest rows."""
+
+    total: int
+    hidden_normal: int
+    rows: pl.DataFrame
+
+
 @reader()
-def explorer_rows(store: Store, filters: Filters, limit: int = EXPLORER_ROWS) -> tuple[int, pl.DataFrame]:
-    """How many closures match, and the newest ``limit`` of them."""
+def explorer_rows(store: Store, filters: Filters, limit: int = EXPLORER_ROWS) -> Rows:
+    """How many closures match (and how many normal ones the default hides), and the newest ``limit`` of them."""
+    every, every_params = filters.where(with_normal=True)
     where, params = filters.where()
     with reading(store) as con:
-        total = con.execute(f"SELECT count(*) FROM closures WHERE {where}", params).fetchone()[0]
+        total, hidden = con.execute(f"""
+            SELECT count(*) FILTER (WHERE {SHOWN}), count(*) FILTER (WHERE NOT ({SHOWN})) FROM closures WHERE {every}
+        """, every_params).fetchone()
         rows = con.execute(f"SELECT {CLOSURE_ROW_COLUMNS} FROM closures WHERE {where} ORDER BY ts DESC LIMIT {int(limit)}", params).pl()
-    return total, rows
+    if not filters.hides_normal:
+        total, hidden = total + hidden, 0
+    return Rows(total, hidden, rows)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The Patterns page's reads: the stored detections, and one finding with its evidence and window."""
+"""The Patterns page's reads: one finding with its evidence and its window (the list is ``findings``)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,6 @@ from closewatch.analysis.catalog import CATEGORIES
 from closewatch.dashboard.queries.shared import CLOSURE_ROW_COLUMNS, reader, reading
 from closewatch.dashboard.queries.timespan import bucket_sql, bucket_to_time, choose_bucket
 from closewatch.store import Store
-
-DETECTION_COLUMNS = "detection_id, pattern, key, severity, count, window_start, window_end, explanation, action, detected_at, len(evidence) AS evidence_events"
-
-
-@reader("detections")
-def detections(store: Store) -> pl.DataFrame:
-    """Every stored detection, newest window first (the table is small: findings, not events)."""
-    with reading(store) as con:
-        return con.execute(f"""
-            SELECT {DETECTION_COLUMNS} FROM detections
-            ORDER BY window_start DESC, CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END, pattern, key
-        """).pl()
 
 
 @dataclass

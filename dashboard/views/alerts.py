@@ -18,7 +18,7 @@ import streamlit as st
 from closewatch.errors import ClosewatchError
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import alerts as queries
-from closewatch.dashboard.queries import shared, timespan
+from closewatch.dashboard.queries import findings, shared, timespan
 
 DEFAULT_REFRESH_S = 10.0
 
@@ -68,6 +68,19 @@ def health_table(health: pl.DataFrame, intervals: dict[str, float], now: datetim
     return pl.DataFrame(rows)
 
 
+def open_findings(opened: pl.DataFrame) -> None:
+    """The open findings beside the rule states: what the Patterns page shows as open, most severe first."""
+    st.subheader("Open findings")
+    window = ui.fmt_duration(findings.OPEN_FOR.total_seconds())
+    st.caption(f"Findings of the detectors whose window ends within {window} of the newest loaded closure, the ones the "
+               "Patterns page marks open. Rules judge the traffic up to now, so findings in older logs do not fire them.")
+    if opened.height == 0:
+        st.caption("No open findings.")
+        return
+    ui.findings_table(opened, "open_findings_table")
+    st.page_link(ui.page_path("patterns"), label="Their evidence on the Patterns page", icon=":material/troubleshoot:")
+
+
 def live(config: queries.AlertConfig | None) -> None:
     """States, history, silences and scheduler health: reread on every refresh (``config`` None: the rules file is broken)."""
     now = datetime.now(UTC)
@@ -79,12 +92,15 @@ def live(config: queries.AlertConfig | None) -> None:
     states = alerts.states["state"] if alerts.states.height else pl.Series([], dtype=pl.String)
     firing = int((states == "firing").sum())
     pending = int((states == "pending").sum())
-    columns = st.columns(4)
-    columns[0].metric("Firing", firing, border=True)
-    columns[1].metric("Pending", pending, border=True)
-    columns[2].metric("Active silences", alerts.silences.height, border=True)
+    opened = findings.open_only(shared.cached(findings.detections))
+    columns = st.columns(5)
+    columns[0].metric("Firing", ui.fmt_int(firing), border=True)
+    columns[1].metric("Pending", ui.fmt_int(pending), border=True)
+    columns[2].metric("Open findings", ui.fmt_int(opened.height), ui.severity_counts(opened) or None, delta_color="off",
+                      delta_arrow="off", border=True, help="The detectors' findings the Patterns page marks open.")
+    columns[3].metric("Active silences", ui.fmt_int(alerts.silences.height), border=True)
     queued = alerts.outbox.filter(pl.col("status") != "delivered")["notifications"].sum() if alerts.outbox.height else 0
-    columns[3].metric("Notifications waiting", int(queued or 0), border=True)
+    columns[4].metric("Notifications waiting", ui.fmt_int(int(queued or 0)), border=True)
 
     if config is not None:
         st.subheader("Rules")
@@ -96,10 +112,14 @@ def live(config: queries.AlertConfig | None) -> None:
     active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))
     if active.height:
         ui.table(active, "states_table")
+    elif alerts.states.height and opened.height:
+        st.info(f"No rule is firing or pending on the traffic up to now; the detectors hold {opened.height:,} open findings "
+                f"({ui.severity_counts(opened)}) in the loaded logs, listed below.", icon=":material/info:")
     elif alerts.states.height:
         st.success("Nothing is firing or pending.", icon=":material/check_circle:")
     else:
         st.info("No rule has been evaluated on this database yet; the scheduler's evaluate job does it (`closewatch up` starts it).")
+    open_findings(opened)
 
     st.subheader("Scheduler health")
     health = health_table(alerts.health, config.intervals if config else queries.default_intervals(), now)

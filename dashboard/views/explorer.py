@@ -12,10 +12,13 @@ from datetime import datetime
 
 import streamlit as st
 
-from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
+from closewatch.vocabulary import CATEGORIES, SEVERITIES
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import explorer as queries
 from closewatch.dashboard.queries import shared, timespan
+
+#: What to do comes before where it happened, and the long reason text last (its whole text opens on a click).
+TABLE_COLUMNS = ["ts", "category", "severity", "retry_safe", "action", "close_code", "client_id", "session_id", "close_reason"]
 
 
 def filters(span: timespan.Span) -> queries.Filters:
@@ -30,7 +33,10 @@ def filters(span: timespan.Span) -> queries.Filters:
     clients = first.multiselect("Client", choices.clients, key="client", bind="query-params", placeholder="any client")
     session = second.text_input("Session id starts with", key="session", bind="query-params")
     text = third.text_input("Reason contains", key="q", bind="query-params")
-    return queries.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "")
+    normal = st.toggle("Show normal closures", key="normal", bind="query-params",
+                       help="Normal closures (1000, a client's Terminate) are hidden unless this is on or the category filter names them.")
+    return queries.Filters(start, end, tuple(codes), tuple(categories), tuple(severities), tuple(clients), session or "", text or "",
+                           bool(normal))
 
 
 def detail(event_id: str, at: datetime | None) -> None:
@@ -59,12 +65,12 @@ def detail(event_id: str, at: datetime | None) -> None:
     with left:
         st.markdown(f"**Session `{closure['session_id'] or '-'}`**: its closures")
         if found.session.height:
-            ui.table(found.session, "session_events")
+            ui.table(found.session, "session_events", column_order=TABLE_COLUMNS)
         else:
             st.caption("The log names no session for this closure.")
     with right:
         st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(queries.AROUND.total_seconds() // 60)} minutes")
-        ui.table(found.client, "client_events")
+        ui.table(found.client, "client_events", column_order=TABLE_COLUMNS)
 
 
 def _numbers(closure: dict) -> str:
@@ -85,12 +91,17 @@ def main() -> None:
         ui.empty_state()
         return
     chosen = filters(span)
-    total, rows = shared.cached(queries.explorer_rows, chosen)
-    shown = f"showing the newest {rows.height:,}" if total > rows.height else "showing all"
-    st.caption(f"{total:,} closures match; {shown}. Times are UTC. Click a row to open it. For more, use the SQL page.")
+    found = shared.cached(queries.explorer_rows, chosen)
+    rows = found.rows
+    shown = f"showing the newest {rows.height:,}" if found.total > rows.height else "showing all"
+    hidden = f" {found.hidden_normal:,} normal closures are hidden." if found.hidden_normal else ""
+    st.caption(f"{found.total:,} closures match; {shown}.{hidden} Times are UTC. "
+               "Click a row to open it and read its whole reason. For more, use the SQL page.")
     event = ui.table(
-        rows, "closures_table", on_select="rerun", selection_mode="single-row",
-        column_order=["ts", "client_id", "session_id", "close_code", "close_reason", "category", "severity", "retry_safe", "action"],
+        rows, "closures_table", on_select="rerun", selection_mode="single-row", column_order=TABLE_COLUMNS,
+        column_config={"close_reason": st.column_config.TextColumn("reason", width="medium", help="Click the row to read the whole text."),
+                       "category": st.column_config.TextColumn("category", width="medium"),
+                       "action": st.column_config.TextColumn("action", width="large")},
     )
     row = ui.selected_row(event, rows)
     if row:

@@ -10,34 +10,37 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from closewatch.analysis.catalog import CATEGORIES, SEVERITIES
+from closewatch.vocabulary import CATEGORIES, SEVERITIES
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import overview as queries
 from closewatch.dashboard.queries import shared, timespan
+from closewatch.dashboard.queries.explorer import NO_CODE
 
-ERROR_CATEGORIES = [c for c in CATEGORIES if c != "normal"]
+ERRORS = list(queries.ERROR_SEVERITIES)
+ERROR_WORDS = "closures of severity " + ", ".join(ERRORS[:-1]) + " or " + ERRORS[-1]
 
 
 def kpis(view: queries.Overview, base: dict) -> None:
     """Four numbers, each with a link to the rows behind it."""
-    errors = view.categories.filter(pl.col("category") != "normal")
-    top = errors.group_by("category").agg(pl.col("closures").sum()).sort("closures", descending=True)
     columns = st.columns(4)
     with columns[0]:
         st.metric("Sessions closed", ui.fmt_int(view.closures), border=True)
-        ui.explorer_link("All closures", **base)
+        ui.explorer_link("All closures", normal="true", **base)
     with columns[1]:
-        st.metric("Error share", f"{view.error_share:.1%}", border=True, help="Closures whose category is not `normal`.")
-        ui.explorer_link(f"{ui.fmt_int(view.errors)} errors", category=ERROR_CATEGORIES, **base)
+        st.metric("Error share", f"{view.error_share:.1%}", border=True,
+                  help=f"Errors are {ERROR_WORDS}; info-level ends (normal closes, 1001 going away, expired sessions) are not.")
+        ui.explorer_link(f"{ui.fmt_int(view.errors)} errors (warning and above)", severity=ERRORS, **base)
     with columns[2]:
         st.metric("Clients affected", f"{ui.fmt_int(view.clients_affected)} of {ui.fmt_int(view.clients)}", border=True,
-                  help="Clients with at least one closure that is not `normal`.")
-        ui.explorer_link("Their errors", category=ERROR_CATEGORIES, **base)
+                  help=f"Clients with at least one error ({ERROR_WORDS}).")
+        ui.explorer_link("Their errors", severity=ERRORS, **base)
     with columns[3]:
-        if top.height:
-            name, count = top.row(0)
-            st.metric("Top error category", f"{count:,}", name, delta_color="off", delta_arrow="off", border=True)
-            ui.explorer_link(f"{name} rows", category=name, **base)
+        top = view.top_category
+        if top:
+            name, count = top
+            st.metric("Top error category", name, f"{ui.fmt_int(count)} errors", delta_color="off", delta_arrow="off", border=True,
+                      help=f"The category with the most {ERROR_WORDS}.")
+            ui.explorer_link(f"Its {ui.fmt_int(count)} errors", category=name, severity=ERRORS, **base)
         else:
             st.metric("Top error category", "none", border=True)
 
@@ -65,11 +68,13 @@ def timeline_chart(view: queries.Overview, stack_by: str) -> alt.Chart:
 
 def categories_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Categories")
-    st.caption("Click a row to see its closures.")
-    frame = view.categories.select("category", "severity", "closures", "share")
+    st.caption("One row per category, the same totals as the Reference page. Click a row to see its closures.")
+    frame = view.categories.select("category", "closures", "errors", "share", "severities")
     event = ui.table(
         frame, "categories_table", on_select="rerun", selection_mode="single-row",
-        column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1)},
+        column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1),
+                       "errors": st.column_config.NumberColumn("errors", format=ui.COUNT_FORMAT, help=f"Its {ERROR_WORDS}."),
+                       "severities": st.column_config.TextColumn("severities seen")},
     )
     row = ui.selected_row(event, frame)
     if row:
@@ -78,19 +83,22 @@ def categories_table(view: queries.Overview, base: dict) -> None:
 
 def reasons_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top error reasons")
-    st.caption("Click a row to see its closures.")
+    st.caption("Errors (warning and above) by close code and reason. Click a row to see its closures.")
     frame = view.reasons.select(
-        "closures", "category", pl.col("close_reason").fill_null("(no reason logged)").alias("reason"), "close_reason")
+        "closures", "close_code", "category", "severity",
+        pl.col("close_reason").fill_null("").replace("", "(no reason logged)").alias("reason"), "close_reason")
     event = ui.table(frame, "reasons_table", on_select="rerun", selection_mode="single-row",
                      column_config={"close_reason": None, "reason": st.column_config.TextColumn("reason", width="large")})
     row = ui.selected_row(event, frame)
     if row:
-        ui.open_explorer(q=row["close_reason"] or "", category=row["category"], **base)
+        code = NO_CODE if row["close_code"] is None else str(row["close_code"])
+        ui.open_explorer(q=row["close_reason"] or "", code=code, category=row["category"], severity=row["severity"], **base)
 
 
 def clients_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top clients by error rate")
-    st.caption(f"Clients with at least {queries.MIN_CLIENT_CLOSURES} closures in the range. Click a row to see its closures.")
+    st.caption(f"Clients with at least {queries.MIN_CLIENT_CLOSURES} closures in the range; errors are warning and above. "
+               "Click a row to see its errors.")
     frame = view.top_clients
     event = ui.table(
         frame, "clients_table", on_select="rerun", selection_mode="single-row",
@@ -98,7 +106,7 @@ def clients_table(view: queries.Overview, base: dict) -> None:
     )
     row = ui.selected_row(event, frame)
     if row:
-        ui.open_explorer(client=row["client_id"], **base)
+        ui.open_explorer(client=row["client_id"], severity=ERRORS, **base)
 
 
 def main() -> None:
@@ -108,7 +116,7 @@ def main() -> None:
         ui.empty_state()
         return
     start, end = ui.time_range(span)
-    st.caption(ui.describe_range(start, end, span) + " Errors are closures whose category is not `normal`.")
+    st.caption(ui.describe_range(start, end, span) + f" Errors are {ERROR_WORDS}.")
     view = shared.cached(queries.overview, start, end)
     if view.closures == 0:
         st.info("No closures in this range; widen it or clear the dates.")

@@ -10,10 +10,10 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from closewatch.analysis.catalog import SEVERITIES
+from closewatch.vocabulary import SEVERITIES
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import patterns as queries
-from closewatch.dashboard.queries import shared, timespan
+from closewatch.dashboard.queries import findings, shared, timespan
 
 
 def run_detection() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
     if button.button("Run detection now", icon=":material/play_arrow:", key="run_detection"):
         with ui.guard():
             run_detection()
-    found = shared.cached(queries.detections)
+    found = shared.cached(findings.detections)
     if found.height == 0:
         span = shared.cached(timespan.span)
         if span.closures == 0:
@@ -95,17 +95,13 @@ def main() -> None:
         shown = shown.filter(pl.col("pattern").is_in(patterns))
     if severities:
         shown = shown.filter(pl.col("severity").is_in(severities))
-    counts = shown.group_by("pattern").len().sort("len", descending=True)
-    st.caption(f"{shown.height:,} detections: " + ", ".join(f"{n:,} {p}" for p, n in counts.iter_rows()) + ". Click one to see its evidence.")
-    event = ui.table(
-        shown, "detections_table", on_select="rerun", selection_mode="single-row",
-        column_order=["window_start", "window_end", "pattern", "key", "severity", "count", "explanation"],
-        column_config={
-            "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
-            "window_end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
-            "explanation": st.column_config.TextColumn(width="large"),
-        },
-    )
+    summary = ui.severity_counts(shown)
+    opened = findings.open_only(shown).height
+    st.caption(f"{shown.height:,} detections ({summary}), most severe first, then newest; {opened:,} open "
+               f"(their window ends within {ui.fmt_duration(findings.OPEN_FOR.total_seconds())} of the newest loaded closure; "
+               "the Alerts page lists the same ones). Click one to see its evidence.")
+    event = ui.findings_table(shown, "detections_table", column_order=["severity", "open", *ui.FINDING_COLUMNS[1:]],
+                              on_select="rerun", selection_mode="single-row")
     row = ui.selected_row(event, shown)
     chosen = row["detection_id"] if row else st.query_params.get("detection")
     if chosen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -94,9 +95,29 @@ def no_failures(at: AppTest) -> None:
 
 def table(at: AppTest, *columns: str, index: int = 0):
     """The index-th table of the page with these columns (AppTest knows the keys of selectable tables only)."""
-    matches = [frame.value for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
+    return table_element(at, *columns, index=index).value
+
+
+def table_element(at: AppTest, *columns: str, index: int = 0):
+    """The index-th st.dataframe element with these columns, for its display settings (order, formats, placeholder)."""
+    matches = [frame for frame in at.dataframe if set(columns) <= set(frame.value.columns)]
     assert len(matches) > index, f"no table with columns {columns}"
     return matches[index]
+
+
+def shown_columns(element) -> list[str]:
+    """The columns a table shows, in their order on the screen."""
+    return list(element.proto.column_order)
+
+
+def column_formats(element) -> dict[str, str]:
+    """Each configured column's number format."""
+    return {name: spec.get("type_config", {}).get("format") for name, spec in json.loads(element.proto.columns).items()}
+
+
+ERRORS = ("warning", "error", "critical")
+ERROR_SQL = "severity IN ('warning', 'error', 'critical')"
+SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 
 
 def select_row(at: AppTest, table_key: str, row: int) -> AppTest:
@@ -145,17 +166,20 @@ def test_a_broken_config_file_is_one_sentence_not_a_traceback(demo_db, tmp_path,
 def test_overview_kpis_match_the_database(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch)
     no_failures(at)
-    total, errors, clients, affected = sql(demo_db, """
-        SELECT count(*), count(*) FILTER (WHERE category <> 'normal'), count(DISTINCT client_id),
-               count(DISTINCT client_id) FILTER (WHERE category <> 'normal') FROM closures
+    total, errors, clients, affected, not_normal = sql(demo_db, f"""
+        SELECT count(*), count(*) FILTER (WHERE {ERROR_SQL}), count(DISTINCT client_id),
+               count(DISTINCT client_id) FILTER (WHERE {ERROR_SQL}), count(*) FILTER (WHERE category <> 'normal') FROM closures
     """).row(0)
+    assert errors < not_normal  # info-level ends (going away, expiry) are in the data and must not count as errors
     assert metric(at, "Sessions closed") == f"{total:,}"
     assert metric(at, "Error share") == f"{errors / total:.1%}"
     assert metric(at, "Clients affected") == f"{affected:,} of {clients:,}"
-    _, top_count = sql(demo_db, """
-        SELECT category, count(*) AS n FROM closures WHERE category <> 'normal' GROUP BY 1 ORDER BY n DESC LIMIT 1
+    top_name, top_count = sql(demo_db, f"""
+        SELECT category, count(*) AS n FROM closures WHERE {ERROR_SQL} GROUP BY 1 ORDER BY n DESC, category LIMIT 1
     """).row(0)
-    assert metric(at, "Top error category") == f"{top_count:,}"
+    top = next(m for m in at.metric if m.label == "Top error category")
+    assert (top.value, top.delta) == (top_name, f"{top_count:,} errors")
+    assert "warning, error or critical" in next(m for m in at.metric if m.label == "Error share").help
     first, last = sql(demo_db, "SELECT min(ts), max(ts) FROM closures").row(0)
     assert f"The whole span of the loaded data: {ui.fmt_time(first)} to {ui.fmt_time(last)}" in texts(at)
     assert at.get("vega_lite_chart"), "the timeline chart is missing"
@@ -179,22 +203,82 @@ def test_overview_range_from_the_url_narrows_every_number(demo_db, monkeypatch):
 def test_overview_links_lead_to_the_rows_behind_each_number(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch)
     links = {link.value: link.proto for link in at.page_link}
-    errors = sql(demo_db, "SELECT count(*) FROM closures WHERE category <> 'normal'").item()
-    error_link = links[f"{errors:,} errors"]
+    errors = sql(demo_db, f"SELECT count(*) FROM closures WHERE {ERROR_SQL}").item()
+    error_link = links[f"{errors:,} errors (warning and above)"]
     assert error_link.page == "explorer"
-    assert "category=normal" not in error_link.query_string
-    assert error_link.query_string.count("category=") == len(CATEGORIES) - 1
+    assert sorted(error_link.query_string.split("&")) == sorted(f"severity={name}" for name in ERRORS)
+    # and the Explorer behind it counts exactly the number on the link
+    at.switch_page(ui.PAGES["explorer"])
+    at.query_params.update({"severity": list(ERRORS)})
+    at.run()
+    assert f"{errors:,} closures match" in texts(at)
 
 
 def test_clicking_a_top_client_opens_the_explorer_filtered_to_it(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch)
-    client = at.dataframe(key="clients_table").value.iloc[0]["client_id"]
+    client, errors = at.dataframe(key="clients_table").value.iloc[0][["client_id", "errors"]]
     select_row(at, "clients_table", 0)
     no_failures(at)
     assert at.title[0].value == "Explorer"
     assert at.multiselect(key="client").value == [client]
-    expected = sql(demo_db, "SELECT count(*) FROM closures WHERE client_id = ?", [client]).item()
+    assert sorted(at.multiselect(key="severity").value) == sorted(ERRORS)
+    expected = sql(demo_db, f"SELECT count(*) FROM closures WHERE client_id = ? AND {ERROR_SQL}", [client]).item()
     assert f"{expected:,} closures match" in texts(at)
+    assert errors == expected  # the number in the row clicked is the number of rows it opens
+
+
+def test_categories_reconcile_between_the_overview_and_the_reference(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    no_failures(at)
+    overview = table(at, "category", "closures", "share")
+    assert overview["category"].is_unique, "one row per category, whatever severities it holds"
+    shown = dict(zip(overview["category"], overview["closures"]))
+    at.switch_page(ui.PAGES["reference"]).run()
+    no_failures(at)
+    loaded = {}
+    for label in (e.label for e in at.expander):
+        found = re.search(r"\(`(\w+)`\): ([\d,]+) closures loaded", label)
+        if found and found.group(2) != "0":
+            loaded[found.group(1)] = int(found.group(2).replace(",", ""))
+    assert shown == loaded
+    assert shown == dict(sql(demo_db, "SELECT category, count(*) FROM closures GROUP BY 1").iter_rows())
+    assert sum(shown.values()) == sql(demo_db, "SELECT count(*) FROM closures").item()
+
+
+def test_top_reasons_name_the_close_code_and_hold_only_errors(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    reasons = at.dataframe(key="reasons_table").value
+    assert set(reasons["severity"]) <= set(ERRORS)
+    expected = sql(demo_db, f"""
+        SELECT close_code, count(*) AS n FROM closures WHERE {ERROR_SQL} GROUP BY close_code, close_reason, category, severity
+        ORDER BY n DESC, close_code LIMIT 10
+    """)
+    assert reasons["closures"].tolist() == expected["n"].to_list()
+    assert reasons["close_code"].tolist() == expected["close_code"].to_list()
+    element = next(frame for frame in at.dataframe if frame.key == "reasons_table")
+    assert list(reasons.columns[:2]) == ["closures", "close_code"]  # the code right beside the count, before the reason
+    assert json.loads(element.proto.columns)["close_code"]["label"] == "code"
+    # going away without a reason is two different things: 1001 (info, not an error) and 1012 (warning)
+    going_away = reasons[reasons["category"] == "going_away"]
+    assert set(going_away["close_code"]) <= {1012}
+    # a click opens exactly those closures: code, reason, category and severity
+    row = reasons.index[reasons["close_code"] == 1006][0]
+    select_row(at, "reasons_table", int(row))
+    no_failures(at)
+    assert at.multiselect(key="code").value == ["1006"]
+    assert f"{reasons.loc[row, 'closures']:,} closures match" in texts(at)
+
+
+def test_every_count_is_written_with_thousands_separators(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch)
+    categories = next(frame for frame in at.dataframe if frame.key == "categories_table")
+    formats = column_formats(categories)
+    assert formats["closures"] == formats["errors"] == "%,d"
+    assert next(m for m in at.metric if m.label == "Sessions closed").value == f"{sql(demo_db, 'SELECT count(*) FROM closures').item():,}"
+    at.switch_page(ui.PAGES["explorer"]).run()
+    explorer = at.dataframe(key="closures_table")
+    assert column_formats(explorer)["close_code"] == "%d"  # a code is a name, not a quantity: 1006, never 1,006
+    assert explorer.proto.placeholder == "-"  # a missing value reads "-", never "None"
 
 
 # ---------------------------------------------------------------- explorer
@@ -241,6 +325,26 @@ def test_clicking_an_explorer_row_opens_that_closure(demo_db, monkeypatch):
     no_failures(at)
     assert f"-badge[{newest['category']}]" in texts(at)
     assert table(at, "client_id", "event_id", index=2)["event_id"].isin([newest["event_id"]]).any()
+
+
+def test_explorer_default_hides_normal_closures_and_leads_with_advice(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "explorer")
+    no_failures(at)
+    rows = at.dataframe(key="closures_table").value
+    assert "normal" not in set(rows["category"])
+    newest_not_normal = sql(demo_db, "SELECT event_id FROM closures WHERE category <> 'normal' ORDER BY ts DESC LIMIT 1").item()
+    assert rows.iloc[0]["event_id"] == newest_not_normal
+    matched, normal = sql(demo_db, "SELECT count(*) FILTER (WHERE category <> 'normal'), count(*) FILTER (WHERE category = 'normal') FROM closures").row(0)
+    assert f"{matched:,} closures match" in texts(at) and f"{normal:,} normal closures are hidden" in texts(at)
+    order = shown_columns(at.dataframe(key="closures_table"))
+    assert order[:5] == ["ts", "category", "severity", "retry_safe", "action"] and order[-1] == "close_reason"
+    # the switch shows them again, and naming the category does too
+    at.toggle(key="normal").set_value(True).run()
+    assert f"{matched + normal:,} closures match" in texts(at)
+    at.toggle(key="normal").set_value(False)
+    at.multiselect(key="category").set_value(["normal"]).run()
+    assert f"{normal:,} closures match" in texts(at)
+    assert set(at.dataframe(key="closures_table").value["category"]) == {"normal"}
 
 
 # ---------------------------------------------------------------- upload
@@ -332,6 +436,21 @@ def test_patterns_without_detections_offers_to_run_them(own_db, monkeypatch):
     assert len(at.dataframe(key="detections_table").value) > 0
 
 
+def test_patterns_lead_with_the_most_severe_and_show_whole_explanations(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "patterns")
+    shown = at.dataframe(key="detections_table").value
+    assert shown["severity"].nunique() > 1
+    ranks = [SEVERITY_RANK[name] for name in shown["severity"]]
+    assert ranks == sorted(ranks)
+    for _, group in shown.groupby("severity"):
+        starts = group["window_start"].tolist()
+        assert starts == sorted(starts, reverse=True)  # newest first within a severity
+    element = at.dataframe(key="detections_table")
+    assert shown_columns(element)[0] == "severity"
+    assert element.proto.row_height >= 3 * 24  # rows tall enough for the explanation to wrap onto three lines
+    assert json.loads(element.proto.columns)["explanation"]["width"] >= 600
+
+
 # ---------------------------------------------------------------- alerts
 
 
@@ -354,15 +473,43 @@ def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monk
     health = table(at, "job", "health").set_index("job")
     assert set(health.index) == {"ingest", "analyze", "evaluate", "deliver"}
     assert set(health["outcome"]) == {"ok"}
-    transitions = sql(own_db, "SELECT count(*) FROM alert_events").item()
-    if transitions:
-        assert len(table(at, "event_time", "from_state", "to_state")) == min(transitions, 200)
+    transitions = sql(own_db, "SELECT rule, to_state FROM alert_events ORDER BY event_time DESC, rule, group_key")
+    assert transitions.height > 0, "the scheduler's run over the demo data recorded no state change to show"
+    history = table(at, "event_time", "from_state", "to_state")
+    assert list(zip(history["rule"], history["to_state"])) == list(transitions.head(200).iter_rows())
 
 
 def data_rules():
     from closewatch.alerts.rules import load_rules
 
     return load_rules().rules
+
+
+def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, monkeypatch):
+    with Store(own_db).transaction() as con:  # an old finding, a month before the data: closed on both pages
+        con.execute("""
+            INSERT INTO detections SELECT 'old-finding', pattern, key, window_start - INTERVAL 30 DAY, window_end - INTERVAL 30 DAY,
+                   count, 'critical', 'An old incident.', action, evidence, detected_at FROM detections LIMIT 1
+        """)
+    expected = sql(own_db, """
+        SELECT detection_id FROM detections WHERE window_end >= (SELECT max(ts) FROM closures) - INTERVAL 7 DAY
+    """)["detection_id"].to_list()
+    assert "old-finding" not in expected and len(expected) > 0
+    at = app(own_db, monkeypatch, "patterns")
+    patterns = at.dataframe(key="detections_table").value
+    marked = set(patterns[patterns["open"]]["detection_id"])
+    assert marked == set(expected) and "old-finding" in set(patterns["detection_id"])
+    at.switch_page(ui.PAGES["alerts"]).run()
+    no_failures(at)
+    listed = table(at, "detection_id", "explanation")
+    assert set(listed["detection_id"]) == set(expected)
+    ranks = [SEVERITY_RANK[name] for name in listed["severity"]]
+    assert ranks == sorted(ranks)
+    critical = int((listed["severity"] == "critical").sum())
+    assert metric(at, "Open findings") == f"{len(expected):,}"
+    delta = next(m for m in at.metric if m.label == "Open findings").delta
+    assert (f"{critical:,} critical" in delta) if critical else ("critical" not in delta)
+    assert "Open findings" in [h.value for h in at.subheader]
 
 
 def test_silence_and_unsilence_from_the_alerts_page(own_db, monkeypatch):
@@ -454,10 +601,24 @@ def test_sql_refuses_files_writes_and_settings_in_one_sentence(demo_db, tmp_path
     assert sql(demo_db, "SELECT count(*) FROM closures").item() > 0
 
 
-def test_every_example_query_runs(demo_db):
-    store = Store(demo_db)
-    for query in ui.load_toml("examples.toml")["query"]:
-        store.user_query(query["sql"], limit=5)  # raises ReadOnlyQuery with the reason if one is broken
+@pytest.fixture(scope="module")
+def alerted_db(demo_db: Path, tmp_path_factory) -> Path:
+    """The demo database after one scheduler run, so the alert tables hold state, history and job runs."""
+    path = tmp_path_factory.mktemp("alerted") / "alerted.duckdb"
+    shutil.copy(demo_db, path)
+    closewatch(path, "scheduler", "--once")
+    return path
+
+
+EXAMPLES = ui.load_toml("examples.toml")["query"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[query["title"] for query in EXAMPLES])
+def test_every_example_query_answers_on_the_demo_data(alerted_db, example):
+    """Each example runs under the SQL page's restrictions and returns rows with named columns (an empty answer is a broken example)."""
+    answer = Store(alerted_db).user_query(example["sql"], limit=5)
+    assert answer.height > 0, f"{example['title']!r} returns no rows on the demo data"
+    assert answer.width > 0 and all(name.strip() for name in answer.columns)
 
 
 # ---------------------------------------------------------------- reference
