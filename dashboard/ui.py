@@ -154,26 +154,31 @@ def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, **kw
     return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=MISSING, **kwargs)
 
 
-#: Findings as the Patterns and Alerts pages list them; rows tall enough for the explanation to wrap and read in full.
-FINDING_COLUMNS = ["severity", "pattern", "key", "window_start", "window_end", "count", "explanation"]
-FINDING_ROW_PX = 78
+#: Findings as the Patterns and Alerts pages list them: the explanation right after what and whom it is about,
+#: in rows tall enough for it to wrap onto four lines and read in full (explanations run to about 200 characters).
+FINDING_COLUMNS = ["severity", "pattern", "key", "explanation", "window_start", "window_end", "count"]
+FINDING_ROW_PX = 92
+FINDING_ROWS_SHOWN = 8
 
 
 def findings_table(frame: pl.DataFrame, key: str, column_order: list[str] = FINDING_COLUMNS, **kwargs: Any) -> Any:
-    """A table of detections: most severe first (the query's order), the explanation wrapped in a wide column."""
-    return table(frame, key, row_height=FINDING_ROW_PX, column_order=column_order, column_config={
+    """A table of detections in the query's order (most severe first), the explanation wrapped in a wide column."""
+    height = min(max(frame.height, 1), FINDING_ROWS_SHOWN) * FINDING_ROW_PX + 40
+    return table(frame, key, row_height=FINDING_ROW_PX, height=height, column_order=column_order, column_config={
         "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
         "window_end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
-        "open": st.column_config.CheckboxColumn("open", width="small"),
-        "key": st.column_config.TextColumn("key", width="medium"),
-        "explanation": st.column_config.TextColumn("explanation", width=620),
+        "open": st.column_config.CheckboxColumn("open", width=48),
+        "pattern": st.column_config.TextColumn("pattern", width=160),
+        "key": st.column_config.TextColumn("key", width=150),
+        "explanation": st.column_config.TextColumn("explanation", width=500),
     }, **kwargs)
 
 
-def severity_counts(frame: pl.DataFrame) -> str:
+def severity_counts(frame: pl.DataFrame, most_severe_only: bool = False) -> str:
     """'3 critical, 10 error' for rows with a severity column, most severe first ("" when empty)."""
     counts = dict(frame.group_by("severity").len().iter_rows()) if frame.height else {}
-    return ", ".join(f"{counts[name]:,} {name}" for name in reversed(SEVERITIES) if name in counts)
+    parts = [f"{counts[name]:,} {name}" for name in reversed(SEVERITIES) if name in counts]
+    return ", ".join(parts[:1] if most_severe_only else parts)
 
 
 def time_axis(bucket_s: int) -> Any:

@@ -96,8 +96,9 @@ def live(config: queries.AlertConfig | None) -> None:
     columns = st.columns(5)
     columns[0].metric("Firing", ui.fmt_int(firing), border=True)
     columns[1].metric("Pending", ui.fmt_int(pending), border=True)
-    columns[2].metric("Open findings", ui.fmt_int(opened.height), ui.severity_counts(opened) or None, delta_color="off",
-                      delta_arrow="off", border=True, help="The detectors' findings the Patterns page marks open.")
+    columns[2].metric("Open findings", ui.fmt_int(opened.height), ui.severity_counts(opened, most_severe_only=True) or None,
+                      delta_color="off", delta_arrow="off", border=True,
+                      help=f"The detectors' findings the Patterns page marks open: {ui.severity_counts(opened) or 'none'}.")
     columns[3].metric("Active silences", ui.fmt_int(alerts.silences.height), border=True)
     queued = alerts.outbox.filter(pl.col("status") != "delivered")["notifications"].sum() if alerts.outbox.height else 0
     columns[4].metric("Notifications waiting", ui.fmt_int(int(queued or 0)), border=True)

@@ -21,28 +21,34 @@ ERROR_WORDS = "closures of severity " + ", ".join(ERRORS[:-1]) + " or " + ERRORS
 
 
 def kpis(view: queries.Overview, base: dict) -> None:
-    """Four numbers, each with a link to the rows behind it."""
-    columns = st.columns(4)
+    """Four numbers, each with a link to the rows behind it; the last is a name, so its card is wider."""
+    columns = st.columns([1, 1, 1, 1.4])
     with columns[0]:
         st.metric("Sessions closed", ui.fmt_int(view.closures), border=True)
         ui.explorer_link("All closures", normal="true", **base)
     with columns[1]:
         st.metric("Error share", f"{view.error_share:.1%}", border=True,
                   help=f"Errors are {ERROR_WORDS}; info-level ends (normal closes, 1001 going away, expired sessions) are not.")
-        ui.explorer_link(f"{ui.fmt_int(view.errors)} errors (warning and above)", severity=ERRORS, **base)
+        ui.explorer_link(f"{ui.fmt_int(view.errors)} errors", severity=ERRORS, **base)
     with columns[2]:
         st.metric("Clients affected", f"{ui.fmt_int(view.clients_affected)} of {ui.fmt_int(view.clients)}", border=True,
                   help=f"Clients with at least one error ({ERROR_WORDS}).")
         ui.explorer_link("Their errors", severity=ERRORS, **base)
     with columns[3]:
-        top = view.top_category
-        if top:
-            name, count = top
-            st.metric("Top error category", name, f"{ui.fmt_int(count)} errors", delta_color="off", delta_arrow="off", border=True,
-                      help=f"The category with the most {ERROR_WORDS}.")
-            ui.explorer_link(f"Its {ui.fmt_int(count)} errors", category=name, severity=ERRORS, **base)
-        else:
-            st.metric("Top error category", "none", border=True)
+        top_category(view, base)
+
+
+def top_category(view: queries.Overview, base: dict) -> None:
+    """The category with the most errors, by name (a metric would cut a long name short), with its count."""
+    top = view.top_category
+    if top is None:
+        st.metric("Top error category", "none", border=True)
+        return
+    name, count = top
+    with st.container(border=True, key="top_category"):
+        st.markdown(f"Top error category :gray-badge[{ui.fmt_int(count)} errors]", help=f"The category with the most {ERROR_WORDS}.")
+        st.markdown(f"#### {name}")
+    ui.explorer_link(f"Its {ui.fmt_int(count)} errors", category=name, severity=ERRORS, **base)
 
 
 def timeline_chart(view: queries.Overview, stack_by: str) -> alt.Chart:
