@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from closewatch.analysis.catalog import catalog_table, load_catalog
 from closewatch.analysis.detection import detect
-from closewatch.dashboard.queries import alerts, explorer, overview, patterns, reference, shared, sql, timespan, upload
+from closewatch.dashboard.queries import alerts, explorer, findings, overview, patterns, reference, shared, sql, timespan, upload
 from bench.stores import build_closures_store
 
 TARGET_MS = 500
@@ -76,7 +76,7 @@ def pages(store: shared.DashboardStore) -> dict[str, Callable[[], object]]:
             lambda: explorer.closure_detail(store, some_event, some_ts),  # a clicked row carries its time
         ),
         "Patterns (list + one detection)": page(
-            lambda: shared.data_token(store, "detections"), lambda: patterns.detections(store),
+            lambda: shared.data_token(store, "detections"), lambda: findings.detections(store, timedelta(days=7)),
             lambda: patterns.finding(store, detection_id) if detection_id else None,
         ),
         "Alerts (live part)": page(lambda: alerts.alert_data(store)),

@@ -111,6 +111,8 @@ class DashboardSettings(Section):
     """[dashboard]: how the app behaves."""
 
     alerts_refresh_s: Seconds = Field(10.0, alias="alerts_refresh")
+    #: A finding is open while its window ends within this of the newest loaded closure (Patterns and Alerts pages).
+    open_findings_s: PositiveSeconds = Field(7 * 86400.0, alias="open_findings")
 
 
 #: The sections whose paths are relative to the config file.

@@ -1,8 +1,8 @@
 """The detectors' findings as both the Patterns and the Alerts page read them.
 
 One query, so the two pages never disagree about which findings are open: a
-finding is *open* when its window ends within ``OPEN_FOR`` of the newest
-loaded closure. The anchor is the data, not the wall clock, so a log loaded
+finding is *open* when its window ends within ``[dashboard] open_findings``
+(default 7 days) of the newest loaded closure. The anchor is the data, not the wall clock, so a log loaded
 days after the fact (the demo, an incident's export) still shows its findings
 as open; on a live feed the newest closure is a moment ago, so the two agree.
 """
@@ -13,11 +13,10 @@ from datetime import timedelta
 
 import polars as pl
 
-from closewatch.dashboard.queries.shared import reader, reading
+from closewatch.dashboard.queries.shared import get_settings, reader, reading
 from closewatch.store import Store
 from closewatch.vocabulary import SEVERITIES
 
-OPEN_FOR = timedelta(days=7)
 #: Most severe first: the order an on-call engineer reads findings in.
 SEVERITY_RANK = "CASE severity " + " ".join(
     f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(reversed(SEVERITIES))) + f" ELSE {len(SEVERITIES)} END"
@@ -26,7 +25,7 @@ DETECTION_COLUMNS = ("detection_id, pattern, key, severity, count, window_start,
 
 
 @reader("detections")
-def detections(store: Store, open_for: timedelta = OPEN_FOR) -> pl.DataFrame:
+def detections(store: Store, open_for: timedelta) -> pl.DataFrame:
     """Every stored detection (findings, not events: a small table), most severe first, then newest window first.
 
     ``open`` marks the findings whose window ends within ``open_for`` of the newest loaded closure.
@@ -38,6 +37,11 @@ def detections(store: Store, open_for: timedelta = OPEN_FOR) -> pl.DataFrame:
             FROM detections
             ORDER BY {SEVERITY_RANK}, window_start DESC, pattern, key
         """, [open_for]).pl()
+
+
+def open_window() -> timedelta:
+    """How long after its window a finding stays open: ``[dashboard] open_findings`` in closewatch.toml."""
+    return timedelta(seconds=get_settings().dashboard.open_findings_s)
 
 
 def open_only(found: pl.DataFrame) -> pl.DataFrame:

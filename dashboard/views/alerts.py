@@ -71,7 +71,7 @@ def health_table(health: pl.DataFrame, intervals: dict[str, float], now: datetim
 def open_findings(opened: pl.DataFrame) -> None:
     """The open findings beside the rule states: what the Patterns page shows as open, most severe first."""
     st.subheader("Open findings")
-    window = ui.fmt_duration(findings.OPEN_FOR.total_seconds())
+    window = ui.fmt_duration(findings.open_window().total_seconds())
     st.caption(f"Findings of the detectors whose window ends within {window} of the newest loaded closure, the ones the "
                "Patterns page marks open. Rules judge the traffic up to now, so findings in older logs do not fire them.")
     if opened.height == 0:
@@ -92,7 +92,7 @@ def live(config: queries.AlertConfig | None) -> None:
     states = alerts.states["state"] if alerts.states.height else pl.Series([], dtype=pl.String)
     firing = int((states == "firing").sum())
     pending = int((states == "pending").sum())
-    opened = findings.open_only(shared.cached(findings.detections))
+    opened = findings.open_only(shared.cached(findings.detections, findings.open_window()))
     columns = st.columns(5)
     columns[0].metric("Firing", ui.fmt_int(firing), border=True)
     columns[1].metric("Pending", ui.fmt_int(pending), border=True)

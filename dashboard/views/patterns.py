@@ -78,7 +78,7 @@ def main() -> None:
     if button.button("Run detection now", icon=":material/play_arrow:", key="run_detection"):
         with ui.guard():
             run_detection()
-    found = shared.cached(findings.detections)
+    found = shared.cached(findings.detections, findings.open_window())
     if found.height == 0:
         span = shared.cached(timespan.span)
         if span.closures == 0:
@@ -98,7 +98,7 @@ def main() -> None:
     summary = ui.severity_counts(shown)
     opened = findings.open_only(shown).height
     st.caption(f"{shown.height:,} detections ({summary}), most severe first, then newest; {opened:,} open "
-               f"(their window ends within {ui.fmt_duration(findings.OPEN_FOR.total_seconds())} of the newest loaded closure; "
+               f"(their window ends within {ui.fmt_duration(findings.open_window().total_seconds())} of the newest loaded closure; "
                "the Alerts page lists the same ones). Click one to see its evidence.")
     event = ui.findings_table(shown, "detections_table", column_order=["severity", "open", *ui.FINDING_COLUMNS[1:]],
                               on_select="rerun", selection_mode="single-row")
