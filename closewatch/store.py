@@ -7,6 +7,12 @@ does its work in one transaction and closes it. Opening retries with backoff
 while another process holds the lock, and gives up after ``lock_timeout_s``
 with a sentence naming the holder. This is the only module that calls
 ``duckdb.connect`` on the store.
+
+With a lake (``closewatch --lake DIR``, ``[store] lake``), every connection's
+``closures`` is the union of the file's table and the Parquet lake that Spark
+writes (``closewatch.lake``); state (alerts, detections, silences, job runs)
+stays in the file. Only the units of work that write closures ask for a
+connection without the lake (``transaction(lake=False)``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from closewatch import lake as lakes
 from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError
 from closewatch.schema import LATEST, MIGRATIONS
 
@@ -33,8 +40,10 @@ WaitNotice = Callable[[str], None]
 class Store:
     """A closewatch database file. Cheap to create; holds no connection."""
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0, on_wait: WaitNotice | None = None):
+    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0, on_wait: WaitNotice | None = None,
+                 lake: str | Path | None = None):
         self.path = Path(path)
+        self.lake = lakes.check_lake(lake) if lake else None
         self.lock_timeout_s = lock_timeout_s
         self.on_wait = on_wait
         self._schema_checked = False
@@ -42,19 +51,27 @@ class Store:
     # -- connections -------------------------------------------------------
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; the schema is created or migrated on first use."""
+    def connect(self, read_only: bool = False, lake: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; the schema is created or migrated on first use.
+
+        ``lake=False``: ``closures`` is the file's own table, for writing it.
+        """
         self._ensure_schema()
         con = self._open(read_only)
         try:
+            if lake:
+                self._attach_lake(con)
             yield con
         finally:
             con.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One unit of work: everything inside commits together or not at all."""
-        with self.connect() as con:
+    def transaction(self, lake: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One unit of work: everything inside commits together or not at all.
+
+        Units that write ``closures`` pass ``lake=False`` (the lake is Spark's to write).
+        """
+        with self.connect(lake=lake) as con:
             con.begin()
             try:
                 yield con
@@ -78,6 +95,7 @@ class Store:
         self._ensure_schema()
         con = self._open(read_only=True, config={"enable_external_access": False}, lock_configuration=True)
         try:
+            self._attach_lake(con)
             relation = con.sql(sql)
             if relation is None:
                 raise ReadOnlyQuery("That statement returns no rows; closewatch sql runs read-only SELECT queries.")
@@ -98,9 +116,20 @@ class Store:
                    || ':' || (SELECT coalesce(max(changed_at)::VARCHAR, '') FROM data_changes)
             FROM ingest_batches
         """)
-        return frame.item()
+        return frame.item() + self._lake_token()
 
     # -- internals ---------------------------------------------------------
+
+    def _attach_lake(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.lake is not None:
+            lakes.attach(con, self.lake)
+
+    def _lake_token(self) -> str:
+        """The lake's manifest changes with every Spark job that adds to it."""
+        if self.lake is None:
+            return ""
+        manifest = self.lake / lakes.MANIFEST
+        return f":{manifest.stat().st_mtime_ns}" if manifest.exists() else ":"
 
     def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s

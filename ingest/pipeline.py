@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +82,50 @@ def ingest_input(
     progress: Progress | None = None,
 ) -> FileResult:
     """Load one input into the store; returns its counts."""
+    with staged_input(source, enrich, format_name, options, progress) as staged:
+        _load(store, staged.folder, staged.result, staged.sha256, staged.started, staged.parse_s)
+    return staged.result
+
+
+@dataclass
+class Staged:
+    """One input after steps 1 and 2, before any store: its counts and its staged Parquet files.
+
+    ``closures`` (if it exists) has the final rows (CLOSURE_COLUMNS but the
+    source_file, source_format and batch_id that ``result`` names, plus
+    ``id_from_log``); ``rejects`` are (source_line, raw, reason) files.
+    """
+
+    result: FileResult
+    folder: Path
+    sha256: str
+    started: datetime
+    parse_s: float
+
+    @property
+    def closures(self) -> Path | None:
+        final = self.folder / "final.parquet"
+        return final if final.exists() else None
+
+    @property
+    def rejects(self) -> list[Path]:
+        return sorted(self.folder.glob("rejects-*.parquet"))
+
+
+@contextmanager
+def staged_input(
+    source: Input,
+    enrich: Enrich,
+    format_name: str | None = None,
+    options: ParseOptions = ParseOptions(),
+    progress: Progress | None = None,
+) -> Iterator[Staged]:
+    """Detect, parse, redact, classify and identify one input into a private folder, removed on exit.
+
+    The local path loads the folder into the store; the Spark engine
+    (``closewatch.jobs.spark``) writes it to the lake: one parser, one
+    event id, whichever engine runs it.
+    """
     started = datetime.now(timezone.utc)
     result = FileResult(source=source.name, format=None, batch_id=uuid.uuid4().hex)
     fmt = _choose_format(source, format_name)
@@ -90,9 +135,7 @@ def ingest_input(
         sha = _parse(source, fmt, options, staging, result, progress)
         if result.accepted:
             _finalise(staging, enrich, sha)
-        parse_s = time.perf_counter() - clock
-        _load(store, staging, result, sha, started, parse_s)
-    return result
+        yield Staged(result, staging, sha, started, time.perf_counter() - clock)
 
 
 def check_format_name(name: str | None) -> None:
@@ -312,7 +355,7 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
     clock = time.perf_counter()
     final = staging / "final.parquet"
     reject_parts = [str(p) for p in sorted(staging.glob("rejects-*.parquet"))]
-    with store.transaction() as con:
+    with store.transaction(lake=False) as con:  # writes closures: the file's own table
         if final.exists():
             ids_from_log = con.execute(f"SELECT bool_or(id_from_log) FROM read_parquet('{final}')").fetchone()[0]
             dedupe = _DEDUPE_IDS_FROM_LOG if ids_from_log else ""

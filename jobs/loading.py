@@ -46,7 +46,7 @@ def ingest(
 def reclassify(store: Store, catalog_path: str | Path | None = None) -> int:
     """Apply the current catalog to every stored closure; returns the number of rows updated."""
     catalog = load_catalog(catalog_path)
-    with store.transaction() as con:
+    with store.transaction(lake=False) as con:  # the lake's rows are immutable Parquet: reclassify updates the file's own
         pairs = con.execute("""
             SELECT DISTINCT CASE WHEN code_inferred THEN NULL ELSE close_code END AS close_code, close_reason
             FROM closures

@@ -40,8 +40,8 @@ class DashboardStore(Store):
     """A Store whose connections in this process are taken one at a time (see the module doc)."""
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with _LOCK, super().connect(read_only=read_only) as con:
+    def connect(self, read_only: bool = False, lake: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        with _LOCK, super().connect(read_only=read_only, lake=lake) as con:
             yield con
 
     def user_query(self, sql: str, limit: int | None = None) -> pl.DataFrame:
