@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_store, out_console, print_frame
+from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_settings, get_store, out_console, print_frame
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -22,29 +22,68 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--format", "format_name", help="Read every input as this format (see `closewatch formats`); default: detect per file.")
 @click.option("--tz", default="UTC", show_default=True, help="Time zone of timestamps that carry none (an IANA name).")
 @click.option("--catalog", "catalog_option", type=click.Path(exists=True, dir_okay=False), help="Your own close-code catalog file, evaluated before the built-in one.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True, help="local: into the database file; spark: Apache Spark reads the files into the Parquet lake (--lake).")
+@click.option("--lake", "lake_option", type=click.Path(file_okay=False), help="With --engine spark: the lake folder to write (default: closewatch --lake, $CLOSEWATCH_LAKE or [store] lake).")
+@click.option("--master", help="With --engine spark: the Spark master URL (default: [spark] master, else local[*]).")
 @db_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str, catalog_option: str | None) -> None:
-    """Load session-close logs into the database.
+def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str, catalog_option: str | None,
+           engine: str, lake_option: str | None, master: str | None) -> None:
+    """Load session-close logs into the database (or, with --engine spark, into a Parquet lake).
 
     PATHS may be files, directories (read recursively), globs, or - for
     standard input; .gz files are decompressed. Each file loads whole in one
     transaction or not at all; a file already loaded adds nothing.
+
+    With --engine spark, Spark runs the same parsers over the files (one task
+    per file) and adds the new closures and rejects to the lake's date
+    partitions in one commit; read them with closewatch --lake DIR ...
+    (docs/spark.md).
 
     \b
     Example:
         closewatch ingest sample_logs/
         closewatch ingest 'logs/*.jsonl.gz' --tz Europe/Berlin
         zcat app.log.gz | closewatch ingest - --format assemblyai-python
+        closewatch ingest --engine spark --lake /data/closewatch-lake /mnt/logs/2024-05-01/
     """
     from closewatch import jobs
     from closewatch.ingest.sources import expand_inputs
 
+    if engine == "spark":
+        _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master)
+        return
     store = get_store(ctx)
     inputs = expand_inputs(list(paths))
     with _progress_display(inputs) as progress_for:
         results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for)
     _print_ingest_summary(results)
+
+
+def _ingest_with_spark(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str,
+                       catalog: Path | None, lake_option: str | None, master: str | None) -> None:
+    from closewatch.errors import ConfigError
+    from closewatch.ingest.sources import expand_inputs
+    from closewatch.jobs.spark import ingest_to_lake
+
+    settings = get_settings(ctx)
+    lake = lake_option or settings.store.lake
+    if lake is None:
+        raise ConfigError("--engine spark writes a Parquet lake: name its folder with --lake DIR (or [store] lake in the config file).")
+    report = ingest_to_lake(lake, expand_inputs(list(paths)), master or settings.spark.master,
+                            format_name, tz, catalog, dict(settings.spark.conf))
+    table = Table(title=f"Spark ingest into {report.lake} (job {report.job}, {report.seconds:.1f} s)", title_justify="left")
+    for name in ["file", "format", "read", "accepted", "duplicates", "rejected", "skipped"]:
+        table.add_column(name, justify="left" if name in ("file", "format") else "right")
+    for row in report.inputs:
+        table.add_row(row["source_file"], row["source_format"] or "-", f"{row['lines_read']:,}", f"{row['added']:,}",
+                      f"{row['duplicates']:,}", f"{row['rejected']:,}", f"{row['skipped']:,}")
+    out_console().print(table)
+    for row in report.inputs:
+        if row["status"] != "loaded":
+            click.secho(f"{row['source_file']}: {row['message']}.", fg="yellow")
+    changed = ", ".join(report.partitions) or "none (nothing new)"
+    click.echo(f"{report.added:,} closures and {report.rejects_added:,} rejects added; partitions replaced: {changed}.")
 
 
 class _progress_display:

@@ -65,6 +65,8 @@ def child_env(ctx: click.Context, db: Path) -> dict[str, str]:
     config = ctx.obj.get("config")
     if config:
         env["CLOSEWATCH_CONFIG"] = str(Path(config).resolve())
+    if ctx.obj.get("lake"):
+        env["CLOSEWATCH_LAKE"] = str(Path(ctx.obj["lake"]).resolve())
     return env
 
 

@@ -55,8 +55,9 @@ def out_console() -> Console:
 
 
 def get_settings(ctx: click.Context) -> Settings:
-    """The settings from the options (--config, --db, --lock-timeout), the environment and the config file."""
-    return load_settings(ctx.obj.get("config"), db=ctx.obj.get("db"), lock_timeout_s=ctx.obj.get("lock_timeout"))
+    """The settings from the options (--config, --db, --lock-timeout, --lake), the environment and the config file."""
+    return load_settings(ctx.obj.get("config"), db=ctx.obj.get("db"), lock_timeout_s=ctx.obj.get("lock_timeout"),
+                         lake=ctx.obj.get("lake"))
 
 
 def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
@@ -66,6 +67,7 @@ def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
         settings.db,
         lock_timeout_s=settings.lock_timeout_s,
         on_wait=lambda message: click.secho(message, fg="yellow", err=True),
+        lake=settings.store.lake,
     )
 
 
@@ -77,7 +79,7 @@ def existing_store(ctx: click.Context, settings: Settings | None = None) -> Stor
     with nothing.
     """
     store = get_store(ctx, settings)
-    if not store.path.exists():
+    if not store.path.exists() and store.lake is None:  # with a lake, a new file just holds the state
         raise StoreError(
             f"Database {store.path} does not exist; check --db (or $CLOSEWATCH_DB), or create it by loading logs: "
             f"closewatch --db {store.path} ingest LOGS... (or closewatch --db {store.path} up, which loads the demo)."

@@ -21,9 +21,10 @@ from closewatch.cli.kit import ClosewatchGroup
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The DuckDB file (default: $CLOSEWATCH_DB or ./closewatch.duckdb).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $CLOSEWATCH_CONFIG or ./closewatch.toml).")
 @click.option("--lock-timeout", type=float, help="Seconds to wait while another process holds the database (default 30).")
+@click.option("--lake", "lake_path", type=click.Path(file_okay=False), help="Also read the closures of this Parquet lake (written by ingest --engine spark; default: $CLOSEWATCH_LAKE or [store] lake).")
 @click.version_option(__version__, prog_name="closewatch")
 @click.pass_context
-def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_timeout: float | None) -> None:
+def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_timeout: float | None, lake_path: str | None) -> None:
     """closewatch: why streaming speech-to-text sessions close, from your logs.
 
     \b
@@ -32,7 +33,7 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
         closewatch sql "select category, count(*) from closures group by 1"
     """
     ctx.ensure_object(dict)
-    ctx.obj.update(db=db_path, config=config_path, lock_timeout=lock_timeout)
+    ctx.obj.update(db=db_path, config=config_path, lock_timeout=lock_timeout, lake=lake_path)
 
 
 

@@ -33,7 +33,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,7 @@ def writing(root: str | os.PathLike) -> Iterator[Path]:
 
 def new_job(root: Path) -> tuple[str, Path]:
     """A job id and its private staging folder."""
-    job = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    job = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     folder = root / STAGING / job
     folder.mkdir(parents=True)
     return job, folder

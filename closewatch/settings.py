@@ -2,7 +2,7 @@
 
 ``load_settings`` builds it once per command (or dashboard rerun) from, highest
 first: command-line options, environment variables (``CLOSEWATCH_DB``,
-``CLOSEWATCH_CONFIG``), the config file (``closewatch.toml`` in the working
+``CLOSEWATCH_CONFIG``, ``CLOSEWATCH_LAKE``), the config file (``closewatch.toml`` in the working
 directory, or the file named by ``--config`` / ``CLOSEWATCH_CONFIG``), and the
 built-in defaults. A path is relative to whatever named it: paths in the
 config file to the config file's folder, paths from options and the
@@ -69,9 +69,17 @@ class Section(BaseModel):
 
 
 class StoreSettings(Section):
-    """[store]: the database file's lock policy."""
+    """[store]: the database file's lock policy, and the Parquet lake whose closures it also reads (docs/spark.md)."""
 
     lock_timeout_s: Annotated[float, BeforeValidator(_lock_seconds)] = 30.0
+    lake: Path | None = None
+
+
+class SparkSettings(Section):
+    """[spark]: where `ingest --engine spark` runs, and Spark settings passed to the session as they are."""
+
+    master: StrictStr = "local[*]"
+    conf: dict[str, StrictStr | int | float | bool] = {}
 
 
 class AnalysisSettings(Section):
@@ -116,7 +124,7 @@ class DashboardSettings(Section):
 
 
 #: The sections whose paths are relative to the config file.
-_PATH_KEYS = {"analysis": ("catalog", "thresholds"), "alerts": ("rules",), "scheduler": ("watch",)}
+_PATH_KEYS = {"store": ("lake",), "analysis": ("catalog", "thresholds"), "alerts": ("rules",), "scheduler": ("watch",)}
 
 
 class Settings(Section):
@@ -129,6 +137,7 @@ class Settings(Section):
     alerts: AlertsSettings = AlertsSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    spark: SparkSettings = SparkSettings()
 
     @property
     def lock_timeout_s(self) -> float:
@@ -177,6 +186,7 @@ def load_settings(
     *,
     db: str | os.PathLike | None = None,
     lock_timeout_s: float | None = None,
+    lake: str | os.PathLike | None = None,
 ) -> Settings:
     """The settings from the options given, the environment and the config file (no file means defaults)."""
     explicit = config or os.environ.get("CLOSEWATCH_CONFIG")
@@ -188,7 +198,8 @@ def load_settings(
     else:
         settings = Settings()
     settings = settings.model_copy(update={"db": resolve_db_path(db)})
-    return settings.overriding("store", lock_timeout_s=lock_timeout_s)
+    lake = lake or os.environ.get("CLOSEWATCH_LAKE")  # --lake, else $CLOSEWATCH_LAKE, else [store] lake
+    return settings.overriding("store", lock_timeout_s=lock_timeout_s, lake=Path(lake).expanduser() if lake else None)
 
 
 def settings_from(path: Path, data: dict[str, Any]) -> Settings:

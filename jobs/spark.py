@@ -28,15 +28,16 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from closewatch import lake as lakes
-from closewatch.errors import ClosewatchError
 from closewatch.ingest.pipeline import CLOSURE_COLUMNS, check_format_name
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
+
+from closewatch import lake as lakes
+from closewatch.errors import ClosewatchError
 
 DEFAULT_MASTER = "local[*]"
 BATCH_ROWS = 65_536
@@ -45,7 +46,7 @@ _BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",  # dates of partitions and timestamps are UTC
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.ui.showConsoleProgress": "false",
 }
 _LOCAL_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"}
 
@@ -88,7 +89,7 @@ def ingest_to_lake(
     load_catalog(catalog_path)  # a bad catalog fails here, once, not in every task
     paths = _local_paths(inputs)
     clock = time.perf_counter()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with lakes.writing(lake) as root:
         job, folder = lakes.new_job(root)
         spark = spark_session(master, conf or {})
@@ -97,7 +98,7 @@ def ingest_to_lake(
         report.seconds = time.perf_counter() - clock
         entry = {
             "job": job, "engine": "spark", "master": master, "started": started.isoformat(),
-            "finished": datetime.now(timezone.utc).isoformat(), "inputs": report.inputs,
+            "finished": datetime.now(UTC).isoformat(), "inputs": report.inputs,
             "closures_added": report.added, "duplicates": report.duplicates, "rejects_added": report.rejects_added,
         }
         report.partitions = [f"{table}/{part}" for table, part in lakes.commit(root, folder, entry)]
@@ -119,12 +120,14 @@ def spark_session(master: str, conf: dict[str, Any]):
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
-        return builder.getOrCreate()
-    except Exception as error:  # pyspark raises its own runtime errors when the JVM cannot start
+        session = builder.getOrCreate()
+    except Exception as error:  # noqa: BLE001 - pyspark raises its own runtime errors when the JVM cannot start
         raise SparkJobError(
             f"Spark could not start on {master} ({str(error).splitlines()[0]}); check that Java is installed "
             "(java -version; apt-get install openjdk-17-jre-headless) and that the master URL is right."
         ) from None
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 # -- the job --------------------------------------------------------------------------

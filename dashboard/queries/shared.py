@@ -49,7 +49,7 @@ class DashboardStore(Store):
             return super().user_query(sql, limit)
 
 
-_STORES: dict[tuple[str, float], DashboardStore] = {}
+_STORES: dict[tuple[str, float, str], DashboardStore] = {}
 
 
 def get_settings() -> Settings:
@@ -61,9 +61,10 @@ def get_store() -> DashboardStore:
     """The store named by $CLOSEWATCH_DB (set by `closewatch dashboard --db`), one object per path."""
     settings = get_settings()
     path = settings.db.resolve()
-    key = (str(path), settings.lock_timeout_s)
+    lake = settings.store.lake  # $CLOSEWATCH_LAKE (set by `closewatch --lake`) or [store] lake
+    key = (str(path), settings.lock_timeout_s, str(lake))
     if key not in _STORES:
-        _STORES[key] = DashboardStore(path, lock_timeout_s=settings.lock_timeout_s)
+        _STORES[key] = DashboardStore(path, lock_timeout_s=settings.lock_timeout_s, lake=lake)
     return _STORES[key]
 
 
