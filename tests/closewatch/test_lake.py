@@ -123,3 +123,17 @@ def test_retention_drops_whole_old_partitions(lake: Path):
     assert lakes.drop_partitions_before(lake, "2024-05-15") == ["closures/date=2024-05-01"]
     ids = Store(lake.parent / "db.duckdb", lake=lake).query("SELECT event_id FROM closures ORDER BY 1")["event_id"].to_list()
     assert ids == ["june", "lake-2"]
+
+
+def test_the_lake_and_spark_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from closewatch.settings import load_settings
+
+    config = tmp_path / "closewatch.toml"
+    config.write_text('[store]\nlake = "cw-lake"\n[spark]\nmaster = "local[2]"\n[spark.conf]\n"spark.sql.shuffle.partitions" = 2\n')
+    monkeypatch.delenv("CLOSEWATCH_LAKE", raising=False)
+    settings = load_settings(config)
+    assert settings.store.lake == tmp_path / "cw-lake"  # relative to the config file
+    assert (settings.spark.master, settings.spark.conf) == ("local[2]", {"spark.sql.shuffle.partitions": 2})
+    monkeypatch.setenv("CLOSEWATCH_LAKE", "/elsewhere")
+    assert load_settings(config).store.lake == Path("/elsewhere")
+    assert load_settings(config, lake="given").store.lake == Path("given")
