@@ -32,10 +32,6 @@ DETECTION_COLUMNS = [
     "detection_id", "pattern", "key", "window_start", "window_end", "count", "severity",
     "explanation", "action", "evidence", "detected_at",
 ]
-PATTERNS = (
-    "repeated_violation", "frequent_disconnects", "concurrency_saturation", "auth_failures",
-    "expiry_cost_leak", "error_spike", "new_reason",
-)
 
 _ONE_US = timedelta(microseconds=1)
 
@@ -108,7 +104,7 @@ class DetectionRun:
 class Inputs:
     """Everything the detectors read, already in polars (timestamps naive UTC)."""
 
-    closures: pl.DataFrame  # the window's closures that are not normal (CLOSURE_COLUMNS)
+    closures: pl.DataFrame  # the window's closures that are not normal (DETECTOR_CLOSURE_SCHEMA)
     activity: pl.DataFrame  # closures of every category per client and minute (ACTIVITY_COLUMNS)
     history: pl.DataFrame  # category, bucket, n: spike counts before the window
     reasons_before: pl.DataFrame  # close_reason: distinct reasons seen before the window
@@ -192,7 +188,7 @@ def read_inputs(store: Store, since: datetime | None, until: datetime | None, th
         reasons_before = con.execute(_REASONS_BEFORE_SQL, [since]).pl()
     closures = closures.select(
         pl.col("event_id").cast(pl.String), pl.from_epoch("ts_us", time_unit="us").alias("ts"),
-        *(pl.col(name).cast(dtype) for name, dtype in detectors.CLOSURE_COLUMNS.items() if name not in ("event_id", "ts")),
+        *(pl.col(name).cast(dtype) for name, dtype in detectors.DETECTOR_CLOSURE_SCHEMA.items() if name not in ("event_id", "ts")),
     )
     activity = activity.select(
         pl.col("key").cast(pl.String), pl.from_epoch("minute_us", time_unit="us").alias("minute"), pl.col("closures").cast(pl.UInt32)

@@ -1,7 +1,7 @@
 """The pattern detectors: one small function per pattern, closures in, findings out.
 
 Each detector takes the window's closures as a polars LazyFrame (columns of
-``CLOSURE_COLUMNS``, ``ts`` as naive UTC) and its [section] of thresholds,
+``DETECTOR_CLOSURE_SCHEMA``, ``ts`` as naive UTC) and its [section] of thresholds,
 and returns a DataFrame of findings with the columns of ``FINDING_SCHEMA``.
 Normal closures carry no pattern by themselves: the detectors ignore them in
 ``closures`` and learn how busy a client was from ``activity`` (closures per
@@ -25,8 +25,9 @@ import polars as pl
 
 from closewatch.analysis.templates import template_expr
 from closewatch.analysis.thresholds import Section
+from closewatch.vocabulary import Pattern
 
-CLOSURE_COLUMNS = {
+DETECTOR_CLOSURE_SCHEMA = {
     "event_id": pl.String,
     "ts": pl.Datetime("us"),
     "session_id": pl.String,
@@ -83,10 +84,10 @@ def _per_day(activity: pl.LazyFrame) -> pl.LazyFrame:
     return activity.group_by("key", day=pl.col("minute").dt.truncate("1d")).agg(sessions=pl.col("closures").sum())
 
 
-def _findings(frame: pl.LazyFrame, pattern: str) -> pl.DataFrame:
+def _findings(frame: pl.LazyFrame, pattern: Pattern) -> pl.DataFrame:
     """Select the finding columns in contract order and types, in a stable order."""
     return (
-        frame.with_columns(pattern=pl.lit(pattern))
+        frame.with_columns(pattern=pl.lit(str(pattern), dtype=pl.String))
         .select([pl.col(name).cast(dtype) for name, dtype in FINDING_SCHEMA.items()])
         .sort("pattern", "key", "window_start")
         .collect()
@@ -276,7 +277,7 @@ def repeated_violation(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Sect
         action=action,
         severity=pl.when(pl.col("count") >= cfg.critical_count).then(pl.lit("critical")).otherwise(pl.lit("error")),
     )
-    return _findings(explained, "repeated_violation")
+    return _findings(explained, Pattern.REPEATED_VIOLATION)
 
 
 # ---------------------------------------------------------------- frequent_disconnects
@@ -316,7 +317,7 @@ def _disconnect_bursts(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Sect
         action=pl.lit(_DISCONNECT_ACTION),
         severity=pl.when(pl.col("count") >= cfg.critical_count).then(pl.lit("critical")).otherwise(pl.lit("error")),
     )
-    return _findings(explained, "frequent_disconnects")
+    return _findings(explained, Pattern.FREQUENT_DISCONNECTS)
 
 
 def _disconnect_share(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
@@ -346,7 +347,7 @@ def _disconnect_share(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Secti
         action=pl.lit(_DISCONNECT_ACTION),
         severity=pl.lit("warning"),
     )
-    return _findings(explained, "frequent_disconnects")
+    return _findings(explained, Pattern.FREQUENT_DISCONNECTS)
 
 
 def _reconnect_loops(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFrame:
@@ -384,7 +385,7 @@ def _reconnect_loops(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Sectio
         ),
         severity=pl.lit("error"),
     )
-    return _findings(explained, "frequent_disconnects")
+    return _findings(explained, Pattern.FREQUENT_DISCONNECTS)
 
 
 def _loop_runs(rows: pl.LazyFrame, cfg: Section, limit: int = 0) -> pl.LazyFrame:
@@ -451,7 +452,7 @@ def concurrency_saturation(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: 
         ),
         severity=pl.when(pl.col("peak") >= cfg.critical_per_minute).then(pl.lit("critical")).otherwise(pl.lit("warning")),
     )
-    return _findings(explained, "concurrency_saturation")
+    return _findings(explained, Pattern.CONCURRENCY_SATURATION)
 
 
 # ---------------------------------------------------------------- auth_failures
@@ -477,7 +478,7 @@ def auth_failures(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Section, 
         .otherwise(pl.lit("Replace the API key or temporary token this client uses (missing, revoked or expired) and stop retrying with it.")),
         severity=pl.when(is_account).then(pl.lit("critical")).otherwise(pl.lit("error")),
     )
-    return _findings(explained, "auth_failures")
+    return _findings(explained, Pattern.AUTH_FAILURES)
 
 
 # ---------------------------------------------------------------- expiry_cost_leak
@@ -513,7 +514,7 @@ def expiry_cost_leak(closures: pl.LazyFrame, activity: pl.LazyFrame, cfg: Sectio
         ),
         severity=pl.when(pl.col("billed_h") >= cfg.error_hours).then(pl.lit("error")).otherwise(pl.lit("warning")),
     )
-    return _findings(explained, "expiry_cost_leak")
+    return _findings(explained, Pattern.EXPIRY_COST_LEAK)
 
 
 # ---------------------------------------------------------------- error_spike
@@ -642,7 +643,7 @@ def _spike_findings(spikes: pl.LazyFrame, cfg: Section, limit: int) -> pl.DataFr
         ),
         severity=pl.when(ratio >= cfg.error_ratio).then(pl.lit("error")).otherwise(pl.lit("warning")),
     )
-    return _findings(explained, "error_spike")
+    return _findings(explained, Pattern.ERROR_SPIKE)
 
 
 # ---------------------------------------------------------------- new_reason
@@ -713,4 +714,4 @@ def new_reason(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, learned_at:
         ),
         severity=pl.when(pl.col("category") == "unknown").then(pl.lit("warning")).otherwise(pl.lit("info")),
     )
-    return _findings(explained, "new_reason")
+    return _findings(explained, Pattern.NEW_REASON)

@@ -43,3 +43,9 @@ class SchemaTooNew(StoreError):
 
 class ReadOnlyQuery(StoreError):
     pass
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, without a closing period, for one-sentence messages."""
+    text = str(error).strip()
+    return text.splitlines()[0].rstrip(".") if text else "no message"

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from closewatch import lake as lakes
-from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError
+from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, first_line
 from closewatch.schema import LATEST, MIGRATIONS
 
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
-_FIRST_WAIT_S = 0.05
-_MAX_WAIT_S = 1.0
+#: Waits between tries while the file is locked: 0.05 s, doubling, at most 1 s.
+_BACKOFF = wait_exponential(multiplier=0.05, max=1.0)
 
 WaitNotice = Callable[[str], None]
 
@@ -132,30 +133,45 @@ class Store:
         return f":{manifest.stat().st_mtime_ns}" if manifest.exists() else ":"
 
     def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
+        """Connect, retrying with exponential backoff (tenacity) while another process holds the file's lock."""
         deadline = time.monotonic() + self.lock_timeout_s
-        wait = _FIRST_WAIT_S
+        retrying = Retrying(
+            retry=retry_if_exception(_is_lock_error),
+            wait=lambda state: min(_BACKOFF(state), max(0.0, deadline - time.monotonic())),  # the last try is at the deadline
+            stop=stop_after_delay(self.lock_timeout_s),
+            before_sleep=self._tell_once(),
+            reraise=True,
+        )
+        try:
+            return retrying(self._connect_once, read_only, config or {}, lock_configuration)
+        except duckdb.IOException as error:
+            holder = _holder(str(error))
+            if holder is None:
+                raise StoreError(f"Cannot open {self.path}: {first_line(error)}; check the path and its permissions.") from None
+            raise StoreBusy(
+                f"Database {self.path} is busy: held by {holder} for more than {self.lock_timeout_s:g} s; "
+                "wait for it to finish or raise the timeout with --lock-timeout."
+            ) from None
+
+    def _connect_once(self, read_only: bool, config: dict, lock_configuration: bool) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+        con.execute("SET enable_progress_bar = false")  # never draw DuckDB's bar over our output
+        if lock_configuration:
+            con.execute("SET lock_configuration = true")
+        return con
+
+    def _tell_once(self) -> Callable[[RetryCallState], None]:
+        """Before the first wait only: tell the user who holds the file ("Database busy, held by PID n")."""
         told = False
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only, config=config or {})
-                con.execute("SET enable_progress_bar = false")  # never draw DuckDB's bar over our output
-                if lock_configuration:
-                    con.execute("SET lock_configuration = true")
-                return con
-            except duckdb.IOException as error:
-                holder = _holder(str(error))
-                if holder is None:
-                    raise StoreError(f"Cannot open {self.path}: {_first_line(error)}; check the path and its permissions.") from None
-                if time.monotonic() >= deadline:
-                    raise StoreBusy(
-                        f"Database {self.path} is busy: held by {holder} for more than {self.lock_timeout_s:g} s; "
-                        "wait for it to finish or raise the timeout with --lock-timeout."
-                    ) from None
-                if self.on_wait and not told:
-                    self.on_wait(f"Database busy, held by {holder}; waiting up to {self.lock_timeout_s:g} s...")
-                    told = True
-                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-                wait = min(wait * 2, _MAX_WAIT_S)
+
+        def tell(state: RetryCallState) -> None:
+            nonlocal told
+            if self.on_wait and not told and state.outcome is not None:
+                holder = _holder(str(state.outcome.exception()))
+                self.on_wait(f"Database busy, held by {holder}; waiting up to {self.lock_timeout_s:g} s...")
+                told = True
+
+        return tell
 
     def _ensure_schema(self) -> None:
         if self._schema_checked:
@@ -208,13 +224,14 @@ def _holder(message: str) -> str | None:
     return f"PID {match.group(1)}" if match else "another process"
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0].rstrip(".")
+def _is_lock_error(error: BaseException) -> bool:
+    """DuckDB's "could not set lock on file ... (PID n)": another process holds the file."""
+    return isinstance(error, duckdb.IOException) and _holder(str(error)) is not None
 
 
 def _query_refusal(error: Exception) -> str:
     """One sentence for a failed user query: refusals say why, mistakes quote DuckDB."""
-    text = _first_line(error)
+    text = first_line(error)
     lowered = text.lower()
     if "read-only mode" in lowered:
         return "Refused: queries are read-only here; use SELECT (or WITH ... SELECT) to read the tables."

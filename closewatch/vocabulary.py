@@ -59,7 +59,20 @@ class Era(StrEnum):
     ANY = "any"
 
 
+class Pattern(StrEnum):
+    """What the detectors look for (docs/patterns.md); a finding's ``pattern`` and a pattern rule's."""
+
+    REPEATED_VIOLATION = "repeated_violation"
+    FREQUENT_DISCONNECTS = "frequent_disconnects"
+    CONCURRENCY_SATURATION = "concurrency_saturation"
+    AUTH_FAILURES = "auth_failures"
+    EXPIRY_COST_LEAK = "expiry_cost_leak"
+    ERROR_SPIKE = "error_spike"
+    NEW_REASON = "new_reason"
+
+
 CATEGORIES: tuple[str, ...] = tuple(Category)
 SEVERITIES: tuple[str, ...] = tuple(Severity)
 RETRY_SAFE: tuple[str, ...] = tuple(RetrySafe)
 ERAS: tuple[str, ...] = tuple(Era)
+PATTERNS: tuple[str, ...] = tuple(Pattern)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from closewatch.analysis import detectors
-from closewatch.analysis.detectors import CLOSURE_COLUMNS, FINDING_SCHEMA, activity_of, drop_overlapping
+from closewatch.analysis.detectors import DETECTOR_CLOSURE_SCHEMA, FINDING_SCHEMA, activity_of, drop_overlapping
 from closewatch.analysis.thresholds import Section, load_thresholds
 
 T0 = datetime(2024, 5, 1)  # naive UTC, as the detectors see timestamps
@@ -44,7 +44,7 @@ def frame(rows: list[dict]) -> pl.DataFrame:
     for number, row in enumerate(rows):
         row["event_id"] = row["event_id"] or f"e{number:04d}"
         row["session_id"] = row["session_id"] or f"s{number:04d}"
-    return pl.DataFrame(rows, schema=CLOSURE_COLUMNS)
+    return pl.DataFrame(rows, schema=DETECTOR_CLOSURE_SCHEMA)
 
 
 def every(start: datetime, step: timedelta, n: int, **kwargs) -> list[dict]:
