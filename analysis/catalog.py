@@ -18,12 +18,15 @@ import functools
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import polars as pl
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from closewatch.analysis.errors import CatalogError
 from closewatch.settings import read_toml
+from closewatch.validation import first_problem
 from closewatch.vocabulary import CATEGORIES, ERAS, RETRY_SAFE, SEVERITIES
 
 BUILTIN_PATH = Path(__file__).with_name("catalog.toml")
@@ -52,10 +55,6 @@ ENTRY_SCHEMA = {
     "origin": pl.String,
 }
 
-_REQUIRED = ("category", "severity", "retry_safe", "action", "era", "docs")
-_OPTIONAL = ("codes", "code_is_null", "reason", "infer_code")
-_FIELDS = _OPTIONAL + _REQUIRED
-_CHOICES = {"category": CATEGORIES, "severity": SEVERITIES, "retry_safe": RETRY_SAFE, "era": ERAS}
 _MAX_CODE = 65535  # close codes are unsigned 16-bit numbers (RFC 6455)
 
 _KEYS = ["close_code", "close_reason"]
@@ -120,31 +119,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return read_toml(path, CatalogError, "catalog file")
 
 
-def _validate_entry(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check one [[entry]] table and return it as a row of ``ENTRY_SCHEMA``."""
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{where} is not a table; write each entry as an [[entry]] table and run again.")
-    for key in raw:
-        if key not in _FIELDS:
-            _fail(where, key, f"is not a catalog field (the fields are {', '.join(_FIELDS)})")
-    for key in _REQUIRED:
-        if key not in raw:
-            _fail(where, key, "is missing")
-        if not isinstance(raw[key], str) or not raw[key].strip():
-            _fail(where, key, "must be a non-empty text")
-    for key, choices in _CHOICES.items():
-        if raw[key] not in choices:
-            _fail(where, key, f"{raw[key]!r} is not one of {', '.join(choices)}")
-    row = {key: raw[key] for key in _REQUIRED}
-    row["codes"] = _check_codes(raw.get("codes"), where)
-    row["code_is_null"] = _check_code_is_null(raw.get("code_is_null", False), row["codes"], where)
-    row["reason"] = _check_reason(raw.get("reason"), where)
-    row["infer_code"] = _check_infer_code(raw.get("infer_code"), row, where)
-    return row
+# ---------------------------------------------------------------- one entry, as a pydantic model
 
 
-def _fail(where: str, field: str, problem: str) -> NoReturn:
-    raise CatalogError(f"{where}: {field} {problem}; fix the entry and run again.")
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty text")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if _text(value) not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
 
 
 def _is_code(value: Any) -> bool:
@@ -152,45 +142,74 @@ def _is_code(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_CODE
 
 
-def _check_codes(codes: Any, where: str) -> list[int] | None:
-    if codes is None:
-        return None
+def _codes(codes: Any) -> list[int]:
     if not isinstance(codes, list) or not codes or not all(_is_code(code) for code in codes):
-        _fail(where, "codes", f"{codes!r} must be a non-empty list of whole numbers from 0 to {_MAX_CODE}, like [3008]")
+        raise ValueError(f"{codes!r} must be a non-empty list of whole numbers from 0 to {_MAX_CODE}, like [3008]")
     return codes
 
 
-def _check_code_is_null(code_is_null: Any, codes: list[int] | None, where: str) -> bool:
-    if not isinstance(code_is_null, bool):
-        _fail(where, "code_is_null", f"{code_is_null!r} must be true or false")
-    if code_is_null and codes is not None:
-        _fail(where, "code_is_null", "cannot be true together with codes, since a NULL code is in no list")
-    return code_is_null
+def _true_or_false(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} must be true or false")
+    return value
 
 
-def _check_reason(reason: Any, where: str) -> str | None:
+def _reason(reason: Any) -> str:
     """Compile the pattern with polars itself: its Rust regex syntax is not Python's."""
-    if reason is None:
-        return None
     if not isinstance(reason, str) or not reason:
-        _fail(where, "reason", f"{reason!r} must be a non-empty regular expression (omit reason to match any reason)")
+        raise ValueError(f"{reason!r} must be a non-empty regular expression (omit reason to match any reason)")
     try:
         pl.Series([""], dtype=pl.String).str.contains(reason)
     except pl.exceptions.ComputeError as error:
         detail = next((line.strip() for line in str(error).splitlines() if line.strip().startswith("error:")), "")
-        _fail(where, "reason", f"{reason!r} is not a valid regular expression ({detail.removeprefix('error: ')})")
+        raise ValueError(f"{reason!r} is not a valid regular expression ({detail.removeprefix('error: ')})") from None
     return reason
 
 
-def _check_infer_code(infer_code: Any, row: dict[str, Any], where: str) -> int | None:
-    """infer_code only makes sense for an entry that can match a row without a code."""
-    if infer_code is None:
-        return None
-    if not _is_code(infer_code):
-        _fail(where, "infer_code", f"{infer_code!r} must be a whole number from 0 to {_MAX_CODE}")
-    if row["codes"] is not None or row["reason"] is None:
+def _code(value: Any) -> int:
+    if not _is_code(value):
+        raise ValueError(f"{value!r} must be a whole number from 0 to {_MAX_CODE}")
+    return value
+
+
+class CatalogEntry(BaseModel):
+    """One [[entry]] of a catalog file; unknown fields are refused (``extra="forbid"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    codes: Annotated[list[int], BeforeValidator(_codes)] | None = None
+    code_is_null: Annotated[bool, BeforeValidator(_true_or_false)] = False
+    reason: Annotated[str, BeforeValidator(_reason)] | None = None
+    infer_code: Annotated[int, BeforeValidator(_code)] | None = None
+    category: Annotated[str, BeforeValidator(_one_of(CATEGORIES))]
+    severity: Annotated[str, BeforeValidator(_one_of(SEVERITIES))]
+    retry_safe: Annotated[str, BeforeValidator(_one_of(RETRY_SAFE))]
+    action: Annotated[str, BeforeValidator(_text)]
+    era: Annotated[str, BeforeValidator(_one_of(ERAS))]
+    docs: Annotated[str, BeforeValidator(_text)]
+
+
+def _validate_entry(raw: Any, where: str) -> dict[str, Any]:
+    """Check one [[entry]] table and return it as a row of ``ENTRY_SCHEMA``."""
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where} is not a table; write each entry as an [[entry]] table and run again.")
+    try:
+        entry = CatalogEntry.model_validate(raw)
+    except ValidationError as error:
+        problem = first_problem(error, CatalogEntry)
+        if not problem.field:  # an unknown field
+            field = str(error.errors()[0]["loc"][-1])
+            _fail(where, field, f"is not a catalog field (the fields are {', '.join(CatalogEntry.model_fields)})")
+        _fail(where, problem.field, problem.text)
+    if entry.code_is_null and entry.codes is not None:
+        _fail(where, "code_is_null", "cannot be true together with codes, since a NULL code is in no list")
+    if entry.infer_code is not None and (entry.codes is not None or entry.reason is None):
         _fail(where, "infer_code", "needs an entry with a reason and without codes, since it fills in a missing code")
-    return infer_code
+    return entry.model_dump()
+
+
+def _fail(where: str, field: str, problem: str) -> NoReturn:
+    raise CatalogError(f"{where}: {field} {problem}; fix the entry and run again.")
 
 
 # ---------------------------------------------------------------- classifying

@@ -1,24 +1,31 @@
 """Detection thresholds: the documented defaults in ``thresholds.toml``, overridable by a user file.
 
 Thresholds are data, not code: the built-in file documents every key, and a
-user file overrides any subset of them. Each value is checked against the type
-of its default when the file is loaded, so a typo fails at start-up with a
-sentence naming the file, section and key rather than deep inside a detector.
+user file overrides any subset of them. The built-in file also defines the
+file's shape: a pydantic model (``extra="forbid"``) is made from it, each key
+typed like its default (a whole number is a count of at least 1, a decimal a
+number above 0, at most 1 for a ``*share``, text a duration, a list category
+names), so a typo fails at start-up with a sentence naming the file, section
+and key rather than deep inside a detector.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any
 
-from closewatch.analysis.catalog import CATEGORIES
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
 from closewatch.analysis.errors import AnalysisError
 from closewatch.durations import DURATION_EXAMPLES, parse_timedelta
 from closewatch.settings import read_toml
+from closewatch.validation import first_problem
+from closewatch.vocabulary import CATEGORIES
 
 BUILTIN_PATH = Path(__file__).with_name("thresholds.toml")
-
 
 
 class Section:
@@ -54,74 +61,94 @@ class Thresholds:
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
     """The built-in defaults, overridden key by key by the user's file if one is given."""
-    defaults = _read_toml(BUILTIN_PATH)
-    merged = {section: dict(values) for section, values in defaults.items()}
-    origin = "builtin"
-    if path is not None:
-        user = _read_toml(Path(path))
-        _merge(merged, defaults, user, Path(path))
-        origin = str(path)
-    typed = {section: _typed(section, values, defaults[section], origin) for section, values in merged.items()}
-    return Thresholds(typed, origin)
+    model = _model()
+    user = _read_toml(Path(path)) if path is not None else {}
+    try:
+        typed = model.model_validate(user)
+    except ValidationError as error:
+        raise AnalysisError(f"{path}: {_sentence(error, model)}; fix the file and run again.") from None
+    return Thresholds({name: dict(getattr(typed, name)) for name in model.model_fields}, str(path) if path else "builtin")
+
+
+# ---------------------------------------------------------------- the model, from the built-in file
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{value!r} must be a whole number of at least 1")
+    return value
+
+
+def _number(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{value!r} must be a number greater than 0")
+    return float(value)
+
+
+def _share(value: Any) -> float:
+    number = _number(value)
+    if number > 1:
+        raise ValueError(f"{value!r} is a share and must be at most 1 (0.5 means half)")
+    return number
+
+
+def _duration(value: Any) -> timedelta:
+    duration = parse_timedelta(value)
+    if duration is None or duration <= timedelta(0):
+        raise ValueError(f"{value!r} must be a positive duration like {DURATION_EXAMPLES}")
+    return duration
+
+
+def _categories(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{value!r} must be a non-empty list of category names")
+    unknown = [v for v in value if v not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"names unknown category {unknown[0]!r} (see `closewatch catalog`)")
+    return value
+
+
+def _checker(key: str, default: Any) -> Callable[[Any], Any]:
+    """The check of a key, chosen by the type of its built-in default."""
+    if isinstance(default, list):
+        return _categories
+    if isinstance(default, str):
+        return _duration
+    if isinstance(default, int) and not isinstance(default, bool):
+        return _whole
+    if isinstance(default, float):
+        return _share if key.endswith("share") else _number
+    raise AnalysisError(f"{BUILTIN_PATH}: [?] {key} has a default of an unsupported type; fix the built-in file.")
+
+
+@functools.cache
+def _model() -> type[BaseModel]:
+    """A pydantic model of the whole file: one sub-model per section, every key defaulting to the built-in value."""
+    strict = ConfigDict(extra="forbid", validate_default=True)
+    sections: dict[str, Any] = {}
+    for section, values in _read_toml(BUILTIN_PATH).items():
+        fields: dict[str, Any] = {
+            key: (Annotated[Any, BeforeValidator(_checker(key, default))], default) for key, default in values.items()
+        }
+        section_model = create_model(f"Thresholds_{section}", __config__=strict, **fields)
+        sections[section] = (section_model, Field(default_factory=section_model))
+    return create_model("ThresholdsFile", __config__=ConfigDict(extra="forbid"), **sections)
+
+
+def _sentence(error: ValidationError, model: type[BaseModel]) -> str:
+    """'[section] key <problem>' in the words the thresholds file's users know."""
+    detail = error.errors(include_url=False)[0]
+    loc, unknown = detail["loc"], detail["type"] == "extra_forbidden"
+    section = str(loc[0])
+    if unknown and len(loc) == 1:
+        return f"[{section}] is not a thresholds section (the sections are {', '.join(model.model_fields)})"
+    if len(loc) == 1:
+        return f"{section} must be a [{section}] table"
+    if unknown:
+        keys = ", ".join(model.model_fields[section].annotation.model_fields)
+        return f"[{section}] {loc[1]} is not a threshold (the keys are {keys})"
+    return f"[{section}] {loc[1]} {first_problem(error, model).text}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     return read_toml(path, AnalysisError, "thresholds file")
-
-
-def _merge(merged: dict, defaults: dict, user: dict, path: Path) -> None:
-    """Copy the user's values over the defaults, refusing anything the defaults do not know."""
-    for section, values in user.items():
-        if section not in defaults:
-            raise AnalysisError(
-                f"{path}: [{section}] is not a thresholds section (the sections are {', '.join(defaults)}); "
-                "fix the file and run again."
-            )
-        if not isinstance(values, dict):
-            raise AnalysisError(f"{path}: {section} must be a [{section}] table; fix the file and run again.")
-        for key, value in values.items():
-            if key not in defaults[section]:
-                _fail(path, section, key, f"is not a threshold (the keys are {', '.join(defaults[section])})")
-            _check(path, section, key, value, defaults[section][key])
-            merged[section][key] = value
-
-
-def _check(path: Path | str, section: str, key: str, value: Any, default: Any) -> None:
-    """The value must have the default's type and a sensible range."""
-    if isinstance(default, list):
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            _fail(path, section, key, f"{value!r} must be a non-empty list of category names")
-        unknown = [v for v in value if v not in CATEGORIES]
-        if unknown:
-            _fail(path, section, key, f"names unknown category {unknown[0]!r} (see `closewatch catalog`)")
-    elif isinstance(default, str):
-        duration = parse_timedelta(value)
-        if duration is None or duration <= timedelta(0):
-            _fail(path, section, key, f"{value!r} must be a positive duration like {DURATION_EXAMPLES}")
-    elif isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            _fail(path, section, key, f"{value!r} must be a whole number of at least 1")
-    elif isinstance(default, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            _fail(path, section, key, f"{value!r} must be a number greater than 0")
-        if key.endswith("share") and value > 1:
-            _fail(path, section, key, f"{value!r} is a share and must be at most 1 (0.5 means half)")
-
-
-def _typed(section: str, values: dict[str, Any], defaults: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Durations become timedeltas, and a 5 written for a decimal 5.0, so detectors need no parsing."""
-    typed = {}
-    for key, value in values.items():
-        if isinstance(defaults[key], str):
-            value = parse_timedelta(value)
-            if value is None:  # only reachable if the built-in file itself is wrong
-                _fail(origin, section, key, "is not a duration")
-        elif isinstance(defaults[key], float):
-            value = float(value)
-        typed[key] = value
-    return typed
-
-
-def _fail(path: Path | str, section: str, key: str, problem: str) -> NoReturn:
-    raise AnalysisError(f"{path}: [{section}] {key} {problem}; fix the file and run again.")
-
