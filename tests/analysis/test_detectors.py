@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from closewatch.analysis import detectors
+from closewatch.vocabulary import PATTERNS
 from closewatch.analysis.detectors import DETECTOR_CLOSURE_SCHEMA, FINDING_SCHEMA, activity_of, drop_overlapping
 from closewatch.analysis.thresholds import Section, load_thresholds
 
@@ -472,14 +473,61 @@ def test_normal_closures_and_blank_reasons_are_never_new(thresholds):
 # ---------------------------------------------------------------- every detector
 
 
-@pytest.mark.parametrize("name", ["repeated_violation", "frequent_disconnects", "concurrency_saturation", "auth_failures", "expiry_cost_leak"])
+def _with_activity(name: str):
+    def run(closures: pl.LazyFrame, thresholds) -> pl.DataFrame:
+        return getattr(detectors, name)(closures, activity_of(closures), thresholds[name], LIMIT)
+    return run
+
+
+def _error_spike(closures: pl.LazyFrame, thresholds) -> pl.DataFrame:
+    return detectors.error_spike(closures, NO_HISTORY, (T0, T0 + 9 * DAY - HOUR), thresholds["error_spike"], LIMIT)
+
+
+def _new_reason(closures: pl.LazyFrame, thresholds) -> pl.DataFrame:
+    return detectors.new_reason(closures, reasons(), T0 + DAY, thresholds["new_reason"], LIMIT)
+
+
+#: Every detector, called as the detection job calls it.
+RUNNERS = {
+    "repeated_violation": _with_activity("repeated_violation"),
+    "frequent_disconnects": _with_activity("frequent_disconnects"),
+    "concurrency_saturation": _with_activity("concurrency_saturation"),
+    "auth_failures": _with_activity("auth_failures"),
+    "expiry_cost_leak": _with_activity("expiry_cost_leak"),
+    "error_spike": _error_spike,
+    "new_reason": _new_reason,
+}
+
+#: For each detector, an incident it must find (the same incidents as the detector's own tests above).
+INCIDENTS = {
+    "repeated_violation": lambda: violations(T0 + DAY, 12),
+    "frequent_disconnects": lambda: drops(T0 + DAY, 40, duration_s=5.0),
+    "concurrency_saturation": lambda: refusals(T0 + DAY, [4, 12, 7, 1, 3]),
+    "auth_failures": lambda: every(T0, 2 * MINUTE, 6, client="ivr", category="auth_failed", reason="Unauthorized Connection: Invalid API key"),
+    "expiry_cost_leak": lambda: every(T0 + 3 * HOUR, 2 * HOUR, 4, client="notes", category="session_expired", duration_s=10_800.0),
+    "error_spike": lambda: hourly("server_error", {hour: 3 for hour in range(24)}, days=9)
+    + every(T0 + 8 * DAY + 14 * HOUR, MINUTE, 60, client="c9", category="server_error"),
+    "new_reason": lambda: every(T0 + 2 * DAY, MINUTE, 4, client="captions", category="unknown", reason=NEW),
+}
+
+
+def test_every_pattern_has_a_detector_here():
+    assert set(RUNNERS) == set(INCIDENTS) == set(PATTERNS)
+
+
+@pytest.mark.parametrize("name", PATTERNS)
 def test_quiet_traffic_and_an_empty_frame_give_no_findings_with_the_contract_schema(thresholds, name):
-    detector = getattr(detectors, name)
     for rows in (background(), []):
-        closures = frame(rows).lazy()
-        if name in ("frequent_disconnects", "expiry_cost_leak", "repeated_violation", "auth_failures", "concurrency_saturation"):
-            found = detector(closures, activity_of(closures), thresholds[name], LIMIT)
-        else:
-            found = detector(closures, thresholds[name], LIMIT)
+        found = RUNNERS[name](frame(rows).lazy(), thresholds)
         assert found.is_empty()
         assert found.schema == pl.Schema(FINDING_SCHEMA)
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+def test_an_incident_among_quiet_traffic_gives_a_finding_of_its_pattern(thresholds, name):
+    """The counterpart of the quiet test: the same call finds something, so silence above is not an accident."""
+    found = RUNNERS[name](frame(background() + INCIDENTS[name]()).lazy(), thresholds)
+    assert found.height >= 1
+    assert found.schema == pl.Schema(FINDING_SCHEMA)
+    assert set(found["pattern"]) == {name}
+    assert found["evidence"].list.len().min() >= 1

@@ -82,8 +82,53 @@ jobs.ingest(Store(sys.argv[1]), expand_inputs([sys.argv[2]]))
 """
 
 
+#: The same ingest, but the transaction that writes the batch row stops before its commit and says so:
+#: the moment at which a file that loads in more than one transaction would be half stored.
+HELD_BEFORE_COMMIT_SCRIPT = """
+import time
+from contextlib import contextmanager
+from closewatch.store import Store
+
+_transaction = Store.transaction
+
+@contextmanager
+def held_before_commit(self, *args, **kwargs):
+    with _transaction(self, *args, **kwargs) as con:
+        yield con
+        if con.execute("SELECT count(*) FROM ingest_batches").fetchone()[0]:
+            print("batch written, not committed", flush=True)
+            time.sleep(600)
+
+Store.transaction = held_before_commit
+""" + INGEST_SCRIPT
+
+
+def stored_counts(db: Path) -> tuple[int, int, int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT (SELECT count(*) FROM closures), (SELECT count(*) FROM rejects), (SELECT count(*) FROM ingest_batches)"
+        ).fetchone()
+
+
+def test_killed_before_the_commit_leaves_nothing_and_rerun_loads_all(tmp_path):
+    """SIGKILL at the last moment of a real ingest, before its commit: no closure, reject or batch row is stored."""
+    big = write_lines(tmp_path / "big.jsonl", closes(20_000) + ["not json"])
+    db = tmp_path / "killed.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    process = subprocess.Popen([sys.executable, "-c", HELD_BEFORE_COMMIT_SCRIPT, str(db), str(big)], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "batch written, not committed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert stored_counts(db) == (0, 0, 0)
+    jobs.ingest(Store(db), [bytes_input("big.jsonl", big.read_bytes())])
+    assert stored_counts(db) == (20_000, 1, 1)
+
+
 def test_killed_mid_ingest_leaves_nothing_partial_and_rerun_loads_all(tmp_path):
-    """SIGKILL at several points of a real ingest: the file is either absent or complete."""
+    """SIGKILL at several moments of a real ingest: the file is either absent or complete, and a rerun completes it."""
     big = write_lines(tmp_path / "big.jsonl", closes(200_000))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     started = time.monotonic()
@@ -95,10 +140,9 @@ def test_killed_mid_ingest_leaves_nothing_partial_and_rerun_loads_all(tmp_path):
         time.sleep(duration * fraction)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        if db.exists():
-            with duckdb.connect(str(db), read_only=True) as con:
-                rows = con.execute("SELECT count(*) FROM closures").fetchone()[0]
-            assert rows in (0, 200_000)
+        # killed before the store was first opened, there is no file; otherwise nothing or everything is in it
+        closures = stored_counts(db)[0] if db.exists() else 0
+        assert closures in (0, 200_000)
         jobs.ingest(Store(db), [bytes_input("big.jsonl", big.read_bytes())])
         with duckdb.connect(str(db), read_only=True) as con:
             assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM closures").fetchone() == (200_000, 200_000)
