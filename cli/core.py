@@ -5,8 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from closewatch.cli.kit import (
+    OUTPUT_FORMATS,
+    catalog_path,
+    db_option,
+    err_console,
+    existing_store,
+    get_store,
+    out_console,
+    print_frame,
+)
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_settings, get_store, out_console, print_frame
@@ -20,6 +36,9 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "format_name", help="Read every input as this format (see `closewatch formats`); default: detect per file.")
+@click.option("--envelope", help="Read every input inside this envelope (docker-json, cri, journald, ...; see `closewatch formats`); default: detect per file.")
+@click.option("--client-from", "client_from", metavar="LABEL",
+              help="The envelope label (pod, container, host, unit, log_stream, service, ...) that names the client where a line names none.")
 @click.option("--tz", default="UTC", show_default=True, help="Time zone of timestamps that carry none (an IANA name).")
 @click.option("--catalog", "catalog_option", type=click.Path(exists=True, dir_okay=False), help="Your own close-code catalog file, evaluated before the built-in one.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True, help="local: into the database file; spark: Apache Spark reads the files into the Parquet lake (--lake).")
@@ -27,8 +46,8 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--master", help="With --engine spark: the Spark master URL (default: [spark] master, else local[*]).")
 @db_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str, catalog_option: str | None,
-           engine: str, lake_option: str | None, master: str | None) -> None:
+def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, envelope: str | None, client_from: str | None,
+           tz: str, catalog_option: str | None, engine: str, lake_option: str | None, master: str | None) -> None:
     """Load session-close logs into the database (or, with --engine spark, into a Parquet lake).
 
     PATHS may be files, directories (read recursively), globs, or - for
@@ -44,7 +63,9 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
     Example:
         closewatch ingest sample_logs/
         closewatch ingest 'logs/*.jsonl.gz' --tz Europe/Berlin
-        zcat app.log.gz | closewatch ingest - --format assemblyai-python
+        zcat app.log.gz | closewatch ingest - --format assemblyai-python-v3
+        closewatch ingest /var/log/pods/voice_voicebot-*/voicebot/0.log --envelope cri
+        closewatch ingest loki-export.jsonl --client-from pod
         closewatch ingest --engine spark --lake /data/closewatch-lake /mnt/logs/2024-05-01/
     """
     from closewatch import jobs
@@ -56,7 +77,8 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
     store = get_store(ctx)
     inputs = expand_inputs(list(paths))
     with _progress_display(inputs) as progress_for:
-        results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for)
+        results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for,
+                              envelope=envelope, client_from=client_from)
     _print_ingest_summary(results)
 
 
@@ -172,20 +194,32 @@ def catalog(ctx: click.Context, output: str, catalog_option: str | None) -> None
 
 @click.command()
 def formats() -> None:
-    """List the log formats closewatch reads, each with an example line.
+    """List the log formats and the envelopes closewatch reads, each with an example line.
+
+    An envelope (docker, CRI, syslog, journald, Loki, cloud exports, JSON
+    loggers) is peeled first; the text inside is read as one of the formats.
 
     \b
     Example:
         closewatch formats
     """
+    from closewatch.ingest.envelopes import all_envelopes
     from closewatch.ingest.formats import all_formats
 
     console = Console()
+    console.print("[bold underline]Formats[/]", highlight=False)
     for fmt in all_formats():
-        console.print(f"[bold]{fmt.name}[/]: {fmt.description}", highlight=False)
-        if fmt.source:
-            console.print(f"  source: {fmt.source}", highlight=False, soft_wrap=True)
-        console.print(f"  example: {fmt.example}", highlight=False, soft_wrap=True, markup=False)
+        _print_entry(console, fmt.name, fmt.description, fmt.source, fmt.example)
+    console.print("\n[bold underline]Envelopes[/] (detected per file, or --envelope NAME)", highlight=False)
+    for envelope in all_envelopes():
+        _print_entry(console, envelope.name, envelope.description, envelope.source, envelope.example)
+
+
+def _print_entry(console: Console, name: str, description: str, source: str, example: str) -> None:
+    console.print(f"[bold]{name}[/]: {description}", highlight=False, markup=True)
+    if source:
+        console.print(f"  source: {source}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"  example: {example}", highlight=False, soft_wrap=True, markup=False)
 
 
 @click.command()

@@ -211,11 +211,18 @@ SELECT make_timestamptz(epoch_us(ts) // 86400000000 * 86400000000) AS day, categ
 FROM closures GROUP BY ALL;
 """
 
+#: The labels of the envelope a close was read inside (pod, container, host, unit, log stream, service...),
+#: as a JSON object; NULL for plain logs.
+V5 = """
+ALTER TABLE closures ADD COLUMN labels VARCHAR;
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
     3: SUMMARIES_V3,  # closewatch/summary_views.py: summary views and the reason_template macro
     4: V4,
+    5: V5,
 }
 
 LATEST = max(MIGRATIONS)

@@ -84,7 +84,7 @@ WITH picked AS (
 SELECT source_line, reject_reason,
        CASE WHEN reject_reason IS NOT NULL THEN raw END AS raw,  -- whole: the pipeline redacts, then cuts
        TRY_CAST(code_number AS INTEGER) AS close_code, close_reason, ts, session_id, client_id,
-       audio_duration_s, session_duration_s, event_id, type
+       audio_duration_s, session_duration_s, event_id, type, NULL::VARCHAR AS labels
 FROM judged
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -29,6 +30,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "audio_duration_s": pl.Float64(),
     "session_duration_s": pl.Float64(),
     "event_id": pl.String(),
+    "labels": pl.String(),  # the envelope's labels (JSON object), for logs read inside one
 }
 
 #: Lines that could not be read as events: why, and where.
@@ -44,6 +46,9 @@ class ParseOptions:
     """Settings that apply to every line of one input."""
 
     tz: str = "UTC"  # the zone of timestamps that carry none
+    envelope: str | None = None  # read every input inside this envelope (see ingest.envelopes); None: detect
+    client_from: str | None = None  # the envelope label that names the client where a line names none
+    reference_time: datetime | None = None  # no line is later than this (the file's mtime): syslog's year
 
 
 @dataclass

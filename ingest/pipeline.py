@@ -29,12 +29,13 @@ from typing import BinaryIO
 
 import duckdb
 import polars as pl
-
-from closewatch.store import Store
-from closewatch.ingest.formats import Format, ParseOptions, Parsed, conform, detect_format, get_format
-from closewatch.ingest.lines import head_lines_of, iter_line_batches
-from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_then_cut
+from closewatch.ingest.envelopes import choose_reader, with_reference_time
+from closewatch.ingest.formats import Format, Parsed, ParseOptions, conform, get_format
+from closewatch.ingest.lines import iter_line_batches
 from closewatch.ingest.sources import Input
+
+from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_then_cut
+from closewatch.store import Store
 
 #: Adds the classification columns (category, severity, ...) to a frame of
 #: distinct (close_code, close_reason) pairs; may fill close_code where inferred.
@@ -45,7 +46,7 @@ Progress = Callable[[int], None]
 CLOSURE_COLUMNS = [
     "event_id", "ts", "session_id", "close_code", "close_reason", "client_id", "source_format",
     "source_file", "source_line", "batch_id", "audio_duration_s", "session_duration_s", "category",
-    "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era",
+    "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era", "labels",
 ]
 CLASSIFICATION_COLUMNS = ["category", "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era"]
 FIRST_REJECTS_SHOWN = 5
@@ -128,7 +129,8 @@ def staged_input(
     """
     started = datetime.now(timezone.utc)
     result = FileResult(source=source.name, format=None, batch_id=uuid.uuid4().hex)
-    fmt = _choose_format(source, format_name)
+    options = with_reference_time(options, source)
+    fmt = _choose_format(source, format_name, options)
     with tempfile.TemporaryDirectory(prefix="closewatch-stage-") as folder:
         staging = Path(folder)
         clock = time.perf_counter()
@@ -147,12 +149,10 @@ def check_format_name(name: str | None) -> None:
 # -- 1. parse ----------------------------------------------------------------
 
 
-def _choose_format(source: Input, format_name: str | None) -> Format | None:
-    if format_name:
-        return get_format(format_name)
+def _choose_format(source: Input, format_name: str | None, options: ParseOptions) -> Format | None:
+    """The input's format, behind its envelope if it has one (ingest.envelopes)."""
     try:
-        with source.open() as stream:
-            return detect_format(head_lines_of(stream))
+        return choose_reader(source, format_name, options)
     except _UNREADABLE:
         return None  # unreadable from the start: reported as no known format
 
@@ -333,7 +333,7 @@ COPY (
     )
     SELECT coalesce(event_id, md5(identity || '#' || (row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1)::VARCHAR)) AS event_id,
            ts, session_clean AS session_id, new_code AS close_code, reason_redacted AS close_reason, client_clean AS client_id,
-           source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)},
+           source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)}, labels,
            event_id IS NOT NULL AS id_from_log
     FROM identified
 ) TO '{{final}}' (FORMAT parquet)

@@ -11,13 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-
 from closewatch.analysis.catalog import Catalog, classify, load_catalog
-from closewatch.store import Store
+from closewatch.ingest.envelopes import check_envelope_name
 from closewatch.ingest.formats import ParseOptions
-from closewatch.ingest.pipeline import FileResult, Progress, check_format_name, ingest_input
+from closewatch.ingest.pipeline import (
+    FileResult,
+    Progress,
+    check_format_name,
+    ingest_input,
+)
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
+
+from closewatch.store import Store
 
 #: Makes a progress callback for one input (or None for no progress display).
 ProgressFactory = Callable[[Input], Progress | None]
@@ -30,12 +36,19 @@ def ingest(
     tz: str = "UTC",
     catalog_path: str | Path | None = None,
     progress_for: ProgressFactory | None = None,
+    envelope: str | None = None,
+    client_from: str | None = None,
 ) -> list[FileResult]:
-    """Load every input, one transaction each; the catalog and options are checked first."""
+    """Load every input, one transaction each; the catalog and options are checked first.
+
+    ``envelope`` reads every input inside that envelope (default: detected per file);
+    ``client_from`` names the envelope label that becomes the client where a line names none.
+    """
     check_format_name(format_name)
-    options = ParseOptions(tz=check_zone(tz))
+    check_envelope_name(envelope)
+    options = ParseOptions(tz=check_zone(tz), envelope=envelope, client_from=client_from)
     catalog = load_catalog(catalog_path)
-    enrich = lambda events: classify(events, catalog)  # noqa: E731
+    enrich = lambda events: classify(events, catalog)
     results = []
     for source in inputs:
         progress = progress_for(source) if progress_for else None

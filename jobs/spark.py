@@ -296,7 +296,7 @@ _OUTPUT_COLUMNS: list[tuple[str, str]] = [
     ("source_line", "bigint"), ("batch_id", "string"), ("audio_duration_s", "double"), ("session_duration_s", "double"),
     ("category", "string"), ("severity", "string"), ("retry_safe", "string"), ("action", "string"),
     ("chunk_ms", "double"), ("audio_rate_ratio", "double"), ("code_inferred", "boolean"), ("era", "string"),
-    ("id_from_log", "boolean"),
+    ("labels", "string"), ("id_from_log", "boolean"),
     ("line_no", "bigint"), ("raw", "string"), ("reason", "string"),
     ("sha256", "string"), ("status", "string"), ("message", "string"), ("lines_read", "bigint"),
     ("accepted", "bigint"), ("rejected", "bigint"), ("skipped", "bigint"), ("parse_s", "double"),

@@ -1,0 +1,239 @@
+"""Container runtimes' log files: docker json-file, fluent-bit/fluentd Kubernetes records, and CRI (containerd, CRI-O).
+
+Each reader keeps the runtime's time and stream, joins the lines the runtime
+split (docker at 16 KiB, the kubelet's CRI partial records), and hands the
+application's text on unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+
+import polars as pl
+from closewatch.ingest.envelopes.base import (
+    UTC_US,
+    Envelope,
+    UnwrapContext,
+    conform_records,
+    duck,
+    fill_times,
+    iso,
+    join_partials,
+    json_spec,
+    share,
+    zone_sql,
+)
+from closewatch.ingest.timestamps import parse_text
+
+# --------------------------------------------------------------------------
+# docker json-file
+# --------------------------------------------------------------------------
+
+# moby/moby daemon/logger/jsonfilelog/jsonlog/jsonlog.go: JSONLog{Log `json:"log"`, Stream `json:"stream"`,
+# Created `json:"time"` (RFC 3339, nanoseconds), Attrs `json:"attrs,omitempty"`}; one object per line.
+# moby/moby daemon/logger/copier.go: a line longer than 16 KiB is written as several entries, and only the
+# last one ends with "\n" (the docs' json-file page shows {"log":"Log line is here\n","stream":"stdout","time":...}).
+DOCKER_SRC = ("moby/moby daemon/logger/jsonfilelog/jsonlog/jsonlog.go (JSONLog: log, stream, time, attrs); "
+              "daemon/logger/copier.go (16 KiB partial entries without a trailing newline); "
+              "docs.docker.com/config/containers/logging/json-file/")
+
+_DOCKER_SQL = f"""
+SELECT source_line, j.log AS text, TRY_CAST(j.time AS TIMESTAMPTZ) AS env_ts, {zone_sql('j.time')} AS zone,
+       CAST(j.attrs AS VARCHAR) AS labels, j.stream AS stream,
+       CASE WHEN j IS NULL THEN 'line is not a JSON object'
+            WHEN j.log IS NULL THEN 'a docker json-file record has a "log" field; this line has none'
+            WHEN j.time IS NOT NULL AND TRY_CAST(j.time AS TIMESTAMPTZ) IS NULL
+                THEN 'its "time" ''' || left(j.time, 40) || ''' is not an RFC 3339 time'
+       END AS reject
+FROM (SELECT source_line, try(json_transform(raw, {json_spec(log="VARCHAR", stream="VARCHAR", time="VARCHAR", attrs="JSON")})) AS j
+      FROM lines)
+"""
+
+
+def _unwrap_docker(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
+    """Entries to records; an entry without its trailing newline continues on the next of its stream."""
+    yield from _joined(batches, _DOCKER_SQL, partial=lambda: ~pl.col("text").str.ends_with("\n"))
+
+
+def _joined(batches: Iterator[pl.DataFrame], sql: str, partial) -> Iterator[pl.DataFrame]:
+    carry = None
+    with duck() as con:
+        for lines in batches:
+            con.register("batch", lines)
+            con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
+            frame = con.execute(sql).pl()
+            frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
+            stream = pl.col("stream") if "stream" in frame.columns else pl.lit("")
+            ok = pl.col("reject").is_null()
+            frame = frame.with_columns(_p=partial() & ok, _s=stream)
+            records, carry = join_partials(frame, pl.col("_p"), pl.col("_s"), carry)
+            yield conform_records(records)
+    if carry is not None:  # the input ended inside a split line: keep what there is
+        yield conform_records(carry)
+
+
+def _sniff_docker(head: list[str]) -> float:
+    return 0.95 * share(head, lambda o: "log" in o and "time" in o and "stream" in o and "kubernetes" not in o)
+
+
+def _wrap_docker(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
+    out = []
+    for ts, text in fill_times(lines):
+        for part in _chunks(text + "\n", meta.get("split_at", 16 * 1024)):
+            out.append(json.dumps({"log": part, "stream": meta.get("stream", "stdout"), "time": _nano(ts)},
+                                  separators=(",", ":"), ensure_ascii=False))
+    return out
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _nano(ts: datetime) -> str:
+    """RFC 3339 with nanoseconds, as Go's time.RFC3339Nano writes a UTC time."""
+    return iso(ts)[:-1] + "000Z"
+
+
+DOCKER = Envelope(
+    name="docker-json",
+    description="docker's json-file log driver: one {log, stream, time} object per line; split long lines joined.",
+    example='{"log":"WebSocket Disconnected: Status=3008, Msg=Session Expired: Maximum session duration exceeded\\n",'
+            '"stream":"stdout","time":"2026-11-20T10:00:03.300000000Z"}',
+    source=DOCKER_SRC, sniff=_sniff_docker, unwrap=_unwrap_docker, wrap=_wrap_docker, kind="container",
+)
+
+# --------------------------------------------------------------------------
+# fluent-bit / fluentd Kubernetes records
+# --------------------------------------------------------------------------
+
+# fluent/fluent-bit plugins/filter_kubernetes/kube_meta.c: the "kubernetes" map (pod_name, namespace_name,
+# pod_id, labels, annotations, host, container_name, docker_id, container_image) added to each record;
+# its tail input's docker parser keeps "log", "stream", "time"; the cri parser gives "log", "stream", "_p"
+# (P partial / F full) and "time". fabric8io/fluent-plugin-kubernetes_metadata_filter (fluentd) adds the same map.
+K8S_SRC = ("fluent/fluent-bit plugins/filter_kubernetes/kube_meta.c (kubernetes: pod_name, namespace_name, "
+           "container_name, host, labels) and conf/parsers.conf (docker and cri parsers: log, stream, time, _p); "
+           "fabric8io/fluent-plugin-kubernetes_metadata_filter (fluentd, same kubernetes map)")
+
+_K8S_SQL = f"""
+WITH j AS (
+    SELECT source_line, try(json_transform(raw, {json_spec(log="VARCHAR", message="VARCHAR", stream="VARCHAR", time="VARCHAR",
+                                                            **{"@timestamp": "VARCHAR"}, date="VARCHAR", _p="VARCHAR",
+                                                            kubernetes="JSON")})) AS j
+    FROM lines
+), t AS (
+    SELECT source_line, j, coalesce(j.time, j."@timestamp", j.date) AS time_text FROM j
+)
+SELECT source_line, coalesce(j.log, j.message) AS text,
+       CASE WHEN TRY_CAST(time_text AS DOUBLE) IS NOT NULL THEN make_timestamptz(CAST(TRY_CAST(time_text AS DOUBLE) * 1e6 AS BIGINT))
+            ELSE TRY_CAST(time_text AS TIMESTAMPTZ) END AS env_ts,
+       {zone_sql('time_text')} AS zone,
+       CAST(json_object('pod', j.kubernetes->>'$.pod_name', 'namespace', j.kubernetes->>'$.namespace_name',
+                        'container', j.kubernetes->>'$.container_name', 'host', j.kubernetes->>'$.host',
+                        'app', coalesce(j.kubernetes->>'$.labels.app', j.kubernetes->>'$.labels."app.kubernetes.io/name"'))
+            AS VARCHAR) AS labels,
+       j.stream AS stream, j._p = 'P' AS partial,
+       CASE WHEN j IS NULL THEN 'line is not a JSON object'
+            WHEN coalesce(j.log, j.message) IS NULL THEN 'a Kubernetes log record has a "log" field; this line has none'
+       END AS reject
+FROM t
+"""
+
+
+def _unwrap_k8s(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
+    """Records to text; fluent-bit's cri parser marks the parts of a split line with _p = P."""
+    yield from _joined(batches, _K8S_SQL, partial=lambda: pl.col("partial").fill_null(False))
+
+
+def _sniff_k8s(head: list[str]) -> float:
+    return 0.96 * share(head, lambda o: ("log" in o or "message" in o) and isinstance(o.get("kubernetes"), dict))
+
+
+def _wrap_k8s(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
+    pod = meta.get("pod", "voicebot-7d9f8b6c5d-x2k4q")
+    kubernetes = {
+        "pod_name": pod, "namespace_name": meta.get("namespace", "voice"), "pod_id": "2f1e3c7a-6b1d-4c55-9a3e-0d6f2b7c8e91",
+        "labels": {"app": meta.get("app", "voicebot"), "pod-template-hash": "7d9f8b6c5d"},
+        "host": meta.get("host", "node-a1"), "container_name": meta.get("container", "voicebot"),
+        "docker_id": "4b8e0c2f6d1a", "container_image": "registry.example.com/voicebot:1.4.2",
+    }
+    return [json.dumps({"log": text + "\n", "stream": "stdout", "time": _nano(ts), "kubernetes": kubernetes},
+                       separators=(",", ":"), ensure_ascii=False) for ts, text in fill_times(lines)]
+
+
+KUBERNETES = Envelope(
+    name="kubernetes-json",
+    description="fluent-bit/fluentd Kubernetes records: the container's log line plus a kubernetes object (pod, container, namespace, host).",
+    example='{"log":"Session closed: 4008 Session has expired\\n","stream":"stdout","time":"2026-11-20T10:00:03.3Z",'
+            '"kubernetes":{"pod_name":"voicebot-7d9f8b6c5d-x2k4q","namespace_name":"voice","container_name":"voicebot","host":"node-a1"}}',
+    source=K8S_SRC, sniff=_sniff_k8s, unwrap=_unwrap_k8s, wrap=_wrap_k8s, kind="container",
+)
+
+# --------------------------------------------------------------------------
+# CRI (containerd, CRI-O): the kubelet's container log files
+# --------------------------------------------------------------------------
+
+# kubernetes/kubernetes pkg/kubelet/kuberuntime/logs/logs.go parseCRILog: "<RFC3339Nano time> <stdout|stderr>
+# <tag> <log>", tags split by ":" whose first is P (partial: more of the line follows) or F (full);
+# kubernetes/cri-api pkg/apis/runtime/v1/constants.go LogTagPartial = "P", LogTagFull = "F".
+CRI_SRC = ("kubernetes/kubernetes pkg/kubelet/kuberuntime/logs/logs.go (parseCRILog: time stream tag log); "
+           "kubernetes/cri-api pkg/apis/runtime/v1/constants.go (LogTagPartial P, LogTagFull F)")
+
+CRI_LINE = r"^(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF])(?::\S*)?(?: (?P<msg>.*))?$"
+
+
+def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
+    lines = lines.filter(pl.col("raw").str.strip_chars() != "")
+    got = lines.with_columns(g=pl.col("raw").str.extract_groups(CRI_LINE)).unnest("g")
+    ts = parse_text(pl.col("ts"), "UTC")
+    return got.select(
+        "source_line", pl.col("msg").fill_null("").alias("text"), ts.alias("env_ts"),
+        pl.col("ts").str.extract(r"([+-]\d\d:\d\d|Z)$").replace({"Z": "+00:00"}).alias("zone"),
+        pl.lit(None, pl.String).alias("labels"),
+        pl.when(pl.col("ts").is_null()).then(pl.lit("not a CRI log line (<RFC 3339 time> <stdout|stderr> <P|F> <text>)"))
+        .when(ts.is_null()).then(pl.format("its time '{}' is not an RFC 3339 time", pl.col("ts").str.slice(0, 40)))
+        .alias("reject"),
+        pl.col("stream"), (pl.col("tag") == "P").alias("_p"),
+    )
+
+
+def _unwrap_cri(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
+    """Lines to records; partial (P) records are joined with the rest of their line on the same stream."""
+    carry = None
+    for lines in batches:
+        frame = _cri_records(lines, ctx)
+        records, carry = join_partials(frame, pl.col("_p") & pl.col("reject").is_null(), pl.col("stream"), carry)
+        yield conform_records(records)
+    if carry is not None:
+        yield conform_records(carry)
+
+
+def _sniff_cri(head: list[str]) -> float:
+    lines = [line for line in head if line.strip()]
+    if not lines:
+        return 0.0
+    matched = pl.Series(lines, dtype=pl.String).str.contains(CRI_LINE).sum()
+    return 0.95 * matched / len(lines)
+
+
+def _wrap_cri(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
+    out = []
+    size = meta.get("split_at", 16 * 1024)
+    stream = meta.get("stream", "stdout")
+    for ts, text in fill_times(lines):
+        parts = _chunks(text, size)
+        for index, part in enumerate(parts):
+            tag = "F" if index == len(parts) - 1 else "P"
+            out.append(f"{_nano(ts)} {stream} {tag} {part}")
+    return out
+
+
+CRI = Envelope(
+    name="cri",
+    description="CRI container logs (containerd, CRI-O; /var/log/pods): <time> <stream> <P|F> <text>, partial records joined.",
+    example="2026-11-20T10:00:03.300000000Z stdout F WebSocket Disconnected: Status=3008, Msg=Session Expired: Maximum session duration exceeded",
+    source=CRI_SRC, sniff=_sniff_cri, unwrap=_unwrap_cri, wrap=_wrap_cri, kind="container",
+)
+
+ENVELOPES = (DOCKER, KUBERNETES, CRI)

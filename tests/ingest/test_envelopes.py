@@ -1,0 +1,373 @@
+"""Envelopes: each reads exactly the closes of the plain log it wraps, each with its time, and nothing else.
+
+The wrapped logs are built by each envelope's ``wrap`` (its public layout,
+cited in its module) around lines the client renderers write (ingest.clients),
+so the plain log and the wrapped one say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from random import Random
+
+import polars as pl
+import pytest
+from closewatch.ingest.clients import RENDERERS_TIMED, noise_lines
+from closewatch.ingest.envelopes import (
+    ENVELOPE_LIST,
+    get_envelope,
+    pick_client,
+    reader_for_head,
+    zone_name,
+)
+from closewatch.ingest.errors import IngestError
+from closewatch.ingest.formats import EVENT_SCHEMA, REJECT_SCHEMA, ParseOptions
+from closewatch.ingest.lines import iter_line_batches, stream_of
+
+T0 = datetime(2026, 11, 20, 10, 0, 3, 300_000, tzinfo=UTC)
+EXPIRED = "Session Expired: Maximum session duration exceeded"
+AUTH = "Unauthorized Connection: Missing Authorization header"
+CLOSES = [(3008, EXPIRED), (1006, ""), (1000, ""), (1008, AUTH), (3007, "Input duration violation: 1200 ms. Expected between 50 and 1000 ms")]
+
+
+def events(count: int = len(CLOSES)) -> list[dict]:
+    return [{"ts": T0 + timedelta(minutes=7 * i, seconds=i), "session_id": f"{i:08x}-0d7b-4c1e-9a51-3e2f0c6d8b71",
+             "close_code": code, "close_reason": reason, "audio_duration_s": 12.0 if code == 1000 else None,
+             "session_duration_s": 13.5 if code == 1000 else None}
+            for i, (code, reason) in enumerate(CLOSES[:count])]
+
+
+def rendered(client: str, layout: str | None, noise: bool = True) -> list[tuple[datetime | None, str]]:
+    """A client's log for the closes above, with unrelated lines of the same application between them."""
+    rng = Random(7)
+    out = []
+    for event in events():
+        if noise:
+            out += [(event["ts"] - timedelta(seconds=5), line) for line in noise_lines(client, rng, event["ts"], layout)]
+        out += RENDERERS_TIMED[client](event, layout)
+    return out
+
+
+def read(lines: list[str], batch_bytes: int = 1 << 20, **options) -> tuple[str | None, pl.DataFrame, pl.DataFrame, int]:
+    """Detect and parse ``lines`` as the pipeline does: (format name, events, rejects, skipped)."""
+    opts = ParseOptions(reference_time=options.pop("reference_time", datetime(2026, 12, 1, tzinfo=UTC)), **options)
+    fmt = reader_for_head(lines[:2000], None, opts)
+    if fmt is None:
+        return None, pl.DataFrame(schema=EVENT_SCHEMA), pl.DataFrame(schema=REJECT_SCHEMA), 0
+    data = ("\n".join(lines) + "\n").encode()
+    out = list(fmt.parse(iter_line_batches(stream_of(data), batch_bytes=batch_bytes), opts))
+    found = pl.concat([o.events for o in out], how="diagonal_relaxed") if out else pl.DataFrame(schema=EVENT_SCHEMA)
+    rejects = pl.concat([o.rejects for o in out], how="diagonal_relaxed") if out else pl.DataFrame(schema=REJECT_SCHEMA)
+    return fmt.name, found.sort("source_line"), rejects, sum(o.skipped for o in out)
+
+
+def closes_of(frame: pl.DataFrame) -> list[tuple]:
+    return frame.select("close_code", "close_reason", "session_id", "audio_duration_s").rows()
+
+
+#: (client, layout) pairs each envelope is tried with: plain prints, Python logging, loguru, Node.
+CONTAINER_CLIENTS = [("websocket-client", "plain"), ("assemblyai-python-v3", "default"), ("livekit-agents", "livekit"),
+                     ("assemblyai-js", "plain"), ("pipecat", "loguru"), ("browser-js", "dash")]
+PYTHON_CLIENTS = [("assemblyai-python-v3", "default"), ("livekit-agents", "default"), ("assemblyai-python-v2", "default")]
+NODE_CLIENTS = [("assemblyai-js", "plain"), ("websocket-client", "plain")]
+
+
+def cases() -> list:
+    out = []
+    for envelope in ENVELOPE_LIST:
+        if envelope.name in ("livekit-json", "python-json-logger", "structlog"):
+            pairs = PYTHON_CLIENTS
+        elif envelope.name in ("pino", "winston"):
+            pairs = NODE_CLIENTS
+        else:
+            pairs = CONTAINER_CLIENTS
+        out += [pytest.param(envelope.name, client, layout, id=f"{envelope.name}-{client}") for client, layout in pairs]
+    return out
+
+
+@pytest.mark.parametrize("envelope, client, layout", cases())
+def test_envelope_reads_exactly_the_closes_of_the_plain_log(envelope, client, layout):
+    timed = rendered(client, layout)
+    _, plain, plain_rejects, _ = read([line for _, line in timed])
+    assert plain.height == len(CLOSES) and plain_rejects.height == 0  # the plain log itself reads right
+
+    lines = get_envelope(envelope).wrap(timed, {})
+    name, found, rejects, skipped = read(lines)
+
+    assert name is not None and name.startswith(envelope + "/"), name
+    assert name.endswith("/" + plain_name(client, layout))
+    assert rejects.height == 0, rejects.rows()
+    assert closes_of(found) == closes_of(plain)
+    precision = "1s" if envelope == "syslog" else "1ms"  # RFC 3164 times have whole seconds
+    expected = [e["ts"] for e in events()]
+    assert [ts.replace(microsecond=0) if precision == "1s" else ts for ts in found["ts"].to_list()] == \
+        [ts.replace(microsecond=0) if precision == "1s" else ts for ts in expected]
+    if envelope not in ("cloudwatch-subscription", "otlp-json"):  # those carry many records a line
+        assert found.height + rejects.height + skipped == len(lines)  # every input line is counted once
+
+
+def plain_name(client: str, layout: str) -> str:
+    return client
+
+
+def test_every_envelope_is_detected_from_its_own_example():
+    for envelope in ENVELOPE_LIST:
+        if envelope.name in ("cloudwatch",):  # its example is one document on one line
+            continue
+        fmt = reader_for_head([envelope.example], None, ParseOptions())
+        assert fmt is not None and fmt.name.split("/")[0] == envelope.name, (envelope.name, fmt and fmt.name)
+
+
+# --------------------------------------------------------------------------
+# Split lines
+# --------------------------------------------------------------------------
+
+
+def test_cri_partial_records_are_joined_across_batches():
+    reason = "Unauthorized Connection: " + "x" * 3000
+    timed = [(T0, "Session began: ID=abc-1, ExpiresAt=2026-11-20 13:00:03"),
+             (T0, f"WebSocket Disconnected: Status=1008, Msg={reason}")]
+    lines = get_envelope("cri").wrap(timed, {"split_at": 700})
+    assert sum(" stdout P " in line for line in lines) == 4
+    _, found, rejects, _ = read(lines, batch_bytes=1500)
+    assert rejects.height == 0
+    assert found.select("close_code", "close_reason", "session_id").rows() == [(1008, reason, "abc-1")]
+    assert found["source_line"].to_list() == [2]  # the first part's line
+
+
+def test_cri_stdout_and_stderr_partials_do_not_mix():
+    lines = [
+        "2026-11-20T10:00:03.300000000Z stdout P WebSocket Disconnected: Status=3008, ",
+        "2026-11-20T10:00:03.300000100Z stderr F Traceback (most recent call last):",
+        f"2026-11-20T10:00:03.300000200Z stdout F Msg={EXPIRED}",
+    ]
+    _, found, rejects, _ = read(lines)
+    assert found.select("close_code", "close_reason").rows() == [(3008, EXPIRED)]
+
+
+def test_docker_entries_split_at_16k_are_joined():
+    reason = "Unauthorized Connection: " + "y" * 40_000
+    lines = get_envelope("docker-json").wrap([(T0, f"WebSocket Disconnected: Status=1008, Msg={reason}")], {})
+    assert len(lines) == 3  # docker writes 16 KiB pieces; only the last ends with a newline
+    _, found, rejects, _ = read(lines)
+    assert found.select("close_code", "close_reason").rows() == [(1008, reason)]
+
+
+# --------------------------------------------------------------------------
+# Times
+# --------------------------------------------------------------------------
+
+
+def test_syslog_year_is_inferred_from_the_files_modification_time():
+    lines = [f"Dec 31 23:59:58 voice-01 voicebot[2211]: WebSocket Disconnected: Status=3008, Msg={EXPIRED}",
+             f"Jan  2 00:00:01 voice-01 voicebot[2211]: WebSocket Disconnected: Status=3008, Msg={EXPIRED}"]
+    _, found, _, _ = read(lines, reference_time=datetime(2027, 1, 3, 12, tzinfo=UTC))
+    assert found["ts"].to_list() == [datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC), datetime(2027, 1, 2, 0, 0, 1, tzinfo=UTC)]
+    # no line lies after the file was written: a November line in a file written in March is last year's
+    _, found, _, _ = read(lines[:1], reference_time=datetime(2027, 3, 1, tzinfo=UTC))
+    assert found["ts"].to_list() == [datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC)]
+
+
+def test_syslog_local_times_are_read_in_tz():
+    lines = [f"Nov 20 11:00:03 voice-01 voicebot[2211]: WebSocket Disconnected: Status=3008, Msg={EXPIRED}"]
+    _, found, _, _ = read(lines, tz="Europe/Berlin")
+    assert found["ts"].to_list() == [datetime(2026, 11, 20, 10, 0, 3, tzinfo=UTC)]
+
+
+def test_rfc5424_lines_keep_their_offset():
+    lines = get_envelope("syslog").wrap([(T0, f"WebSocket Disconnected: Status=3008, Msg={EXPIRED}")],
+                                        {"layout": "5424", "tz": "Europe/Berlin"})
+    assert lines[0].startswith("<14>1 2026-11-20T11:00:03.300000+01:00 voice-01 voicebot 2211 - - ")
+    _, found, _, _ = read(lines)
+    assert found["ts"].to_list() == [T0]
+    assert json.loads(found["labels"][0]) == {"app": "voicebot", "host": "voice-01"}
+
+
+def test_inner_time_without_zone_is_read_in_the_envelopes_zone():
+    # logcli prints times in --timezone; the app logged its local wall time without a zone
+    lines = [json.dumps({"labels": {"app": "voicebot"}, "line": line, "timestamp": "2026-11-20T11:00:03.3+01:00"})
+             for line in ("2026-11-20 11:00:03,300 - assemblyai.streaming.v3.client - ERROR - "
+                          f"Connection closed: {EXPIRED} (code=3008)",)]
+    name, found, _, _ = read(lines)
+    assert name == "loki/assemblyai-python-v3"
+    assert found["ts"].to_list() == [T0]
+    assert zone_name("+01:00", "UTC") == "Etc/GMT-1" and zone_name("+05:30", "UTC") == "UTC"
+    assert zone_name("+01:00", "America/New_York") == "America/New_York"  # --tz wins
+
+
+def test_envelope_time_fills_only_lines_without_their_own():
+    # the inner line's own time (10:00:03.300) wins over the collector's later one
+    lines = [json.dumps({"log": f"2026-11-20T10:00:03.300Z Connection closed: 3008 - {EXPIRED}\n", "stream": "stdout",
+                         "time": "2026-11-20T10:00:04.900000000Z"})]
+    _, found, _, _ = read(lines)
+    assert found["ts"].to_list() == [T0]
+
+
+# --------------------------------------------------------------------------
+# journald specifics
+# --------------------------------------------------------------------------
+
+
+def test_journald_message_as_a_byte_array_is_read():
+    text = f"\x1b[31mERROR\x1b[0m:assemblyai.streaming.v3.client:Connection closed: {EXPIRED} (code=3008)"
+    lines = get_envelope("journald").wrap([(T0, text)], {})
+    assert isinstance(json.loads(lines[0])["MESSAGE"], list)
+    _, found, rejects, _ = read(lines)
+    assert rejects.height == 0
+    assert found.select("close_code", "close_reason").rows() == [(3008, EXPIRED)]
+    assert found["ts"].to_list() == [T0]
+
+
+def test_journald_null_message_is_rejected_with_advice():
+    lines = get_envelope("journald").wrap([(T0, "WebSocket Disconnected: Status=3008, Msg=" + EXPIRED),
+                                           (T0, "WebSocket Disconnected: Status=1008, Msg=" + AUTH)], {})
+    entry = json.loads(lines[1])
+    entry["MESSAGE"] = None
+    lines[1] = json.dumps(entry)
+    _, found, rejects, _ = read(lines)
+    assert found["close_code"].to_list() == [3008]
+    assert rejects["source_line"].to_list() == [2]
+    assert "journalctl -o json --all" in rejects["reason"][0]
+
+
+# --------------------------------------------------------------------------
+# Bad lines, documents
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("envelope", ["docker-json", "cri", "syslog", "loki", "cloudwatch-subscription", "otlp-json",
+                                      "kubernetes-json", "livekit-json", "pino"])
+def test_a_line_invalid_for_its_envelope_is_rejected_and_the_rest_loads(envelope):
+    timed = rendered("websocket-client", "plain", noise=False) if envelope not in ("livekit-json",) else \
+        rendered("livekit-agents", "default", noise=False)
+    lines = get_envelope(envelope).wrap(timed, {"batch": 1})  # one record a line where a line can hold many
+    lines.insert(2, "this line is not what the envelope writes {")
+    _, found, rejects, _ = read(lines)
+    assert found.height == len(CLOSES)
+    assert rejects["source_line"].to_list() == [3]
+    assert f"envelope {envelope}" in rejects["reason"][0]
+    assert rejects["raw"][0] == "this line is not what the envelope writes {"
+
+
+def test_a_document_cut_off_loads_the_entries_before_and_says_where():
+    lines = get_envelope("gcp-logging").wrap(rendered("websocket-client", "plain", noise=False), {})
+    cut = lines[: len(lines) * 2 // 3]
+    _, found, rejects, _ = read(cut)
+    assert 0 < found.height < len(CLOSES)
+    assert rejects.height == 1 and "cut off" in rejects["reason"][0]
+
+
+def test_document_entries_are_numbered_by_the_line_they_start_on():
+    lines = get_envelope("cloudwatch").wrap(rendered("websocket-client", "plain", noise=False), {})
+    _, found, _, _ = read(lines)
+    for line_number in found["source_line"].to_list():
+        assert lines[line_number - 1].strip() == "{"  # the event object's opening line
+
+
+def test_gcp_sink_json_lines_and_elasticsearch_hits_per_line():
+    timed = rendered("assemblyai-python-v3", "default")
+    for envelope, meta in (("gcp-logging", {"layout": "sink"}), ("elasticsearch", {"layout": "ndjson"})):
+        lines = get_envelope(envelope).wrap(timed, meta)
+        assert len(lines) == len(timed)
+        name, found, rejects, _ = read(lines)
+        assert name == f"{envelope}/assemblyai-python-v3" and rejects.height == 0
+        assert found["ts"].to_list() == [e["ts"] for e in events()]
+
+
+# --------------------------------------------------------------------------
+# Labels and clients
+# --------------------------------------------------------------------------
+
+
+def test_labels_are_kept_and_name_the_client_unless_the_line_does():
+    lines = get_envelope("kubernetes-json").wrap(rendered("websocket-client", "plain", noise=False), {"pod": "voicebot-abc"})
+    _, found, _, _ = read(lines)
+    labels = json.loads(found["labels"][0])
+    assert labels == {"app": "voicebot", "container": "voicebot", "host": "node-a1", "namespace": "voice", "pod": "voicebot-abc"}
+    assert set(found["client_id"]) == {"voicebot"}  # app comes before pod
+    _, by_pod, _, _ = read(lines, client_from="pod")
+    assert set(by_pod["client_id"]) == {"voicebot-abc"}
+    # a client the line names itself wins
+    tagged = [dict(e, client_id="tenant-7") for e in events()]
+    timed = [x for e in tagged for x in RENDERERS_TIMED["websocket-client"](e, "plain")]
+    _, own, _, _ = read(get_envelope("kubernetes-json").wrap(timed, {}), client_from="pod")
+    assert set(own["client_id"]) == {"tenant-7"}
+
+
+def test_pick_client_order():
+    assert pick_client('{"host":"h","pod":"p"}') == "p"
+    assert pick_client('{"host":"h","unit":"u.service"}') == "u.service"
+    assert pick_client('{"host":"h"}', "log_stream") is None
+    assert pick_client(None) is None
+
+
+def test_secrets_in_labels_are_redacted():
+    lines = [json.dumps({"labels": {"app": "voicebot", "url": "wss://x/ws?token=9f8e7d6c5b4a39281706f5e4d3c2b1a0"},
+                         "line": f"WebSocket Disconnected: Status=3008, Msg={EXPIRED}", "timestamp": "2026-11-20T10:00:03.3Z"})]
+    _, found, _, _ = read(lines)
+    assert "9f8e7d6c5b4a" not in found["labels"][0] and "[REDACTED]" in found["labels"][0]
+
+
+# --------------------------------------------------------------------------
+# Nesting and JSON loggers
+# --------------------------------------------------------------------------
+
+
+def test_a_cloudwatch_event_holding_a_livekit_json_line_is_read_as_both():
+    timed = rendered("livekit-agents", "default")
+    inner = get_envelope("livekit-json").wrap(timed, {})
+    lines = get_envelope("cloudwatch-subscription").wrap([(None, line) for line in inner], {"batch": 4})
+    name, found, rejects, skipped = read(lines)
+    assert name == "cloudwatch-subscription/livekit-json/livekit-agents"
+    assert rejects.height == 0
+    _, plain, _, _ = read([line for _, line in timed])
+    assert closes_of(found) == closes_of(plain)
+    assert found["ts"].to_list() == [e["ts"] for e in events()]  # the logger's own time
+    assert set(found["client_id"]) == {"/ecs/voicebot"}
+
+
+def test_a_container_printing_pino_records_and_plain_lines():
+    inner = get_envelope("pino").wrap(rendered("assemblyai-js", "plain"), {})
+    inner.insert(0, "> voicebot@1.4.2 start")  # npm's banner is no JSON: read as a plain line, not rejected
+    lines = get_envelope("docker-json").wrap([(T0, line) for line in inner], {})
+    name, found, rejects, _ = read(lines)
+    assert name == "docker-json/pino/assemblyai-js"
+    assert rejects.height == 0
+    assert found["close_code"].to_list() == [c for c, _ in CLOSES]
+    assert found["ts"].to_list() == [e["ts"] for e in events()]
+
+
+def test_livekit_json_handshake_refusal_keeps_the_status_from_exc_info():
+    event = {"ts": T0, "session_id": None, "close_code": 401, "close_reason": ""}
+    timed = RENDERERS_TIMED["livekit-agents"](event, "default")
+    lines = get_envelope("livekit-json").wrap(timed, {})
+    assert len(lines) == 1 and "Traceback" in json.loads(lines[0])["exc_info"]
+    _, found, _, _ = read(lines)
+    assert found["close_code"].to_list() == [401]
+
+
+def test_a_json_logger_line_with_only_a_message_is_never_a_closure():
+    lines = [json.dumps({"message": m, "level": "INFO", "name": "livekit.agents", "timestamp": "2026-11-20T10:00:03+00:00"})
+             for m in ("registered worker", "received job request", "AssemblyAI session started id=abc expires_at=1")]
+    lines.append(json.dumps({"message": "AssemblyAI WebSocket closed unexpectedly session=abc code=3008 data=3008 extra=" + EXPIRED,
+                             "level": "WARNING", "name": "livekit.plugins.assemblyai", "timestamp": "2026-11-20T10:00:03.300000+00:00"}))
+    name, found, rejects, skipped = read(lines)
+    assert name == "livekit-json/livekit-agents"
+    assert found.select("close_code", "session_id").rows() == [(3008, "abc")]
+    assert skipped == 3 and rejects.height == 0
+
+
+def test_forced_envelope_and_unknown_names():
+    lines = get_envelope("cri").wrap([(T0, f"WebSocket Disconnected: Status=3008, Msg={EXPIRED}")], {})
+    fmt = reader_for_head(lines, None, ParseOptions(envelope="cri"))
+    assert fmt.name == "cri/websocket-client"
+    with pytest.raises(IngestError, match="Unknown envelope 'dockr'"):
+        reader_for_head(lines, None, ParseOptions(envelope="dockr"))
+
+
+def test_plain_logs_are_not_mistaken_for_envelopes():
+    for client, layout in CONTAINER_CLIENTS + PYTHON_CLIENTS:
+        lines = [line for _, line in rendered(client, layout)]
+        fmt = reader_for_head(lines, None, ParseOptions())
+        assert fmt is not None and "/" not in fmt.name, (client, fmt and fmt.name)
