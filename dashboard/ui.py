@@ -49,6 +49,9 @@ CLOSURE_COLUMNS = {
     "action": st.column_config.TextColumn("action", width="large"),
     "event_id": None,  # hidden: it is the key, not something to read
 }
+#: The order closure rows are shown in: what to do before where it happened, the long reason text last
+#: (a click on a row opens the closure with its whole text).
+CLOSURE_ORDER = ["ts", "category", "severity", "retry_safe", "action", "close_code", "client_id", "session_id", "close_reason"]
 #: Every count in every table is written like the KPIs: 21,744 (never 21744, whatever the browser's locale).
 COUNT_FORMAT = "%,d"
 #: Shown for a missing value instead of Streamlit's "None".

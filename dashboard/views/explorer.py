@@ -17,10 +17,6 @@ from closewatch.dashboard import ui
 from closewatch.dashboard.queries import explorer as queries
 from closewatch.dashboard.queries import shared, timespan
 
-#: What to do comes before where it happened, and the long reason text last (its whole text opens on a click).
-TABLE_COLUMNS = ["ts", "category", "severity", "retry_safe", "action", "close_code", "client_id", "session_id", "close_reason"]
-
-
 def filters(span: timespan.Span) -> queries.Filters:
     """The filter widgets (all bound to the URL) and the Filters they describe."""
     choices = shared.cached(queries.explorer_choices)
@@ -65,12 +61,12 @@ def detail(event_id: str, at: datetime | None) -> None:
     with left:
         st.markdown(f"**Session `{closure['session_id'] or '-'}`**: its closures")
         if found.session.height:
-            ui.table(found.session, "session_events", column_order=TABLE_COLUMNS)
+            ui.table(found.session, "session_events", column_order=ui.CLOSURE_ORDER)
         else:
             st.caption("The log names no session for this closure.")
     with right:
         st.markdown(f"**Client `{closure['client_id'] or '-'}`**: its closures within {int(queries.AROUND.total_seconds() // 60)} minutes")
-        ui.table(found.client, "client_events", column_order=TABLE_COLUMNS)
+        ui.table(found.client, "client_events", column_order=ui.CLOSURE_ORDER)
 
 
 def _numbers(closure: dict) -> str:
@@ -98,7 +94,7 @@ def main() -> None:
     st.caption(f"{found.total:,} closures match; {shown}.{hidden} Times are UTC. "
                "Click a row to open it and read its whole reason. For more, use the SQL page.")
     event = ui.table(
-        rows, "closures_table", on_select="rerun", selection_mode="single-row", column_order=TABLE_COLUMNS,
+        rows, "closures_table", on_select="rerun", selection_mode="single-row", column_order=ui.CLOSURE_ORDER,
         column_config={"close_reason": st.column_config.TextColumn("reason", width="medium", help="Click the row to read the whole text."),
                        "category": st.column_config.TextColumn("category", width="medium"),
                        "action": st.column_config.TextColumn("action", width="large")},

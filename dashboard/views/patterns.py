@@ -59,7 +59,7 @@ def detail(detection_id: str) -> None:
     if found.series.height:
         st.altair_chart(window_chart(found))
     st.markdown(f"**Evidence** ({len(detection['evidence'] or []):,} events; the first {found.evidence.height:,} below)")
-    ui.table(found.evidence, "evidence_table")
+    ui.table(found.evidence, "evidence_table", column_order=ui.CLOSURE_ORDER)
     filters = ui.range_params(found.chart_start, found.chart_end)
     if what == "client":
         filters["client"] = detection["key"]

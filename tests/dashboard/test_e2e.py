@@ -32,6 +32,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SAMPLE = REPO / "sample_logs" / "closures.jsonl"
 START_TIMEOUT_S = 180
 STEP_TIMEOUT_MS = 60_000
+ERRORS = "severity IN ('warning', 'error', 'critical')"
 
 pytestmark = [
     pytest.mark.slow,
@@ -134,6 +135,37 @@ def count_closures(db: Path) -> int:
     return Store(db, lock_timeout_s=60).query("SELECT count(*) FROM closures").item()
 
 
+def query(db: Path, sql: str, params: list | None = None):
+    return Store(db, lock_timeout_s=60).query(sql, params)
+
+
+def grid(page, key: str):
+    """The accessible twin of the st.dataframe with this key, once it holds rows.
+
+    The grid draws on a canvas; beside it sits a visually hidden table
+    (role=grid) with the text of the rows on screen: what a screen reader and
+    this test read.
+    """
+    table = page.locator(f".st-key-{key} table[role=grid]")
+    table.locator("[role=gridcell]").first.wait_for(state="attached")
+    return table
+
+
+def column_texts(page, key: str, header: str) -> list[str]:
+    """The text of one column over the rows on screen of the st.dataframe with this key."""
+    table = grid(page, key)
+    headers = table.locator("[role=columnheader]")
+    column = headers.nth(headers.all_text_contents().index(header)).get_attribute("aria-colindex")
+    return table.locator(f"[role=gridcell][aria-colindex='{column}']").all_text_contents()
+
+
+def first_row(page, key: str) -> dict[str, str]:
+    """The first row of the st.dataframe with this key, as shown, by column header."""
+    table = grid(page, key)
+    headers = table.locator("[role=columnheader]").all_text_contents()
+    return {header: column_texts(page, key, header)[0] for header in headers}
+
+
 def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     url, process, db = closewatch_up
     page = browser_page
@@ -144,6 +176,11 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     open_page(page, url, "Overview")
     before = int(metric_value(page, "Sessions closed").replace(",", ""))
     assert before == count_closures(db) > 0
+    top, errors = query(db, f"""
+        SELECT category, count(*) AS n FROM closures WHERE {ERRORS} GROUP BY 1 ORDER BY n DESC, category LIMIT 1""").row(0)
+    card = page.locator(".st-key-top_category")
+    card.get_by_role("heading", name=top, exact=True).wait_for()  # the top category by name, in full
+    assert card.get_by_text(f"{errors:,} errors").is_visible()
     page.get_by_test_id("stVegaLiteChart").first.wait_for()
     shoot(page, "overview")
 
@@ -163,17 +200,30 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     open_page(page, url, "Overview")
     assert metric_value(page, "Sessions closed") == f"{after:,}"
 
+    # Explorer's default view: the newest closures that are not normal, advice before the reason text
+    open_page(page, f"{url}/explorer", "Explorer")
+    row = first_row(page, "closures_table")
+    newest = query(db, "SELECT DISTINCT category FROM closures WHERE ts = (SELECT max(ts) FROM closures WHERE category <> 'normal')")
+    assert row["category"] != "normal" and row["category"] in newest["category"].to_list(), row
+    assert list(row)[:5] == ["time (UTC)", "category", "severity", "retry safe", "action"], list(row)
+    normal = query(db, "SELECT count(*) FROM closures WHERE category = 'normal'").item()
+    page.get_by_text(f"{normal:,} normal closures are hidden").wait_for()
+    shoot(page, "explorer")
+
     # Explorer, filtered through the URL, with one closure opened
     event_id = Store(db).query(
         "SELECT event_id FROM closures WHERE category = 'input_duration_violation' AND chunk_ms IS NOT NULL ORDER BY ts LIMIT 1").item()
     open_page(page, f"{url}/explorer?category=input_duration_violation&event={event_id}", "Explorer")
     page.get_by_text("What to do:").first.wait_for()
     scroll_to(page.get_by_role("heading", name="Closure"))
-    shoot(page, "explorer")
+    shoot(page, "explorer-closure")
 
     # Patterns: open the first detection
     open_page(page, f"{url}/patterns", "Patterns")
-    page.get_by_test_id("stDataFrame").first.wait_for()
+    severities = column_texts(page, "detections_table", "severity")
+    ranks = [("critical", "error", "warning", "info").index(name) for name in severities]
+    assert severities and ranks == sorted(ranks), severities  # the most severe first
+    shoot(page, "patterns")
     detection, pattern, key = Store(db).query(
         "SELECT detection_id, pattern, key FROM detections ORDER BY pattern = 'repeated_violation' DESC, count DESC LIMIT 1").row(0)
     open_page(page, f"{url}/patterns?detection={detection}", "Patterns")
@@ -181,7 +231,7 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     scroll_to(page.get_by_role("heading", name=f"{pattern}: {key}"))
     page.get_by_test_id("stVegaLiteChart").first.wait_for()
     settle(page)
-    shoot(page, "patterns")
+    shoot(page, "patterns-finding")
 
     # SQL: run a query, see its rows
     open_page(page, f"{url}/sql", "SQL")
@@ -208,6 +258,17 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     open_page(page, f"{url}/alerts", "Alerts")
     page.get_by_role("heading", name="Scheduler health").wait_for()
     shoot(page, "alerts")
+    critical = query(db, """
+        SELECT key FROM detections
+        WHERE severity = 'critical' AND window_end >= (SELECT max(ts) FROM closures) - INTERVAL 7 DAY ORDER BY window_start DESC
+    """)["key"].to_list()
+    assert critical, "the demo holds no open critical finding to show"
+    card = page.get_by_test_id("stMetric").filter(has_text="Open findings").first
+    assert card.get_by_text(f"{len(critical):,} critical").is_visible()
+    scroll_to(page.get_by_role("heading", name="Open findings"))
+    listed = column_texts(page, "open_findings", "key")
+    assert listed[:len(critical)] == critical, listed  # the criticals lead the list the Patterns page marks open
+    shoot(page, "alerts-findings")
     demo_start = Store(db).query("SELECT min(ts) FROM closures WHERE source_file LIKE '%demo%'").item()
     open_page(page, f"{url}/alerts?bt_from={demo_start:%Y-%m-%dT00:00}", "Alerts")  # the demo week, not the older upload
     page.get_by_role("button", name="Backtest").click()  # the first rule
