@@ -118,7 +118,7 @@ def data_token(store: Store, kind: str = "closures") -> str:
 @st.cache_data(max_entries=256, ttl=CACHE_TTL_S, show_spinner=False)
 def _run_cached(name: str, path: str, token: str, args: tuple) -> Any:
     """The cached call; ``token`` is only part of the key, so a new batch makes a new entry."""
-    store = next((known for (known_path, _), known in _STORES.items() if known_path == path), None)
+    store = next((known for (known_path, *_), known in _STORES.items() if known_path == path), None)
     return _READERS[name][0](store or DashboardStore(path), *args)
 
 
