@@ -40,20 +40,20 @@ UNKNOWN = {
     "action": "closewatch does not know this code and reason; check the reason text and extend the catalog with --catalog.",
 }
 
-ENTRY_SCHEMA = {
-    "priority": pl.Int32,
-    "codes": pl.List(pl.Int32),
-    "code_is_null": pl.Boolean,
-    "reason": pl.String,
-    "category": pl.String,
-    "severity": pl.String,
-    "retry_safe": pl.String,
-    "action": pl.String,
-    "era": pl.String,
-    "docs": pl.String,
-    "infer_code": pl.Int32,
-    "origin": pl.String,
-}
+ENTRY_SCHEMA = pl.Schema({
+    "priority": pl.Int32(),
+    "codes": pl.List(pl.Int32()),
+    "code_is_null": pl.Boolean(),
+    "reason": pl.String(),
+    "category": pl.String(),
+    "severity": pl.String(),
+    "retry_safe": pl.String(),
+    "action": pl.String(),
+    "era": pl.String(),
+    "docs": pl.String(),
+    "infer_code": pl.Int32(),
+    "origin": pl.String(),
+})
 
 _MAX_CODE = 65535  # close codes are unsigned 16-bit numbers (RFC 6455)
 

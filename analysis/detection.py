@@ -25,7 +25,7 @@ from closewatch.analysis import detectors
 from closewatch.analysis.errors import AnalysisError
 from closewatch.analysis.thresholds import Thresholds, load_thresholds
 from closewatch.durations import as_utc
-from closewatch.store import Store
+from closewatch.store import Store, first_row, scalar
 
 #: The columns of ``detections``, in table order.
 DETECTION_COLUMNS = [
@@ -151,32 +151,30 @@ def widen_to_stored_findings(store: Store, since: datetime | None) -> datetime |
     if since is None:
         return None
     with store.connect(read_only=True) as con:
-        earliest = con.execute(
-            "SELECT min(window_start) FROM detections WHERE window_start < ? AND window_end >= ?", [since, since]
-        ).fetchone()[0]
-    return min(since, _utc(earliest)) if earliest is not None else since
+        earliest = scalar(con, "SELECT min(window_start) FROM detections WHERE window_start < ? AND window_end >= ?", [since, since])
+    return min(since, as_utc(earliest)) if earliest is not None else since
 
 
-def read_inputs(store: Store, since: datetime | None, until: datetime | None, thresholds: Thresholds) -> Inputs:
+def read_inputs(store: Store, since_option: datetime | None, until_option: datetime | None, thresholds: Thresholds) -> Inputs:
     """Read the window's closures and the history the baselines need, in one short read-only connection."""
-    since, until = _utc(since), _utc(until)
-    if since is not None and until is not None and since >= until:
-        raise AnalysisError(f"--since {since:%Y-%m-%d %H:%M:%S} is not before --until {until:%Y-%m-%d %H:%M:%S}; swap or widen them.")
+    since_option, until_option = _utc(since_option), _utc(until_option)
+    if since_option is not None and until_option is not None and since_option >= until_option:
+        raise AnalysisError(f"--since {since_option:%Y-%m-%d %H:%M:%S} is not before --until {until_option:%Y-%m-%d %H:%M:%S}; swap or widen them.")
     spike = thresholds["error_spike"]
     interval_us = int(spike.interval / _ONE_US)
     lookback = max(spike.baseline_days * timedelta(days=1), spike.fallback_intervals * spike.interval) + spike.interval
     with store.connect(read_only=True) as con:
-        first, last = con.execute("SELECT min(ts), max(ts) FROM closures").fetchone()
-        if first is None:
+        stored_first, stored_last = first_row(con, "SELECT min(ts), max(ts) FROM closures")
+        if stored_first is None:
             raise AnalysisError("The store holds no closures yet; ingest logs first (closewatch ingest PATH).")
-        first, last = _utc(first), _utc(last)
-        if since is not None and until is None and since > last:
+        first, last = as_utc(stored_first), as_utc(stored_last)
+        if since_option is not None and until_option is None and since_option > last:
             raise AnalysisError(
-                f"--since {since:%Y-%m-%d %H:%M:%S} is after the last stored closure ({last:%Y-%m-%d %H:%M:%S} UTC); "
+                f"--since {since_option:%Y-%m-%d %H:%M:%S} is after the last stored closure ({last:%Y-%m-%d %H:%M:%S} UTC); "
                 "pick an earlier time or ingest newer logs."
             )
-        since = since or first
-        until = until or last + _ONE_US
+        since = since_option or first
+        until = until_option or last + _ONE_US
         if since >= until:
             raise AnalysisError(
                 f"--until {until:%Y-%m-%d %H:%M:%S} is before the first stored closure ({first:%Y-%m-%d %H:%M:%S} UTC); "
@@ -197,7 +195,7 @@ def read_inputs(store: Store, since: datetime | None, until: datetime | None, th
         pl.col("category").cast(pl.String), pl.from_epoch("bucket_us", time_unit="us").alias("bucket"), pl.col("n").cast(pl.UInt32)
     )
     grid_start = max(_naive(first), _naive(since) - lookback)
-    bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), spike.interval)  # noqa: E731
+    bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), spike.interval)
     grid = pl.select(bucket(grid_start).alias("a"), bucket(_naive(until) - _ONE_US).alias("b")).row(0)
     return Inputs(closures, activity, history, reasons_before.select(pl.col("close_reason").cast(pl.String)),
                   since, until, _naive(first), grid)
@@ -252,9 +250,7 @@ def store_findings(store: Store, findings: pl.DataFrame, since: datetime, until:
     survives a re-run and nothing outside the window is touched.
     """
     with store.transaction() as con:
-        removed = con.execute(
-            "DELETE FROM detections WHERE window_start >= ? AND window_end <= ?", [since, until]
-        ).fetchone()[0]
+        removed = scalar(con, "DELETE FROM detections WHERE window_start >= ? AND window_end <= ?", [since, until])
         if findings.height:
             con.register("new_findings", findings.to_arrow())
             try:
@@ -274,4 +270,4 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def _naive(moment: datetime) -> datetime:
     """UTC wall time without a zone: the detectors work on naive UTC timestamps."""
-    return _utc(moment).replace(tzinfo=None)
+    return as_utc(moment).replace(tzinfo=None)

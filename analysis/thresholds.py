@@ -135,6 +135,11 @@ def _model() -> type[BaseModel]:
     return create_model("ThresholdsFile", __config__=ConfigDict(extra="forbid"), **sections)
 
 
+def _model_sections() -> dict[str, type[BaseModel]]:
+    """The section models of ``_model()``, by section name."""
+    return {name: field.annotation for name, field in _model().model_fields.items() if field.annotation is not None}
+
+
 def _sentence(error: ValidationError, model: type[BaseModel]) -> str:
     """'[section] key <problem>' in the words the thresholds file's users know."""
     detail = error.errors(include_url=False)[0]
@@ -145,7 +150,7 @@ def _sentence(error: ValidationError, model: type[BaseModel]) -> str:
     if len(loc) == 1:
         return f"{section} must be a [{section}] table"
     if unknown:
-        keys = ", ".join(model.model_fields[section].annotation.model_fields)
+        keys = ", ".join(_model_sections()[section].model_fields)
         return f"[{section}] {loc[1]} is not a threshold (the keys are {keys})"
     return f"[{section}] {loc[1]} {first_problem(error, model).text}"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.analysis.detection import detect  # noqa: E402
-from closewatch.store import Store  # noqa: E402
-from bench.stores import build_closures_store  # noqa: E402
+from closewatch.analysis.detection import detect
+from closewatch.store import Store
+from bench.stores import build_closures_store
 
 
 def build_store(path: Path, rows: int, seed: int) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.analysis.catalog import classify, load_catalog  # noqa: E402
+from closewatch.analysis.catalog import classify, load_catalog
 
 REASONS = 2_000
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.generator.traffic import GeneratorConfig, generate, generate_closures_frame, write_jsonl  # noqa: E402
+from closewatch.generator.traffic import GeneratorConfig, generate, generate_closures_frame, write_jsonl
 
 
 def peak_rss_mb() -> float:

@@ -10,9 +10,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.analysis.catalog import classify, load_catalog  # noqa: E402
-from closewatch.store import Store  # noqa: E402
-from closewatch.generator.traffic import generate_closures_frame  # noqa: E402
+from closewatch.analysis.catalog import classify, load_catalog
+from closewatch.store import Store
+from closewatch.generator.traffic import generate_closures_frame
 
 
 def build_closures_store(store: Store, rows: int, seed: int) -> None:

@@ -91,7 +91,7 @@ def attach(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     partitioning = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
     dataset = ds.dataset(root / "closures", format="parquet", partitioning=partitioning)
     con.register("closewatch_lake_closures", dataset)
-    database = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
+    database = str(con.execute("SELECT current_database()").fetchone()[0]).replace('"', '""')  # type: ignore[index]  # always one row
     local = f'"{database}".main.closures'
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW closures AS

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -193,12 +194,10 @@ class Store:
             return 0
         con = self._open(read_only=True)
         try:
-            exists = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-            ).fetchone()[0]
+            exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
             if not exists:
                 return 0
-            return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
         finally:
             con.close()
 
@@ -207,13 +206,26 @@ class Store:
         try:
             con.begin()
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMPTZ DEFAULT now())")
-            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            current = scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
             for version in sorted(v for v in MIGRATIONS if v > current):
                 con.execute(MIGRATIONS[version])
                 con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
             con.commit()
         finally:
             con.close()
+
+
+def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple[Any, ...]:
+    """The first row of a query that always returns one (an aggregate, a DML statement's count)."""
+    row = con.execute(sql, params or []).fetchone()
+    if row is None:
+        raise StoreError("A query that always returns a row returned none; this is a bug in closewatch, please report it.")
+    return row
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+    """The first column of ``first_row``: a count, a max, the number of rows a DML statement changed."""
+    return first_row(con, sql, params)[0]
 
 
 def _holder(message: str) -> str | None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from closewatch.analysis.detection import DetectionRun, detect
 from closewatch.analysis.thresholds import load_thresholds
 from closewatch.settings import Settings
-from closewatch.store import Store
+from closewatch.store import Store, scalar
 
 
 def analyze(store: Store, settings: Settings, since: datetime | None = None, until: datetime | None = None) -> DetectionRun:
@@ -31,7 +31,7 @@ def recent_window_start(newest: datetime, window_s: float) -> datetime:
 def analyze_recent(store: Store, settings: Settings) -> DetectionRun | None:
     """The scheduler's run: the last ``[scheduler] analyze_window`` of data; None when the store is empty."""
     with store.transaction() as con:
-        newest = con.execute("SELECT max(ts) FROM closures").fetchone()[0]
+        newest = scalar(con, "SELECT max(ts) FROM closures")
     if newest is None:
         return None
     return analyze(store, settings, since=recent_window_start(newest, settings.scheduler.analyze_window_s))

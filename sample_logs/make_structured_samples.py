@@ -30,7 +30,7 @@ from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.generator import traffic as generator  # noqa: E402
+from closewatch.generator import traffic as generator
 
 HERE = Path(__file__).resolve().parent
 START = datetime(2026, 11, 16, 8, 0, 0, tzinfo=UTC)  # the first morning of the demo week (demo/)

@@ -22,7 +22,7 @@ def catalog() -> Catalog:
 
 
 def frame(*pairs, dtype=pl.Int32) -> pl.DataFrame:
-    codes, reasons = zip(*pairs) if pairs else ((), ())
+    codes, reasons = zip(*pairs, strict=True) if pairs else ((), ())
     return pl.DataFrame(
         {"close_code": list(codes), "close_reason": list(reasons)},
         schema={"close_code": dtype, "close_reason": pl.String},

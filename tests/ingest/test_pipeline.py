@@ -212,5 +212,5 @@ def test_progress_reaches_the_input_size_on_both_readers(tmp_path):
     for source in (file_input(path), bytes_input("p.jsonl", path.read_bytes())):
         seen: list[int] = []
         record = seen.append
-        jobs.ingest(Store(tmp_path / f"{source.path is None}.duckdb"), [source], progress_for=lambda _source: record)
+        jobs.ingest(Store(tmp_path / f"{source.path is None}.duckdb"), [source], progress_for=lambda _source, record=record: record)
         assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size

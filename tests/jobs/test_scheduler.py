@@ -69,7 +69,7 @@ def test_each_file_of_the_watched_folder_is_ingested_once(store, tmp_path):
     (folder / ".hidden.jsonl").write_text(jsonl(steady("h", 0, 3, origin=ORIGIN)))
     (folder / "c.jsonl.part").write_text(jsonl(steady("c", 0, 3, origin=ORIGIN)))
     (folder / "manifest.json").write_text("{}")
-    later = lambda: time.time() + 60  # noqa: E731 - every file has settled
+    later = lambda: time.time() + 60
 
     assert ingest_watched(store, folder, 5, None, "UTC", None, later) == "2 files loaded"
     assert [Path(name).name for name, n in batches(store)] == ["a.jsonl", "b.jsonl"]
