@@ -39,7 +39,7 @@ import json, sys
 from closewatch.ingest.sources import expand_inputs
 from closewatch.jobs.spark import ingest_to_lake
 report = ingest_to_lake(sys.argv[1], expand_inputs(sys.argv[3:]), sys.argv[2], conf={"spark.sql.shuffle.partitions": "2"})
-print(json.dumps({"seconds": report.seconds, "added": report.added,
+print(json.dumps({"seconds": report.seconds, "added": report.added, "phases": report.phases,
                   "parse_s": sum(row["parse_s"] for row in report.inputs),
                   "lines": sum(row["lines_read"] for row in report.inputs)}))
 """
@@ -101,6 +101,7 @@ def main() -> int:
             print(f"spark {args.master}, {label + ':':9s} {wall:6.1f} s wall  {spark['seconds']:6.1f} s job     "
                   f"{total / spark['seconds']:>9,.0f} lines/s  ({spark['added']:,} closures); per core "
                   f"{spark['lines'] / spark['parse_s']:,.0f} lines/s ({spark['parse_s']:.1f} task-s parsing)")
+            print("    phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spark["phases"].items()))
     return 0
 
 

@@ -15,6 +15,7 @@ from closewatch.cli.analyze import analyze
 from closewatch.cli.generate import generate
 from closewatch.cli.dashboard import dashboard, up
 from closewatch.cli.kit import ClosewatchGroup
+from closewatch.cli.lake import lake
 
 
 @click.group(cls=ClosewatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +41,7 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
 for command in (core.ingest, core.sql, core.catalog, core.formats, core.info, core.reclassify,
                 alerts, scheduler,
                 analyze,
-                generate,
+                generate, lake,
                 dashboard, up):
     cli.add_command(command)
 

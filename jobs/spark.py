@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,13 @@ class LakeReport:
     rejects_added: int = 0
     partitions: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # where the time went, in seconds
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        clock = time.perf_counter()
+        yield
+        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - clock
 
 
 def ingest_to_lake(
@@ -92,8 +100,9 @@ def ingest_to_lake(
     started = datetime.now(UTC)
     with lakes.writing(lake) as root:
         job, folder = lakes.new_job(root)
-        spark = spark_session(master, conf or {})
         report = LakeReport(job=job, lake=root)
+        with report.phase("start Spark"):
+            spark = spark_session(master, conf or {})
         _run(spark, root, folder, paths, format_name, tz, str(catalog_path) if catalog_path else None, started, report)
         report.seconds = time.perf_counter() - clock
         entry = {
@@ -101,7 +110,8 @@ def ingest_to_lake(
             "finished": datetime.now(UTC).isoformat(), "inputs": report.inputs,
             "closures_added": report.added, "duplicates": report.duplicates, "rejects_added": report.rejects_added,
         }
-        report.partitions = [f"{table}/{part}" for table, part in lakes.commit(root, folder, entry)]
+        with report.phase("commit"):
+            report.partitions = [f"{table}/{part}" for table, part in lakes.commit(root, folder, entry)]
     return report
 
 
@@ -149,28 +159,33 @@ def _run(spark, root: Path, folder: Path, paths: list[str], format_name: str | N
 
     files = spark.sparkContext.parallelize([(path,) for path in paths], max(1, len(paths))).toDF("path string")
     parse = functools.partial(_parse_files, format_name=format_name, tz=tz, catalog=catalog)
-    files.mapInArrow(parse, _output_schema()).write.parquet(str(folder / "parsed"))
+    with report.phase("parse"):
+        files.mapInArrow(parse, _output_schema()).write.parquet(str(folder / "parsed"))
     parsed = spark.read.parquet(str(folder / "parsed"))
 
-    file_rows = [row.asDict() for row in parsed.filter("kind = 'file'").select("source_file", "source_format", *_FILE_FIELDS).collect()]
-    first = Window.partitionBy("event_id").orderBy("source_file", "source_line")
-    closures = (
-        parsed.filter("kind = 'closure'")
-        .withColumn("rank", F.row_number().over(first)).filter("rank = 1").drop("rank")
-        .withColumn("date", F.to_date("ts"))
-    )
-    fresh = _not_in_lake(spark, root, closures)
-    fresh = fresh.select(*CLOSURE_COLUMNS, F.lit(started).alias("ingested_at"), "date")
-    fresh.repartition("date").sortWithinPartitions("ts").write.partitionBy("date").parquet(str(folder / "closures"))
+    with report.phase("deduplicate and write closures"):
+        file_rows = [row.asDict() for row in parsed.filter("kind = 'file'").select("source_file", "source_format", *_FILE_FIELDS).collect()]
+        first = Window.partitionBy("event_id").orderBy("source_file", "source_line")
+        closures = (
+            parsed.filter("kind = 'closure'")
+            .withColumn("rank", F.row_number().over(first)).filter("rank = 1").drop("rank")
+            .withColumn("date", F.to_date("ts"))
+            .cache()  # read twice: for the dates it touches, then for the anti-join
+        )
+        fresh = _not_in_lake(spark, root, closures)
+        fresh = fresh.select(*CLOSURE_COLUMNS, F.lit(started).alias("ingested_at"), "date")
+        fresh.repartition("date").sortWithinPartitions("ts").write.partitionBy("date").parquet(str(folder / "closures"))
+        added = _added_per_file(spark, folder / "closures")
+        closures.unpersist()
 
-    added = _added_per_file(spark, folder / "closures")
-    new_contents = _new_contents(file_rows, lakes.loaded_sha256s(lakes.read_manifest(root)))
-    rejects = (
-        parsed.filter("kind = 'reject'").filter(F.col("source_file").isin(list(new_contents)))
-        .select("batch_id", "source_file", "line_no", "raw", "reason", F.lit(started.date()).alias("date"))
-    )
-    rejects.write.partitionBy("date").parquet(str(folder / "rejects"))
-    report.rejects_added = _count_staged(spark, folder / "rejects")
+    with report.phase("write rejects"):
+        new_contents = _new_contents(file_rows, lakes.loaded_sha256s(lakes.read_manifest(root)))
+        rejects = (
+            parsed.filter("kind = 'reject'").filter(F.col("source_file").isin(list(new_contents)))
+            .select("batch_id", "source_file", "line_no", "raw", "reason", F.lit(started.date()).alias("date"))
+        )
+        rejects.write.partitionBy("date").parquet(str(folder / "rejects"))
+        report.rejects_added = _count_staged(spark, folder / "rejects")
     for row in sorted(file_rows, key=lambda r: r["source_file"]):
         row["added"] = added.get(row["source_file"], 0)
         row["duplicates"] = max(0, row["accepted"] - row["added"])

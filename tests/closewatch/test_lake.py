@@ -137,3 +137,12 @@ def test_the_lake_and_spark_settings(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CLOSEWATCH_LAKE", "/elsewhere")
     assert load_settings(config).store.lake == Path("/elsewhere")
     assert load_settings(config, lake="given").store.lake == Path("given")
+
+
+def test_lake_drop_from_the_command_line(lake: Path, run):
+    result = run("--lake", str(lake), "lake", "drop", "--before", "2024-05-15")
+    assert result.exit_code == 0, result.output
+    assert "Dropped 1 partitions: closures/date=2024-05-01." in result.output
+    assert not (lake / "closures" / "date=2024-05-01").exists() and (lake / "closures" / f"date={lakes.NO_DATE}").exists()
+    missing = run("--lake", str(lake.parent / "nowhere"), "lake", "drop", "--before", "2024-05-15")
+    assert missing.exit_code == 1 and "is not a folder" in missing.output
