@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import click
-
 from closewatch.cli.kit import get_settings
 
 
