@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from closewatch.errors import ClosewatchError
+from closewatch.errors import ClosewatchError, first_line
 from closewatch.vocabulary import SEVERITIES
 from closewatch.dashboard.queries.timespan import Span, utc
 
@@ -39,7 +39,7 @@ FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session"
 URL_TIME = "%Y-%m-%dT%H:%M"
 SEVERITY_COLORS = {"info": "#4c78a8", "warning": "#f2a900", "error": "#e45756", "critical": "#7b1e1e"}
 #: How closure rows are shown in every table.
-CLOSURE_COLUMNS = {
+CLOSURE_COLUMN_CONFIG = {
     "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     "client_id": st.column_config.TextColumn("client"),
     "session_id": st.column_config.TextColumn("session"),
@@ -72,17 +72,12 @@ def guard() -> Iterator[None]:
         show_error(str(error))
     except Exception as error:  # a bug: keep the page readable, keep the details for the log
         log.exception("dashboard page failed")
-        show_error(f"Something went wrong on this page ({type(error).__name__}: {_first_line(error)}); the details are in the dashboard's log.")
+        show_error(f"Something went wrong on this page ({type(error).__name__}: {first_line(error)}); the details are in the dashboard's log.")
 
 
 def show_error(message: str) -> None:
     """The one place the dashboard shows an error."""
     st.error(message, icon=":material/error:")
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 def page_path(name: str) -> str:
@@ -152,7 +147,7 @@ def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, **kw
               for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)}
     config.update({name: st.column_config.NumberColumn(name, format=COUNT_FORMAT)
                    for name, dtype in frame.schema.items() if dtype.is_integer()})
-    config.update({name: spec for name, spec in CLOSURE_COLUMNS.items() if name in frame.columns})
+    config.update({name: spec for name, spec in CLOSURE_COLUMN_CONFIG.items() if name in frame.columns})
     config.update(column_config or {})
     return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=MISSING, **kwargs)
 
