@@ -26,16 +26,12 @@ import duckdb
 
 from closewatch import durations
 from closewatch.alerts.errors import RulesInvalid
-from closewatch.vocabulary import CATEGORIES, SEVERITIES
+from closewatch.vocabulary import CATEGORIES, PATTERNS, RETRY_SAFE, SEVERITIES
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
 USER_RULES = "alerts.toml"
 
 KINDS = ("pattern", "threshold", "sql", "absence")
-PATTERNS = (
-    "repeated_violation", "frequent_disconnects", "concurrency_saturation", "auth_failures",
-    "expiry_cost_leak", "error_spike", "new_reason",
-)
 #: Columns of ``closures`` a threshold or absence rule may group by.
 GROUP_COLUMNS = (
     "client_id", "category", "severity", "close_code", "session_id", "source_format", "source_file",
@@ -51,7 +47,7 @@ WHERE_KEYS: dict[str, tuple[str, ...] | None] = {
     "client_id": None,
     "source_format": None,
     "era": None,
-    "retry_safe": ("yes", "with_backoff", "no"),
+    "retry_safe": RETRY_SAFE,
 }
 OPERATORS = (">=", ">", "<=", "<")
 CHANNEL_TYPES = ("console", "log", "file", "webhook", "apprise")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -16,7 +16,6 @@ from closewatch.analysis.thresholds import load_thresholds
 from closewatch.store import Store
 from tests.analysis.test_detectors import DAY, HOUR, MINUTE, T0, background, closure, drops, every, frame, violations
 
-UTC = timezone.utc
 
 
 def write_closures(store: Store, rows: list[dict], source_file: str = "app.jsonl") -> None:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from closewatch.settings import load_settings
 from closewatch.store import Store
 from tests.alerts.helpers import Receiver, jsonl, steady
 
-UTC = timezone.utc
 ORIGIN = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 
