@@ -34,8 +34,8 @@ NEEDS_A_DATABASE = {
 }
 # The commands that load logs, and so may start a new database.
 CREATE_A_DATABASE = {("ingest",), ("up",), ("scheduler",)}
-# The commands that never open one.
-NO_DATABASE = {("alerts",), ("alerts", "check"), ("catalog",), ("formats",), ("generate",)}
+# The commands that never open one (lake drop works on the Parquet lake's folders).
+NO_DATABASE = {("alerts",), ("alerts", "check"), ("catalog",), ("formats",), ("generate",), ("lake",), ("lake", "drop")}
 
 
 def test_every_command_says_whether_it_creates_a_database():
