@@ -87,7 +87,7 @@ def show_results(results: list[dict]) -> None:
     """The result per file, then the first rejected lines of each file that had some."""
     st.subheader("Result")
     table = pl.DataFrame(results).drop("first_rejects", "message")
-    st.dataframe(table, hide_index=True, key="upload_results")
+    ui.table(table, "upload_results")
     accepted = sum(r["accepted"] for r in results)
     st.success(f"Loaded {accepted:,} new closures from {len(results)} file(s); every page now includes them.", icon=":material/check_circle:")
     st.page_link(ui.page_path("overview"), label="See them on the Overview", icon=":material/dashboard:")

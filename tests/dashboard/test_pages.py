@@ -346,6 +346,12 @@ def test_explorer_default_hides_normal_closures_and_leads_with_advice(demo_db, m
     at.multiselect(key="category").set_value(["normal"]).run()
     assert f"{normal:,} closures match" in texts(at)
     assert set(at.dataframe(key="closures_table").value["category"]) == {"normal"}
+    # the Overview's "All closures" link switches them on through the URL
+    at = app(demo_db, monkeypatch)
+    link = next(link.proto for link in at.page_link if link.value == "All closures")
+    assert link.query_string == "normal=true"
+    at = app(demo_db, monkeypatch, "explorer", normal="true")
+    assert f"{matched + normal:,} closures match" in texts(at) and at.toggle(key="normal").value is True
 
 
 # ---------------------------------------------------------------- upload
@@ -375,6 +381,7 @@ def test_upload_several_files_through_the_file_uploader(own_db, monkeypatch):
     at.button[0].click().run()
     no_failures(at)
     results = table(at, "file", "accepted", "duplicates").set_index("file")
+    assert column_formats(table_element(at, "file", "accepted"))["accepted"] == "%,d"  # counts read like every other count
     assert results.loc["incident.jsonl", ["format", "accepted", "duplicates", "rejected"]].tolist() == ["jsonl", 3, 0, 1]
     assert results.loc["export.csv.gz", ["format", "accepted", "rejected"]].tolist() == ["csv", 2, 0]
     assert "line 4: line is not valid JSON" in "\n".join(code.value for code in at.code)
