@@ -96,13 +96,13 @@ def explorer_rows(store: Store, filters: Filters, limit: int = EXPLORER_ROWS) ->
     every, every_params = filters.where(with_normal=True)
     where, params = filters.where()
     with reading(store) as con:
-        total, hidden = con.execute(f"""
-            SELECT count(*) FILTER (WHERE {SHOWN}), count(*) FILTER (WHERE NOT ({SHOWN})) FROM closures WHERE {every}
-        """, every_params).fetchone()
+        every_count, normal = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE category = 'normal') FROM closures WHERE {every}
+        """, every_params).fetchone()  # one count and one equality: cheaper than two filtered counts
         rows = con.execute(f"SELECT {CLOSURE_ROW_COLUMNS} FROM closures WHERE {where} ORDER BY ts DESC LIMIT {int(limit)}", params).pl()
-    if not filters.hides_normal:
-        total, hidden = total + hidden, 0
-    return Rows(total, hidden, rows)
+    if filters.hides_normal:
+        return Rows(every_count - normal, normal, rows)
+    return Rows(every_count, 0, rows)
 
 
 @dataclass
