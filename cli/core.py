@@ -72,7 +72,8 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
     from closewatch.ingest.sources import expand_inputs
 
     if engine == "spark":
-        _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master)
+        _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master,
+                           envelope, client_from)
         return
     store = get_store(ctx)
     inputs = expand_inputs(list(paths))
@@ -83,7 +84,8 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
 
 
 def _ingest_with_spark(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, tz: str,
-                       catalog: Path | None, lake_option: str | None, master: str | None) -> None:
+                       catalog: Path | None, lake_option: str | None, master: str | None,
+                       envelope: str | None, client_from: str | None) -> None:
     from closewatch.errors import ConfigError
     from closewatch.ingest.sources import expand_inputs
     from closewatch.jobs.spark import ingest_to_lake
@@ -93,7 +95,7 @@ def _ingest_with_spark(ctx: click.Context, paths: tuple[str, ...], format_name: 
     if lake is None:
         raise ConfigError("--engine spark writes a Parquet lake: name its folder with --lake DIR (or [store] lake in the config file).")
     report = ingest_to_lake(lake, expand_inputs(list(paths)), master or settings.spark.master,
-                            format_name, tz, catalog, dict(settings.spark.conf))
+                            format_name, tz, catalog, dict(settings.spark.conf), envelope, client_from)
     table = Table(title=f"Spark ingest into {report.lake} (job {report.job}, {report.seconds:.1f} s)", title_justify="left")
     for name in ["file", "format", "read", "accepted", "duplicates", "rejected", "skipped"]:
         table.add_column(name, justify="left" if name in ("file", "format") else "right")

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from closewatch.ingest.envelopes import check_envelope_name
+from closewatch.ingest.formats import ParseOptions
 from closewatch.ingest.pipeline import CLOSURE_COLUMNS, check_format_name
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
@@ -88,12 +90,18 @@ def ingest_to_lake(
     tz: str = "UTC",
     catalog_path: str | Path | None = None,
     conf: dict[str, Any] | None = None,
+    envelope: str | None = None,
+    client_from: str | None = None,
 ) -> LakeReport:
-    """Read every input with Spark and add its new closures and rejects to the lake, all or nothing."""
+    """Read every input with Spark and add its new closures and rejects to the lake, all or nothing.
+
+    The options are the local path's (``closewatch.jobs.loading.ingest``) and mean the same.
+    """
     from closewatch.analysis.catalog import load_catalog
 
     check_format_name(format_name)
-    check_zone(tz)
+    check_envelope_name(envelope)
+    options = ParseOptions(tz=check_zone(tz), envelope=envelope, client_from=client_from)
     load_catalog(catalog_path)  # a bad catalog fails here, once, not in every task
     paths = _local_paths(inputs)
     clock = time.perf_counter()
@@ -103,7 +111,7 @@ def ingest_to_lake(
         report = LakeReport(job=job, lake=root)
         with report.phase("start Spark"):
             spark = spark_session(master, conf or {})
-        _run(spark, root, folder, paths, format_name, tz, str(catalog_path) if catalog_path else None, started, report)
+        _run(spark, root, folder, paths, format_name, options, str(catalog_path) if catalog_path else None, started, report)
         report.seconds = time.perf_counter() - clock
         entry = {
             "job": job, "engine": "spark", "master": master, "started": started.isoformat(),
@@ -152,13 +160,13 @@ def _local_paths(inputs: list[Input]) -> list[str]:
     return [str(source.path.resolve()) for source in ordered]
 
 
-def _run(spark, root: Path, folder: Path, paths: list[str], format_name: str | None, tz: str,
+def _run(spark, root: Path, folder: Path, paths: list[str], format_name: str | None, options: ParseOptions,
          catalog: str | None, started: datetime, report: LakeReport) -> None:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
     files = spark.sparkContext.parallelize([(path,) for path in paths], max(1, len(paths))).toDF("path string")
-    parse = functools.partial(_parse_files, format_name=format_name, tz=tz, catalog=catalog)
+    parse = functools.partial(_parse_files, format_name=format_name, options=options, catalog=catalog)
     with report.phase("parse"):
         files.mapInArrow(parse, _output_schema()).write.parquet(str(folder / "parsed"))
     parsed = spark.read.parquet(str(folder / "parsed"))
@@ -230,14 +238,12 @@ def _new_contents(file_rows: list[dict], loaded: set[str]) -> dict[str, str]:
 # -- inside the Spark tasks -------------------------------------------------------------
 
 
-def _parse_files(batches, format_name: str | None, tz: str, catalog: str | None) -> Iterator:
+def _parse_files(batches, format_name: str | None, options: ParseOptions, catalog: str | None) -> Iterator:
     """mapInArrow: for every path, the local path's staged closures, rejects and one row of counts."""
-    from closewatch.ingest.formats import ParseOptions
     from closewatch.ingest.pipeline import staged_input
     from closewatch.ingest.sources import file_input
 
     schema = _arrow_schema()
-    options = ParseOptions(tz=tz)
     for batch in batches:
         for path in batch.column("path").to_pylist():
             with staged_input(file_input(Path(path)), _enrich(catalog), format_name, options) as staged:
@@ -304,14 +310,19 @@ def _conform(values: dict[str, Any], rows: int, schema):
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+#: Spark SQL types of the closures' columns (closewatch.schema); a column added there must be added here.
+_CLOSURE_TYPES = {
+    "event_id": "string", "ts": "timestamp", "session_id": "string", "close_code": "int", "close_reason": "string",
+    "client_id": "string", "source_format": "string", "source_file": "string", "source_line": "bigint",
+    "batch_id": "string", "audio_duration_s": "double", "session_duration_s": "double", "category": "string",
+    "severity": "string", "retry_safe": "string", "action": "string", "chunk_ms": "double",
+    "audio_rate_ratio": "double", "code_inferred": "boolean", "era": "string", "labels": "string",
+}
+#: What the tasks send back: one kind of row each (a closure, a reject, a file's counts), the other columns null.
 _OUTPUT_COLUMNS: list[tuple[str, str]] = [
     ("kind", "string"),
-    ("event_id", "string"), ("ts", "timestamp"), ("session_id", "string"), ("close_code", "int"),
-    ("close_reason", "string"), ("client_id", "string"), ("source_format", "string"), ("source_file", "string"),
-    ("source_line", "bigint"), ("batch_id", "string"), ("audio_duration_s", "double"), ("session_duration_s", "double"),
-    ("category", "string"), ("severity", "string"), ("retry_safe", "string"), ("action", "string"),
-    ("chunk_ms", "double"), ("audio_rate_ratio", "double"), ("code_inferred", "boolean"), ("era", "string"),
-    ("labels", "string"), ("id_from_log", "boolean"),
+    *((name, _CLOSURE_TYPES[name]) for name in CLOSURE_COLUMNS),
+    ("id_from_log", "boolean"),
     ("line_no", "bigint"), ("raw", "string"), ("reason", "string"),
     ("sha256", "string"), ("status", "string"), ("message", "string"), ("lines_read", "bigint"),
     ("accepted", "bigint"), ("rejected", "bigint"), ("skipped", "bigint"), ("parse_s", "double"),

@@ -66,7 +66,7 @@ def lake_state(lake: Path) -> dict[str, str]:
 
 def test_spark_and_the_local_path_give_the_same_closures(week):
     folder, _, local, lake, report = week
-    columns = "event_id, ts, session_id, close_code, close_reason, client_id, source_format, source_line, category, severity, retry_safe, era, chunk_ms, audio_rate_ratio"
+    columns = "event_id, ts, session_id, close_code, close_reason, client_id, source_format, source_line, category, severity, retry_safe, era, chunk_ms, audio_rate_ratio, labels"
     query = f"SELECT {columns} FROM closures ORDER BY event_id"
     from_local = local.query(query)
     from_lake = Store(folder / "state.duckdb", lake=lake).query(query)
