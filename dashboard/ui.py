@@ -140,16 +140,16 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, **kwargs: Any) -> Any:
+def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, placeholder: str = MISSING, **kwargs: Any) -> Any:
     """st.dataframe with UTC times to the second, counts with thousands separators, "-" for missing values,
     and closure columns named for people."""
     config = {name: st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm:ss")
               for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)}
-    config.update({name: st.column_config.NumberColumn(name, format=COUNT_FORMAT)
-                   for name, dtype in frame.schema.items() if dtype.is_integer()})
+    config.update({name: st.column_config.NumberColumn(name, format="%d" if name.endswith("code") else COUNT_FORMAT)
+                   for name, dtype in frame.schema.items() if dtype.is_integer()})  # a code is a name, not a quantity
     config.update({name: spec for name, spec in CLOSURE_COLUMN_CONFIG.items() if name in frame.columns})
     config.update(column_config or {})
-    return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=MISSING, **kwargs)
+    return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=placeholder, **kwargs)
 
 
 #: Findings as the Patterns and Alerts pages list them: the explanation right after what and whom it is about,

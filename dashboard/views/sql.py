@@ -59,7 +59,7 @@ def result_panel() -> None:
     frame = frame.head(ROW_LIMIT)
     more = f" (the first {ROW_LIMIT:,}; add a LIMIT or aggregate for the rest)" if truncated else ""
     st.caption(f"{frame.height:,} rows{more} in {seconds * 1000:,.0f} ms.")
-    st.dataframe(frame, hide_index=True, key="sql_result_table")
+    ui.table(frame, "sql_result_table", placeholder="NULL")  # counts read like every page's; NULL as SQL says it
     left, right, _ = st.columns([1, 1, 4])
     left.download_button("CSV", frame.write_csv(), file_name="closewatch-query.csv", mime="text/csv",
                          icon=":material/download:", on_click="ignore")

@@ -245,6 +245,7 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     categories = Store(db).query("SELECT count(DISTINCT category) FROM closures").item()
     assert page.get_by_text(re.compile(rf"^{categories} rows in")).count() == 1
     page.get_by_role("button", name="Parquet").wait_for()
+    settle(page)
     shoot(page, "sql")
 
     # a refused query is one sentence on the page

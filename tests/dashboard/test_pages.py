@@ -581,6 +581,8 @@ def test_sql_runs_a_query_and_offers_csv_and_parquet(demo_db, monkeypatch):
     assert shown["client_id"].tolist() == expected["client_id"].to_list()
     assert shown["n"].tolist() == expected["n"].to_list()
     assert {b.label for b in at.get("download_button")} == {"CSV", "Parquet"}
+    element = table_element(at, "client_id", "n")
+    assert column_formats(element)["n"] == "%,d" and element.proto.placeholder == "NULL"
 
 
 def test_choosing_an_example_puts_it_in_the_editor(demo_db, monkeypatch):
