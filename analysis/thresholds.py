@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
@@ -137,7 +137,8 @@ def _model() -> type[BaseModel]:
 
 def _model_sections() -> dict[str, type[BaseModel]]:
     """The section models of ``_model()``, by section name."""
-    return {name: field.annotation for name, field in _model().model_fields.items() if field.annotation is not None}
+    # cast: pydantic 2.14 types annotation as a TypeForm; the section fields are models (built in _model above)
+    return {name: cast(type[BaseModel], field.annotation) for name, field in _model().model_fields.items() if field.annotation is not None}
 
 
 def _sentence(error: ValidationError, model: type[BaseModel]) -> str:
