@@ -522,6 +522,21 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     assert "Open findings" in [h.value for h in at.subheader]
 
 
+def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypatch):
+    (tmp_path / "closewatch.toml").write_text('[dashboard]\nopen_findings = "6h"\n')  # the app runs in tmp_path
+    expected = set(sql(demo_db, """
+        SELECT detection_id FROM detections WHERE window_end >= (SELECT max(ts) FROM closures) - INTERVAL 6 HOUR
+    """)["detection_id"])
+    every = sql(demo_db, "SELECT count(*) FROM detections").item()
+    assert 0 < len(expected) < every  # the shorter window closes some findings the 7-day default keeps open
+    at = app(demo_db, monkeypatch, "patterns")
+    patterns = at.dataframe(key="detections_table").value
+    assert set(patterns[patterns["open"]]["detection_id"]) == expected
+    assert "within 6 h of the newest loaded closure" in texts(at)
+    at.switch_page(ui.PAGES["alerts"]).run()
+    assert metric(at, "Open findings") == f"{len(expected):,}"
+
+
 def test_silence_and_unsilence_from_the_alerts_page(own_db, monkeypatch):
     at = app(own_db, monkeypatch, "alerts")
     at.selectbox(key="silence_rule").set_value("disconnect-storm")
