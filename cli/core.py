@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -11,6 +13,7 @@ from closewatch.cli.kit import (
     db_option,
     err_console,
     existing_store,
+    get_settings,
     get_store,
     out_console,
     print_frame,
@@ -24,8 +27,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-
-from closewatch.cli.kit import OUTPUT_FORMATS, catalog_path, db_option, err_console, existing_store, get_settings, get_store, out_console, print_frame
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -77,9 +78,9 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
         return
     store = get_store(ctx)
     inputs = expand_inputs(list(paths))
-    with _progress_display(inputs) as progress_for:
+    with _sigterm_unwinds(), _progress_display(inputs) as progress_for:
         results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for,
-                              envelope=envelope, client_from=client_from)
+                              envelope=envelope, client_from=client_from, limits=get_settings(ctx).ingest)
     _print_ingest_summary(results)
 
 
@@ -108,6 +109,20 @@ def _ingest_with_spark(ctx: click.Context, paths: tuple[str, ...], format_name: 
             click.secho(f"{row['source_file']}: {row['message']}.", fg="yellow")
     changed = ", ".join(report.partitions) or "none (nothing new)"
     click.echo(f"{report.added:,} closures and {report.rejects_added:,} rejects added; partitions replaced: {changed}.")
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """SIGTERM ends the command like Ctrl-C does, through every finally: the file being loaded is
+    rolled back and its staging folder removed (Python's default would exit on the spot)."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _progress_display:

@@ -9,6 +9,7 @@ traceback.
     ├── ConfigError           a config file or option is wrong           (closewatch.settings)
     ├── StoreError            the database cannot be used                 (closewatch.store)
     │   ├── StoreBusy         another process holds the file too long
+    │   ├── StoreReadOnly     the file (or its folder) cannot be written by this user
     │   ├── SchemaTooNew      the file was written by a newer closewatch
     │   └── ReadOnlyQuery     a SQL query tried to write or touch files
     ├── IngestError           an input cannot be read at all               (ingest)
@@ -34,6 +35,10 @@ class StoreError(ClosewatchError):
 
 
 class StoreBusy(StoreError):
+    pass
+
+
+class StoreReadOnly(StoreError):
     pass
 
 

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from closewatch.durations import parse_duration
 from closewatch.errors import ClosewatchError, ConfigError
@@ -123,6 +123,38 @@ class DashboardSettings(Section):
     open_findings_s: PositiveSeconds = Field(7 * 86400.0, alias="open_findings")
 
 
+class IngestSettings(Section):
+    """[ingest]: the bounds every input is read within (ingest's memory follows these, not the input).
+
+    A line longer than ``max_line_length`` is rejected with its number and never
+    held whole; a stored text field is cut to ``max_field_length`` characters
+    after redaction; an input that decompresses to more than
+    ``max_decompressed`` is refused; the DuckDB connections of an ingest use at
+    most ``memory_limit`` and spill to the staging folder beyond it;
+    timestamps outside ``earliest_year``..``latest_year`` are rejected with
+    their line number (a year 1 or 10000 is a logging bug, not a close).
+    Sizes are bytes or strings such as "1MiB", "16GiB".
+    """
+
+    max_line_length: ByteSize = Field(ByteSize(1024 * 1024), ge=1024, le=256 * 1024 * 1024)
+    max_field_length: int = Field(8192, ge=256, le=1024 * 1024)
+    max_decompressed: ByteSize = Field(ByteSize(16 * 1024**3), ge=1024)
+    memory_limit: ByteSize = Field(ByteSize(1024**3), ge=64 * 1024 * 1024)
+    earliest_year: int = Field(2000, ge=1971, le=9998)
+    latest_year: int = Field(2100, ge=1971, le=9998)
+
+    @model_validator(mode="after")
+    def _years_in_order(self) -> IngestSettings:
+        if self.earliest_year > self.latest_year:
+            raise ValueError("earliest_year must not be after latest_year")
+        return self
+
+    @property
+    def duckdb_memory_limit(self) -> str:
+        """memory_limit as DuckDB's SET memory_limit reads it."""
+        return f"{int(self.memory_limit) // (1024 * 1024)}MiB"
+
+
 #: The sections whose paths are relative to the config file.
 _PATH_KEYS = {"store": ("lake",), "analysis": ("catalog", "thresholds"), "alerts": ("rules",), "scheduler": ("watch",)}
 
@@ -138,6 +170,7 @@ class Settings(Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     dashboard: DashboardSettings = DashboardSettings()
     spark: SparkSettings = SparkSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @property
     def lock_timeout_s(self) -> float:

@@ -17,6 +17,7 @@ connection without the lake (``transaction(lake=False)``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import polars as pl
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from closewatch import lake as lakes
-from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, first_line
+from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
 from closewatch.schema import LATEST, MIGRATIONS
 
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
@@ -135,6 +136,8 @@ class Store:
 
     def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
         """Connect, retrying with exponential backoff (tenacity) while another process holds the file's lock."""
+        if not read_only:
+            self.check_writable()
         deadline = time.monotonic() + self.lock_timeout_s
         retrying = Retrying(
             retry=retry_if_exception(_is_lock_error),
@@ -146,6 +149,8 @@ class Store:
         try:
             return retrying(self._connect_once, read_only, config or {}, lock_configuration)
         except duckdb.IOException as error:
+            if _is_read_only(str(error)):
+                raise StoreReadOnly(self._read_only_message()) from None
             holder = _holder(str(error))
             if holder is None:
                 raise StoreError(f"Cannot open {self.path}: {first_line(error)}; check the path and its permissions.") from None
@@ -173,6 +178,21 @@ class Store:
                 told = True
 
         return tell
+
+    def check_writable(self) -> None:
+        """A database that cannot be written says so at once, instead of being waited on as if busy.
+
+        DuckDB needs to write the file and to create its ``.wal`` beside it.
+        """
+        if self.path.exists() and not os.access(self.path, os.W_OK) or (
+            self.path.parent.exists() and not os.access(self.path.parent, os.W_OK | os.X_OK)
+        ):
+            raise StoreReadOnly(self._read_only_message())
+
+    def _read_only_message(self) -> str:
+        where = self.path if not self.path.exists() or not os.access(self.path, os.W_OK) else self.path.parent
+        return (f"Database {self.path} is read-only here ({where} cannot be written by this user); reading commands "
+                "still work, but to load or change data fix its permissions or use --db with a writable copy.")
 
     def _ensure_schema(self) -> None:
         if self._schema_checked:
@@ -238,7 +258,13 @@ def _holder(message: str) -> str | None:
 
 def _is_lock_error(error: BaseException) -> bool:
     """DuckDB's "could not set lock on file ... (PID n)": another process holds the file."""
-    return isinstance(error, duckdb.IOException) and _holder(str(error)) is not None
+    return isinstance(error, duckdb.IOException) and _holder(str(error)) is not None and not _is_read_only(str(error))
+
+
+def _is_read_only(message: str) -> bool:
+    """The file or its folder cannot be written: waiting would not help."""
+    lowered = message.lower()
+    return "permission denied" in lowered or "read-only file system" in lowered
 
 
 def _query_refusal(error: Exception) -> str:

@@ -2,10 +2,14 @@
 
 1. Parse: the format's parser turns the input into events (EVENT_SCHEMA) and
    rejects, written batch by batch to Parquet files in a private staging
-   folder, so memory stays bounded whatever the file's size.
-2. Finalise (still outside the store): secrets are redacted, the distinct
-   (code, reason) pairs are classified by ``enrich`` (polars, the catalog),
-   and every event gets its deterministic event_id.
+   folder beside the database (``closewatch.ingest.staging``), so memory stays
+   bounded whatever the file's size. Lines longer than the configured limit
+   are rejected with their number and never held whole (``IngestLimits``).
+2. Finalise (still outside the store): events with a timestamp outside the
+   sane range or a close code outside 0-65535 become rejects; secrets are
+   redacted, then long fields cut; the distinct (code, reason) pairs are
+   classified by ``enrich`` (polars, the catalog), and every event gets its
+   deterministic event_id (never a field of the log).
 3. Load: only now is the store opened; the whole file is appended in one
    transaction with its duplicate check (an anti-join on event_id), its
    rejects and its ``ingest_batches`` row. A file loads whole or not at all,
@@ -15,7 +19,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import threading
 import time
 import uuid
@@ -28,13 +31,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import duckdb
+import numpy as np
 import polars as pl
+
 from closewatch.ingest.envelopes import choose_reader, with_reference_time
 from closewatch.ingest.formats import Format, Parsed, ParseOptions, conform, get_format
-from closewatch.ingest.lines import iter_line_batches
+from closewatch.ingest.limits import IngestLimits
+from closewatch.ingest.lines import InputTooLarge, LineReader, LongLine
 from closewatch.ingest.sources import Input
-
-from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_then_cut
+from closewatch.ingest.staging import private_folder, staging_folder
+from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_text, redact_then_cut
 from closewatch.store import Store
 
 #: Adds the classification columns (category, severity, ...) to a frame of
@@ -50,9 +56,9 @@ CLOSURE_COLUMNS = [
 ]
 CLASSIFICATION_COLUMNS = ["category", "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era"]
 FIRST_REJECTS_SHOWN = 5
+DEFAULT_LIMITS = IngestLimits()
 #: rejects.raw keeps this many characters of a line, cut after redaction so no key is kept in part.
 REJECT_RAW_CHARS = 2048
-STAGING_MEMORY_LIMIT = "1GB"
 _UNREADABLE = (EOFError, OSError, zlib.error)
 
 
@@ -63,7 +69,7 @@ class FileResult:
     source: str
     format: str | None
     batch_id: str
-    status: str = "loaded"  # loaded / no_events / unreadable
+    status: str = "loaded"  # loaded / no_events / unreadable / too_large
     lines_read: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -81,10 +87,14 @@ def ingest_input(
     format_name: str | None = None,
     options: ParseOptions = ParseOptions(),
     progress: Progress | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
 ) -> FileResult:
     """Load one input into the store; returns its counts."""
-    with staged_input(source, enrich, format_name, options, progress) as staged:
-        _load(store, staged.folder, staged.result, staged.sha256, staged.started, staged.parse_s)
+    if not source.problem:
+        store.check_writable()  # a read-only database says so before any work
+    with staged_input(source, enrich, format_name, options, progress, limits, home=store.path) as staged:
+        if not source.problem:
+            _load(store, staged.folder, staged.result, staged.sha256, staged.started, staged.parse_s, limits)
     return staged.result
 
 
@@ -93,8 +103,8 @@ class Staged:
     """One input after steps 1 and 2, before any store: its counts and its staged Parquet files.
 
     ``closures`` (if it exists) has the final rows (CLOSURE_COLUMNS but the
-    source_file, source_format and batch_id that ``result`` names, plus
-    ``id_from_log``); ``rejects`` are (source_line, raw, reason) files.
+    source_file, source_format and batch_id that ``result`` names); ``rejects``
+    are (source_line, raw, reason) files.
     """
 
     result: FileResult
@@ -120,23 +130,34 @@ def staged_input(
     format_name: str | None = None,
     options: ParseOptions = ParseOptions(),
     progress: Progress | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
+    home: Path | None = None,
 ) -> Iterator[Staged]:
     """Detect, parse, redact, classify and identify one input into a private folder, removed on exit.
 
     The local path loads the folder into the store; the Spark engine
     (``closewatch.jobs.spark``) writes it to the lake: one parser, one
-    event id, whichever engine runs it.
+    event id, whichever engine runs it. The folder lives beside the database
+    ``home`` (``closewatch.ingest.staging``), or in a private temporary
+    folder when there is none (Spark tasks).
     """
     started = datetime.now(timezone.utc)
     result = FileResult(source=source.name, format=None, batch_id=uuid.uuid4().hex)
+    if source.problem:
+        result.status, result.message = "unreadable", source.problem
+        with private_folder() as nothing_staged:
+            yield Staged(result, nothing_staged, "", started, 0.0)
+        return
     options = with_reference_time(options, source)
     fmt = _choose_format(source, format_name, options)
-    with tempfile.TemporaryDirectory(prefix="closewatch-stage-") as folder:
-        staging = Path(folder)
+    with staging_folder(home) if home is not None else private_folder() as staging:
         clock = time.perf_counter()
-        sha = _parse(source, fmt, options, staging, result, progress)
+        sha = _parse(source, fmt, options, staging, result, progress, limits)
         if result.accepted:
-            _finalise(staging, enrich, sha)
+            out_of_range = _finalise(staging, enrich, source, limits)
+            if out_of_range.height:
+                result.accepted -= out_of_range.height
+                _fill_reject_texts(source, staging, result, out_of_range, limits, "rejects-range.parquet")
         yield Staged(result, staging, sha, started, time.perf_counter() - clock)
 
 
@@ -158,17 +179,23 @@ def _choose_format(source: Input, format_name: str | None, options: ParseOptions
 
 
 def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Path,
-           result: FileResult, progress: Progress | None) -> str:
+           result: FileResult, progress: Progress | None, limits: IngestLimits) -> str:
     """Stage the input's events and rejects; returns the content's sha256 ('' if unreadable)."""
     if fmt is None:
         result.status = "no_events"
         result.message = "no known log format recognised; see `closewatch formats` or pass --format"
-        return _digest(source)[0]
+        digest = _digest(source, limits)
+        return "" if isinstance(digest, BaseException) else digest[0]
     result.format = fmt.name
     try:
-        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result, progress)):
-            return _stage_lines(source, fmt, options, staging, result, progress)
+        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result, progress, limits)):
+            return _stage_lines(source, fmt, options, staging, result, progress, limits)
         return result.sha256
+    except InputTooLarge as error:
+        _discard(staging, result)
+        result.status = "too_large"
+        result.message = f"not loaded: {error}; split the file or raise the bound"
+        return ""
     except _UNREADABLE as error:
         _discard(staging, result)
         result.status = "unreadable"
@@ -181,47 +208,74 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
 
 
 def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, result: FileResult,
-                progress: Progress | None) -> bool:
+                progress: Progress | None, limits: IngestLimits) -> bool:
     """A format's whole-file reader (DuckDB straight off the file), hashing in parallel.
 
     The reader may decline (returns None) when the file needs the line-by-line
     path, e.g. blank lines or unparseable records; nothing staged is kept then.
-    Progress follows the hashing pass, the only one that reads in Python.
+    Progress follows the hashing pass, the only one that reads in Python; it
+    also measures the longest line, so a file with a line over the limit goes
+    the line-by-line way, which rejects that line.
     """
     digest: list = []
-    hasher = threading.Thread(target=lambda: digest.append(_digest(source, progress)))
+    hasher = threading.Thread(target=lambda: digest.append(_digest(source, limits, progress)))
     hasher.start()
     counts = fmt.stage_file(source.path, options, staging)
     hasher.join()
-    if not digest:
-        raise EOFError("the file could not be read")
-    sha, lines = digest[0]
-    if counts is None or counts.rows != lines:
+    if not digest or isinstance(digest[0], BaseException):
+        _discard(staging, result)
+        raise digest[0] if digest else EOFError("the file could not be read")
+    sha, lines, longest = digest[0]
+    if counts is None or counts.rows != lines or longest > limits.max_line_length:
         _discard(staging, result)
         return False
     result.sha256 = sha
     result.lines_read, result.accepted, result.skipped = lines, counts.events, counts.skipped
+    unfilled = staging / "unfilled-rejects.parquet"
     if counts.rejects:
-        _fill_reject_texts(source, staging, result)
+        rejects = pl.read_parquet(unfilled)
+        unfilled.unlink()
+        _fill_reject_texts(source, staging, result, rejects, limits, "rejects-fast.parquet")
     return True
 
 
 def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Path,
-                 result: FileResult, progress: Progress | None) -> str:
+                 result: FileResult, progress: Progress | None, limits: IngestLimits) -> str:
     with source.open() as stream:
-        reader = _HashingReader(stream, progress)
-        counted = _count_lines(iter_line_batches(reader), result)
-        for number, parsed in enumerate(fmt.parse(counted, options)):
+        hashing = _HashingReader(stream, progress)
+        lines = LineReader(hashing, max_line_bytes=int(limits.max_line_length), max_total_bytes=int(limits.max_decompressed))
+        number = 0
+        for number, parsed in enumerate(fmt.parse(lines.batches(), options)):
             _stage_batch(parsed, number, staging, result)
-        reader.drain()
-    return reader.hexdigest()
+            _stage_long_lines(lines, staging / f"rejects-long-{number:06d}.parquet", result, limits)
+        _stage_long_lines(lines, staging / "rejects-long-last.parquet", result, limits)
+        hashing.drain()
+        result.lines_read = lines.lines
+    return hashing.hexdigest()
 
 
-def _count_lines(batches: Iterator[pl.DataFrame], result: FileResult) -> Iterator[pl.DataFrame]:
-    for batch in batches:
-        if batch.height:
-            result.lines_read = int(batch["source_line"][-1])
-        yield batch
+#: An over-long line's reject keeps its first bytes only; a secret may straddle where they end,
+#: so after redaction this many characters are dropped from the end as well (longer than any key).
+_LONG_LINE_TAIL_DROPPED = 512
+
+
+def _stage_long_lines(reader: LineReader, path: Path, result: FileResult, limits: IngestLimits) -> None:
+    """Rejects for the lines the reader set aside as too long (with their number and length)."""
+    if not reader.long_lines:
+        return
+    found, reader.long_lines = reader.long_lines, []
+    _stage_rejects(pl.DataFrame(
+        {"source_line": [line.source_line for line in found],
+         "raw": [_long_line_text(line) for line in found],
+         "reason": [f"Line is {line.length:,} bytes, longer than the {int(limits.max_line_length):,}-byte limit; it was "
+                    "skipped (raise [ingest] max_line_length if such lines are real)." for line in found]},
+        schema={"source_line": pl.Int64, "raw": pl.String, "reason": pl.String},
+    ), path, result)
+
+
+def _long_line_text(line: LongLine) -> str:
+    redacted = redact_text(line.prefix)
+    return redacted[: max(0, len(redacted) - _LONG_LINE_TAIL_DROPPED)] + " [...]"
 
 
 def _stage_batch(parsed: Parsed, number: int, staging: Path, result: FileResult) -> None:
@@ -241,19 +295,17 @@ def _stage_rejects(rejects: pl.DataFrame, path: Path, result: FileResult) -> Non
     result.first_rejects += list(rejects.select("source_line", "reason").head(max(room, 0)).iter_rows())
 
 
-def _fill_reject_texts(source: Input, staging: Path, result: FileResult) -> None:
-    """The fast reader knows which lines it rejected but not their text: read just those lines."""
-    path = staging / "unfilled-rejects.parquet"
-    rejects = pl.read_parquet(path)
-    wanted = set(rejects["source_line"].to_list())
-    texts: dict[int, str] = {}
+def _fill_reject_texts(source: Input, staging: Path, result: FileResult, rejects: pl.DataFrame,
+                       limits: IngestLimits, name: str) -> None:
+    """Rejects known by line number only (the fast reader's, out-of-range events): read just those lines' text."""
+    wanted = rejects.select(pl.col("source_line").cast(pl.Int64), "reason")
+    texts = []
     with source.open() as stream:
-        for number, line in enumerate(stream, start=1):
-            if number in wanted:
-                texts[number] = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    path.unlink()
-    filled = rejects.with_columns(raw=pl.col("source_line").replace_strict(texts, default=None, return_dtype=pl.String))
-    _stage_rejects(filled, staging / "rejects-fast.parquet", result)
+        for batch in LineReader(stream, max_line_bytes=int(limits.max_line_length)).batches():
+            texts.append(batch.join(wanted.select("source_line"), on="source_line", how="semi"))
+    found = pl.concat(texts) if texts else pl.DataFrame(schema={"source_line": pl.Int64, "raw": pl.String})
+    filled = wanted.join(found, on="source_line", how="left").select("source_line", "raw", "reason")
+    _stage_rejects(filled, staging / name, result)
 
 
 def _discard(staging: Path, result: FileResult) -> None:
@@ -267,32 +319,73 @@ def _discard(staging: Path, result: FileResult) -> None:
 # -- 2. finalise ---------------------------------------------------------------
 
 
-def _finalise(staging: Path, enrich: Enrich, content_sha: str) -> None:
-    """Redact, classify and identify every staged event into final.parquet.
+def _finalise(staging: Path, enrich: Enrich, source: Input, limits: IngestLimits) -> pl.DataFrame:
+    """Screen, redact, classify and identify every staged event into final.parquet.
 
-    An event's identity is its time, session, code, reason and client. An
-    event without a timestamp cannot be told from an identical close in
-    another file, so its identity also names the content it came from:
-    re-ingesting the same content still adds nothing, another file adds its own.
+    Returns the events screened out (source_line, reason): a timestamp outside
+    the configured years or a close code outside 0-65535 is a broken line,
+    rejected with its number like any other.
+
+    An event's identity is its time, session, code, reason and client, and
+    its occurrence number among identical ones; a field the log calls
+    ``event_id`` is never trusted (a logger may write the same one on every
+    line). An event without a timestamp is identified instead by the file it
+    comes from and its place among the file's untimestamped events: the file
+    is its opening bytes (sha256 up to the end of the line of its first
+    untimestamped event, at most the first 4 KiB), the place its ordinal
+    number. A grown copy of the file opens the same way and has the same
+    events before the new ones, so it adds only those; an entry whose last
+    line was not yet written (a Termination before its close) is folded with
+    it later and still counts once, because it keeps its ordinal. Another
+    file with other content adds its own.
 
     Classification and redaction of reasons and clients run in polars on the
     distinct values (few, even in huge files) and are joined back in DuckDB,
     which also computes the event ids over the whole file and spills to disk
     rather than running out of memory.
     """
-    with _staging_connection(staging) as con:
-        con.execute(f"CREATE VIEW parts AS SELECT * FROM read_parquet('{staging / 'events-*.parquet'}')")
+    head_keys, tail_key = _prefix_keys(source)
+    with _staging_connection(staging, limits) as con:
+        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet('{staging / 'events-*.parquet'}')")
+        con.execute(_SCREEN_SQL.format(first=limits.earliest_year, last=limits.latest_year + 1))
+        out_of_range = con.execute("SELECT source_line, why AS reason FROM screened WHERE why IS NOT NULL ORDER BY source_line").pl()
+        con.execute("CREATE VIEW parts AS SELECT * EXCLUDE (why) FROM screened WHERE why IS NULL")
         pairs = con.execute("SELECT DISTINCT close_code, close_reason FROM parts").pl()
         clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
-        con.register("reasons", _classified_reasons(pairs, enrich).to_arrow())
-        con.register("clients", clients.with_columns(redacted=redact_series(clients["client_id"])).to_arrow())
+        con.register("reasons", _classified_reasons(pairs, enrich, limits).to_arrow())
+        con.register("clients", clients.with_columns(redacted=redact_then_cut(clients["client_id"], limits.max_field_length)).to_arrow())
+        con.register("line_keys", head_keys.to_arrow())
         con.execute(_FINAL_SQL.format(final=staging / "final.parquet", secret=ANY_SECRET.replace("'", "''"), mask=MASK,
-                                      content=content_sha))
+                                      tail_key=tail_key, field=limits.max_field_length))
+    return out_of_range
 
 
-def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich) -> pl.DataFrame:
-    """(close_code, close_reason) as logged -> redacted reason, classification, inferred code."""
-    redacted = pairs.with_columns(reason_redacted=redact_series(pairs["close_reason"]))
+#: How much of a file's start identifies it for untimestamped closes (see _finalise).
+PREFIX_BYTES = 4096
+
+
+def _prefix_keys(source: Input) -> tuple[pl.DataFrame, str]:
+    """sha256 of the file's start up to the end of each line that ends in its first PREFIX_BYTES, and of those bytes.
+
+    A line's key covers the bytes before its newline (not the newline), so the
+    last line of a file that later grows keeps its key once the newline is written.
+    """
+    try:
+        with source.open() as stream:
+            head = stream.read(PREFIX_BYTES)
+    except _UNREADABLE:
+        head = b""
+    ends = [i for i, byte in enumerate(head) if byte == 10]
+    if len(head) < PREFIX_BYTES and not head.endswith(b"\n"):
+        ends.append(len(head))  # the whole file is in the head: its last line ends at the end
+    keys = {number: hashlib.sha256(head[:end]).hexdigest() for number, end in enumerate(ends, start=1)}
+    frame = pl.DataFrame({"line": list(keys), "key": list(keys.values())}, schema={"line": pl.Int64, "key": pl.String})
+    return frame, hashlib.sha256(head).hexdigest()
+
+
+def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich, limits: IngestLimits) -> pl.DataFrame:
+    """(close_code, close_reason) as logged -> redacted (then cut) reason, classification, inferred code."""
+    redacted = pairs.with_columns(reason_redacted=redact_then_cut(pairs["close_reason"], limits.max_field_length))
     classified = enrich(
         redacted.select(
             pl.col("close_code").cast(pl.Int32),
@@ -316,33 +409,52 @@ def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich) -> pl.DataFrame:
 _NULL_CODE = -(2**31)
 _NULL_TEXT = "\x1f"  # chr(31): never a whole reason text
 
+_SCREEN_SQL = """
+CREATE TABLE screened AS
+SELECT *, CASE
+    WHEN ts IS NOT NULL AND (ts < make_timestamptz({first}, 1, 1, 0, 0, 0, 'UTC') OR ts >= make_timestamptz({last}, 1, 1, 0, 0, 0, 'UTC'))
+        THEN 'Timestamp ' || strftime(ts AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ')
+             || ' is outside the accepted years {first}-' || ({last} - 1)::VARCHAR
+             || ' (change [ingest] earliest_year / latest_year if it is real).'
+    WHEN close_code IS NOT NULL AND (close_code < 0 OR close_code > 65535)
+        THEN 'Close code ' || close_code::VARCHAR || ' is outside 0-65535, so it is not a WebSocket close code.'
+END AS why
+FROM staged
+"""
+
+#: The file an untimestamped close comes from, as its opening bytes: up to the end of the line of the
+#: file's first untimestamped close (at most PREFIX_BYTES), which a grown copy shares.
+_FILE_KEY = """SELECT coalesce(any_value(k.key), '{tail_key}')
+               FROM (SELECT min(source_line) AS line FROM parts WHERE ts IS NULL) m LEFT JOIN line_keys k ON k.line = m.line"""
+
 _FINAL_SQL = f"""
 COPY (
     WITH e AS (
         SELECT p.*,
-               CASE WHEN regexp_matches(p.session_id, '{{secret}}') THEN '{{mask}}' ELSE p.session_id END AS session_clean,
+               left(CASE WHEN regexp_matches(p.session_id, '{{secret}}') THEN '{{mask}}' ELSE p.session_id END, {{field}}) AS session_clean,
                r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
-               c.redacted AS client_clean
+               c.redacted AS client_clean,
+               CASE WHEN p.ts IS NULL THEN row_number() OVER (PARTITION BY p.ts IS NULL ORDER BY p.source_line) END AS untimed_ordinal
         FROM parts p
         JOIN reasons r ON coalesce(p.close_code, {_NULL_CODE}) = r.key_code AND coalesce(p.close_reason, chr(31)) = r.key_reason
         LEFT JOIN clients c ON p.client_id = c.client_id
     ), identified AS (
-        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, 'content:{{content}}'), coalesce(session_clean, ''),
-                            coalesce(close_code::VARCHAR, ''), coalesce(reason_redacted, ''), coalesce(client_clean, '')) AS identity
+        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, 'untimed:' || ({_FILE_KEY}) || ':' || untimed_ordinal::VARCHAR),
+                            coalesce(session_clean, ''), coalesce(close_code::VARCHAR, ''), coalesce(reason_redacted, ''),
+                            coalesce(client_clean, '')) AS identity
         FROM e
     )
-    SELECT coalesce(event_id, md5(identity || '#' || (row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1)::VARCHAR)) AS event_id,
+    SELECT md5(identity || '#' || (row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1)::VARCHAR) AS event_id,
            ts, session_clean AS session_id, new_code AS close_code, reason_redacted AS close_reason, client_clean AS client_id,
-           source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)}, labels,
-           event_id IS NOT NULL AS id_from_log
+           source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)}, labels
     FROM identified
 ) TO '{{final}}' (FORMAT parquet)
 """
 
 
-def _staging_connection(staging: Path) -> duckdb.DuckDBPyConnection:
+def _staging_connection(staging: Path, limits: IngestLimits) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB (not the store) that spills to the staging folder."""
-    con = duckdb.connect(config={"temp_directory": str(staging / "spill"), "memory_limit": STAGING_MEMORY_LIMIT})
+    con = duckdb.connect(config={"temp_directory": str(staging / "spill"), "memory_limit": limits.duckdb_memory_limit})
     con.execute("SET enable_progress_bar = false")
     return con
 
@@ -350,16 +462,17 @@ def _staging_connection(staging: Path) -> duckdb.DuckDBPyConnection:
 # -- 3. load -------------------------------------------------------------------
 
 
-def _load(store: Store, staging: Path, result: FileResult, sha: str, started: datetime, parse_s: float) -> None:
+def _load(store: Store, staging: Path, result: FileResult, sha: str, started: datetime, parse_s: float,
+          limits: IngestLimits) -> None:
     """Append the staged file in one transaction: events (deduplicated), rejects, batch row."""
     clock = time.perf_counter()
     final = staging / "final.parquet"
     reject_parts = [str(p) for p in sorted(staging.glob("rejects-*.parquet"))]
     with store.transaction(lake=False) as con:  # writes closures: the file's own table
+        con.execute(f"SET memory_limit = '{limits.duckdb_memory_limit}'")
+        con.execute("SET temp_directory = ?", [str(staging / "spill")])
         if final.exists():
-            ids_from_log = con.execute(f"SELECT bool_or(id_from_log) FROM read_parquet('{final}')").fetchone()[0]
-            dedupe = _DEDUPE_IDS_FROM_LOG if ids_from_log else ""
-            inserted = con.execute(_INSERT_SQL.format(final=final, dedupe=dedupe), [result.source, result.format, result.batch_id]).fetchone()[0]
+            inserted = con.execute(_INSERT_SQL.format(final=final), [result.source, result.format, result.batch_id]).fetchone()[0]
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
         if reject_parts:
@@ -377,51 +490,70 @@ _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(CLOSURE_COLUMNS)}, ingested_at)
 SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in CLOSURE_COLUMNS)}, now()
 FROM (
-    SELECT * FROM read_parquet('{{final}}') {{dedupe}}
+    SELECT * FROM read_parquet('{{final}}')
 ) AS staged
 WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = staged.event_id)
 """
 
 
-#: ids a log carries itself may repeat inside one file (computed ids cannot): keep the first.
-_DEDUPE_IDS_FROM_LOG = "QUALIFY NOT id_from_log OR row_number() OVER (PARTITION BY event_id ORDER BY source_line) = 1"
-
-
 # -- reading helpers -----------------------------------------------------------
 
 
-def _digest(source: Input, progress: Progress | None = None) -> tuple[str, int]:
-    """sha256 of the (decompressed) content and its number of lines."""
+def _digest(source: Input, limits: IngestLimits, progress: Progress | None = None) -> tuple[str, int, int] | BaseException:
+    """sha256 of the (decompressed) content, its number of lines and its longest line in bytes.
+
+    Returns the error instead of raising it (this runs on the fast path's
+    hashing thread): InputTooLarge past the decompressed bound, or ("", 0, 0)
+    for content that cannot be read.
+    """
     try:
         with source.open() as stream:
-            reader = _HashingReader(stream, progress)
+            reader = _HashingReader(stream, progress, int(limits.max_decompressed))
             reader.drain()
+    except InputTooLarge as error:
+        return error
     except _UNREADABLE:
-        return "", 0
-    return reader.hexdigest(), reader.lines
+        return "", 0, 0
+    return reader.hexdigest(), reader.lines, reader.longest
 
 
 class _HashingReader:
-    """A read-through stream that hashes and counts lines of what passes, and reports progress."""
+    """A read-through stream that hashes what passes, counts its lines, measures the longest, reports progress."""
 
-    def __init__(self, stream: BinaryIO, progress: Progress | None):
+    def __init__(self, stream: BinaryIO, progress: Progress | None, max_total: int | None = None):
         self._stream = stream
         self._hash = hashlib.sha256()
         self._progress = progress
+        self._max_total = max_total
         self._done = 0
         self._newlines = 0
         self._last = b"\n"
+        self._open_line = 0  # length of the line still open at the end of what was read
+        self.longest = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         if data:
             self._hash.update(data)
-            self._newlines += data.count(b"\n")
+            self._measure(data)
             self._last = data[-1:]
             self._done += len(data)
+            if self._max_total is not None and self._done > self._max_total:
+                raise InputTooLarge(f"it decompresses to more than {self._max_total:,} bytes (the [ingest] max_decompressed bound)")
             if self._progress:
                 self._progress(self._done)
         return data
+
+    def _measure(self, data: bytes) -> None:
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        self._newlines += len(ends)
+        if len(ends) == 0:
+            self._open_line += len(data)
+        else:
+            inner = int(np.diff(ends).max()) - 1 if len(ends) > 1 else 0
+            self.longest = max(self.longest, self._open_line + int(ends[0]), inner)
+            self._open_line = len(data) - int(ends[-1]) - 1
+        self.longest = max(self.longest, self._open_line)
 
     def drain(self) -> None:
         while self.read(1 << 22):

@@ -14,6 +14,7 @@ import polars as pl
 from closewatch.analysis.catalog import Catalog, classify, load_catalog
 from closewatch.ingest.envelopes import check_envelope_name
 from closewatch.ingest.formats import ParseOptions
+from closewatch.ingest.limits import IngestLimits
 from closewatch.ingest.pipeline import (
     FileResult,
     Progress,
@@ -22,7 +23,7 @@ from closewatch.ingest.pipeline import (
 )
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
-
+from closewatch.settings import load_settings
 from closewatch.store import Store
 
 #: Makes a progress callback for one input (or None for no progress display).
@@ -38,13 +39,18 @@ def ingest(
     progress_for: ProgressFactory | None = None,
     envelope: str | None = None,
     client_from: str | None = None,
+    limits: IngestLimits | None = None,
 ) -> list[FileResult]:
-    """Load every input, one transaction each; the catalog and options are checked first.
+    """Load every input, one transaction each; the catalog, options and limits are checked first.
 
     ``envelope`` reads every input inside that envelope (default: detected per file);
-    ``client_from`` names the envelope label that becomes the client where a line names none.
+    ``client_from`` names the envelope label that becomes the client where a line names none;
+    ``limits`` are the bounds of [ingest] (default: those of the config file, closewatch.toml
+    or $CLOSEWATCH_CONFIG).
     """
     check_format_name(format_name)
+    if limits is None:
+        limits = load_settings().ingest
     check_envelope_name(envelope)
     options = ParseOptions(tz=check_zone(tz), envelope=envelope, client_from=client_from)
     catalog = load_catalog(catalog_path)
@@ -52,7 +58,7 @@ def ingest(
     results = []
     for source in inputs:
         progress = progress_for(source) if progress_for else None
-        results.append(ingest_input(source, store, enrich, format_name, options, progress))
+        results.append(ingest_input(source, store, enrich, format_name, options, progress, limits))
     return results
 
 

@@ -196,11 +196,11 @@ def test_fast_file_reader_and_line_reader_agree(tmp_path):
 
 
 def test_closes_without_time_in_different_files_are_not_duplicates(run, tmp_path):
-    """Without a timestamp two identical closes cannot be told apart, so each file keeps its own."""
+    """Without a timestamp a close is known by its place in its file's content: other content, another close."""
     line = json.dumps({"code": 1006, "reason": "connection lost", "client": "web"})
-    run("ingest", str(write_lines(tmp_path / "monday.jsonl", [line])))
-    run("ingest", str(write_lines(tmp_path / "tuesday.jsonl", [line, json.dumps({"code": 1000})])))
-    run("ingest", str(write_lines(tmp_path / "tuesday-copy.jsonl", [line, json.dumps({"code": 1000})])))
+    run("ingest", str(write_lines(tmp_path / "monday.jsonl", [json.dumps({"note": "monday"}), line])))
+    run("ingest", str(write_lines(tmp_path / "tuesday.jsonl", [json.dumps({"note": "tuesday"}), line, json.dumps({"code": 1000})])))
+    run("ingest", str(write_lines(tmp_path / "tuesday-copy.jsonl", [json.dumps({"note": "tuesday"}), line, json.dumps({"code": 1000})])))
     assert run.json("select count(*) as n from closures") == [{"n": 3}]
     assert run.json("select duplicates from ingest_batches order by started_at") == [{"duplicates": 0}, {"duplicates": 0}, {"duplicates": 2}]
 
