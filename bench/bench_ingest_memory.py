@@ -5,7 +5,7 @@ Each input is small on disk and huge (or one enormous line) once read:
   reason-1gb.jsonl.gz   a ~1 MB gzip: one valid JSON close, then one with a 1 GB close_reason
   reason-1gb (stdin)    the same bytes through `closewatch ingest -`, as the Upload page gets them
   zeros-1gb.gz          1 GB of zero bytes, gzip-compressed, read with --format jsonl
-  line-50mb.log         a 50 MB line, then ordinary websocket-client closes (format detected)
+  line-50mb.log         a 50 MB line, then sample_logs/websocket-client.log (the format must still be detected)
   reason-50mb.jsonl     a 50 MB close_reason, read with --format jsonl
 
 Every run is a fresh subprocess on a fresh database. Its resident memory
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_logs" / "websocket-client.log"
 GB = 1 << 30
 MB = 1 << 20
 CLOSE = json.dumps({"ts": "2026-11-20T10:00:00Z", "session_id": "s1", "close_code": 3008,
@@ -62,8 +63,7 @@ def make_inputs(folder: Path) -> list[tuple[str, list[str], Path | None]]:
     long_line = folder / "line-50mb.log"
     with long_line.open("wb") as out:
         out.write(b"x" * (50 * MB) + b"\n")
-        for i in range(20):
-            out.write(f"### closed ### {1000 + i % 2} Normal closure\n".encode())
+        out.write(SAMPLE.read_bytes())
     reason_50 = folder / "reason-50mb.jsonl"
     with reason_50.open("wb") as out:
         out.write(CLOSE.encode() + b"\n")

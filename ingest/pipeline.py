@@ -25,7 +25,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -151,6 +151,7 @@ def staged_input(
     options = with_reference_time(options, source)
     fmt = _choose_format(source, format_name, options)
     with staging_folder(home) if home is not None else private_folder() as staging:
+        options = replace(options, scratch=staging)
         clock = time.perf_counter()
         sha = _parse(source, fmt, options, staging, result, progress, limits)
         if result.accepted:

@@ -69,7 +69,6 @@ DETECT_THRESHOLD = 0.5
 HEAD_LINES, HEAD_BYTES = 2000, 1 << 20
 #: Labels tried, in order, for a close whose line names no client (``--client-from`` picks one instead).
 CLIENT_LABELS = ("service", "app", "container", "unit", "log_group", "log_stream", "pod", "host")
-REJECT_RAW_LIMIT = 2048
 _NESTING = 2  # an envelope and a JSON logger inside it
 
 
@@ -195,7 +194,7 @@ def parse_enveloped(chain: tuple[Envelope, ...], inner: Format, zone: str | None
                     options: ParseOptions) -> Iterator[Parsed]:
     """Unwrap, parse the text inside with ``inner``, and give its events their envelope's line, time, labels
     and client. Counts stay whole: lines = events + rejects + skipped, over the input's own lines."""
-    with tempfile.TemporaryDirectory(prefix="closewatch-envelope-") as folder:
+    with tempfile.TemporaryDirectory(prefix="closewatch-envelope-", dir=options.scratch) as folder:
         run = _Run(Path(folder), chain, options)
         inner_options = replace(options, tz=zone_name(zone, options.tz))
         for parsed in inner.parse(run.records(batches), inner_options):
@@ -252,7 +251,7 @@ class _Run:
         sentence = pl.col("reject").str.slice(0, 1).str.to_uppercase() + pl.col("reject").str.slice(1)
         rejects = bad.select(
             "source_line",
-            pl.coalesce("raw", "line", "text").fill_null("").str.slice(0, REJECT_RAW_LIMIT).alias("raw"),
+            pl.coalesce("raw", "line", "text").fill_null("").alias("raw"),  # whole: the pipeline redacts, then cuts
             pl.format("{} (envelope {}).", sentence, pl.lit(name)).alias("reason"),
         )
         rejects.write_parquet(self.folder / f"rejects-{self.parts:06d}-{self.rejects:09d}.parquet")

@@ -78,7 +78,7 @@ def document_entries(batches: Iterator[pl.DataFrame], array_key: str | None) -> 
     if position is None:
         where = f'a "{array_key}" array' if array_key else "a JSON array"
         return (pl.DataFrame(schema={"source_line": pl.Int64, "raw": pl.String}),
-                _reject_frame([(first_line, text[:2048], f"the document has no {where} of log entries")]))
+                _reject_frame([(first_line, text[:65536], f"the document has no {where} of log entries")]))
     entries, rejects = [], []
     decoder = json.JSONDecoder()
     index = position + 1
@@ -92,7 +92,7 @@ def document_entries(batches: Iterator[pl.DataFrame], array_key: str | None) -> 
         try:
             value, end = decoder.raw_decode(text, index)
         except ValueError as error:
-            rejects.append((line_of(index), text[index:index + 2048], f"entry {len(entries) + 1} is not valid JSON ({error.msg})"))
+            rejects.append((line_of(index), text[index:index + 65536], f"entry {len(entries) + 1} is not valid JSON ({error.msg})"))
             break
         entries.append((line_of(index), _dumps(value)))
         index = _skip(text, end)
