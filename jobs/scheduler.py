@@ -209,6 +209,9 @@ def ingest_watched(store: Store, folder: Path, settle_s: float, format_name: str
             waiting += 1
             continue
         source = expand_inputs([str(path)])[0]
+        if source.problem:  # unreadable: say so, load the others, try again when the next run comes
+            failed.append(f"{path.name}: {source.problem}")
+            continue
         digest = _sha256(source)
         with store.transaction() as con:
             row = con.execute("SELECT batch_id FROM ingest_batches WHERE sha256 = ? LIMIT 1", [digest]).fetchone()

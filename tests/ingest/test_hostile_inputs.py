@@ -230,6 +230,24 @@ def test_unreadable_fifo_device_and_loops_get_a_sentence_each_and_the_rest_loads
         assert "locked.jsonl cannot be read (permission denied)" in out
 
 
+def test_an_unreadable_file_in_the_watched_folder_does_not_stop_the_others(tmp_path):
+    if not _permissions_apply(tmp_path):
+        pytest.skip("cannot drop root's permission override here (no setpriv)")
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    write_lines(folder / "a.jsonl", [close(i) for i in range(5)])
+    write_lines(folder / "b.jsonl", [close(i) for i in range(5, 8)]).chmod(0)
+    write_lines(folder / "c.jsonl", [close(i) for i in range(8, 10)])
+    db = tmp_path / "w.duckdb"
+    script = ("import sys; from pathlib import Path; from closewatch.store import Store; "
+              "from closewatch.jobs.scheduler import ingest_watched; "
+              "print(ingest_watched(Store(sys.argv[1]), Path(sys.argv[2]), 0, None, 'UTC', None))")
+    done = subprocess.run([*NO_OVERRIDE, sys.executable, "-c", script, str(db), str(folder)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert "b.jsonl cannot be read (permission denied)" in done.stderr
+    assert count(db) == 7
+
+
 def test_overlapping_globs_and_loops_read_each_file_once(tmp_path):
     logs = tmp_path / "loops"
     (logs / "a" / "b").mkdir(parents=True)
