@@ -29,23 +29,27 @@ def refresh_seconds() -> float:
     return seconds if seconds >= 1 else DEFAULT_REFRESH_S
 
 
-def rules_table(config: queries.AlertConfig, states: pl.DataFrame) -> pl.DataFrame:
-    """One row per rule: what it watches and how many of its groups are firing or pending now."""
+def rules_table(config: queries.AlertConfig, states: pl.DataFrame, opened: pl.DataFrame) -> pl.DataFrame:
+    """One row per rule: what it watches, how many of its groups are firing or pending now, and for a
+    pattern rule how many findings of its pattern are open (so a rule at "ok" beside open findings says why)."""
+    open_by_pattern = dict(opened.group_by("pattern").len().iter_rows()) if opened.height else {}
     firing = states.filter(pl.col("state") == "firing").group_by("rule").len("firing") if states.height else pl.DataFrame(schema={"rule": pl.String, "firing": pl.UInt32})
     pending = states.filter(pl.col("state") == "pending").group_by("rule").len("pending") if states.height else pl.DataFrame(schema={"rule": pl.String, "pending": pl.UInt32})
     rules = pl.DataFrame([
         {"rule": r.name, "kind": r.kind, "severity": r.severity, "enabled": r.enabled,
          "group_by": ", ".join(r.group_by), "every": ui.fmt_duration(r.every_s),
-         "channels": ", ".join(r.channels), "description": r.description}
+         "channels": ", ".join(r.channels), "description": r.description,
+         "open_findings": open_by_pattern.get(r.pattern, 0) if r.kind == "pattern" else None}
         for r in config.ruleset.rules
     ], schema={"rule": pl.String, "kind": pl.String, "severity": pl.String, "enabled": pl.Boolean, "group_by": pl.String,
-               "every": pl.String, "channels": pl.String, "description": pl.String})
+               "every": pl.String, "channels": pl.String, "description": pl.String, "open_findings": pl.Int64})
     return (
         rules.join(firing, on="rule", how="left").join(pending, on="rule", how="left")
         .with_columns(pl.col("firing").fill_null(0), pl.col("pending").fill_null(0))
         .with_columns(now=pl.when(pl.col("firing") > 0).then(pl.lit("firing"))
                       .when(pl.col("pending") > 0).then(pl.lit("pending")).otherwise(pl.lit("ok")))
-        .select("rule", "now", "firing", "pending", "kind", "severity", "enabled", "group_by", "every", "channels", "description")
+        .select("rule", "now", "firing", "pending", "open_findings", "kind", "severity", "enabled", "group_by", "every", "channels",
+                "description")
     )
 
 
@@ -106,9 +110,11 @@ def live(config: queries.AlertConfig | None) -> None:
 
     if config is not None:
         st.subheader("Rules")
-        st.caption(f"From `{config.rules_path}`.")
-        ui.table(rules_table(config, alerts.states), "rules_table",
-                 column_config={"description": st.column_config.TextColumn(width="large")})
+        st.caption(f"From `{config.rules_path}`. A pattern rule's *open findings* are its pattern's findings listed "
+                   "under Open findings below; the rule itself judges only the traffic up to now.")
+        ui.table(rules_table(config, alerts.states, opened), "rules_table",
+                 column_config={"description": st.column_config.TextColumn(width="large"),
+                                "open_findings": st.column_config.NumberColumn("open findings", format=ui.COUNT_FORMAT)})
 
     st.subheader("Current state")
     active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))

@@ -520,6 +520,12 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     assert critical > 0 and card.delta == f"{critical:,} critical"  # the most severe first, by itself
     assert f"{critical:,} critical" in card.help
     assert "Open findings" in [h.value for h in at.subheader]
+    # and each pattern rule says how many findings of its pattern are open, beside its state
+    rules = table(at, "rule", "open_findings").set_index("rule")
+    spikes = sql(own_db, "SELECT count(*) FROM detections WHERE pattern = 'error_spike' AND detection_id IN (SELECT unnest(?::VARCHAR[]))",
+                 [expected]).item()
+    assert rules.loc["error-spike", "open_findings"] == spikes > 0
+    assert rules.loc["repeated-violations", ["kind", "open_findings"]].isna().tolist() == [False, True]  # a threshold rule: "-"
 
 
 def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypatch):
