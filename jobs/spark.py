@@ -109,9 +109,11 @@ def ingest_to_lake(
     with lakes.writing(lake) as root:
         job, folder = lakes.new_job(root)
         report = LakeReport(job=job, lake=root)
-        with report.phase("start Spark"):
-            spark = spark_session(master, conf or {})
-        _run(spark, root, folder, paths, format_name, options, str(catalog_path) if catalog_path else None, started, report)
+        if paths:  # else every input was unreadable: nothing for Spark to do
+            with report.phase("start Spark"):
+                spark = spark_session(master, conf or {})
+            _run(spark, root, folder, paths, format_name, options, str(catalog_path) if catalog_path else None, started, report)
+        report.inputs += [_unreadable(source) for source in inputs if source.problem]
         report.seconds = time.perf_counter() - clock
         entry = {
             "job": job, "engine": "spark", "master": master, "started": started.isoformat(),
@@ -151,12 +153,19 @@ def spark_session(master: str, conf: dict[str, Any]):
 # -- the job --------------------------------------------------------------------------
 
 
+def _unreadable(source: Input) -> dict[str, Any]:
+    """An input no task can open (a folder, a device, no permission): reported with its sentence, like the local path."""
+    counts = dict.fromkeys(["lines_read", "accepted", "added", "duplicates", "rejected", "skipped"], 0)
+    return {"source_file": source.name, "source_format": None, "sha256": "", "status": "unreadable",
+            "message": source.problem, "parse_s": 0.0, **counts}
+
+
 def _local_paths(inputs: list[Input]) -> list[str]:
     """Inputs as paths every task can open, largest first so the long tasks start first."""
-    missing = [source.name for source in inputs if source.path is None]
+    missing = [source.name for source in inputs if source.path is None and not source.problem]
     if missing:
         raise SparkJobError(f"The Spark engine reads files, not {missing[0]}; save the input to a file (or use the local engine).")
-    ordered = sorted(inputs, key=lambda source: -(source.size or 0))
+    ordered = sorted((source for source in inputs if not source.problem), key=lambda source: -(source.size or 0))
     return [str(source.path.resolve()) for source in ordered]
 
 
@@ -322,7 +331,6 @@ _CLOSURE_TYPES = {
 _OUTPUT_COLUMNS: list[tuple[str, str]] = [
     ("kind", "string"),
     *((name, _CLOSURE_TYPES[name]) for name in CLOSURE_COLUMNS),
-    ("id_from_log", "boolean"),
     ("line_no", "bigint"), ("raw", "string"), ("reason", "string"),
     ("sha256", "string"), ("status", "string"), ("message", "string"), ("lines_read", "bigint"),
     ("accepted", "bigint"), ("rejected", "bigint"), ("skipped", "bigint"), ("parse_s", "double"),
