@@ -13,6 +13,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from closewatch.ingest.clients.base import KNOWN_REASON_REGEX
 from closewatch.ingest.formats import Parsed, conform
 
 #: canonical field -> the names logs use for it, in order of preference.
@@ -100,9 +101,19 @@ def to_events(con: duckdb.DuckDBPyConnection) -> Parsed:
     rejected = pl.col("reject_reason").is_not_null()
     rejects = typed.filter(rejected).select("source_line", "raw", pl.col("reject_reason").alias("reason"))
     good = typed.filter(~rejected)
-    is_event = pl.col("close_code").is_not_null() | pl.col("close_reason").is_not_null() | _is_frame()
+    is_event = pl.col("close_code").is_not_null() | known_reason(pl.col("close_reason")) | _is_frame()
     events = good.filter(is_event)
     return Parsed(events=events, rejects=rejects, skipped=good.height - events.height)
+
+
+def known_reason(reason: pl.Expr) -> pl.Expr:
+    """A line with a reason but no close code is a closure only when the reason names a close closewatch
+    knows: a JSON logger's line with nothing but a message is not one (it is skipped)."""
+    return reason.str.contains(KNOWN_REASON_REGEX).fill_null(False)
+
+
+#: The same test in DuckDB's SQL (the fast path of JSON-lines files).
+KNOWN_REASON_SQL = f"coalesce(regexp_matches(close_reason, '{KNOWN_REASON_REGEX.replace(chr(39), chr(39) * 2)}'), false)"
 
 
 def missing_names(present: set[str]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from closewatch.ingest.fields import ALIASES, ALL_NAMES, TYPING_SQL, finish, has_frames, missing_names, to_events
+from closewatch.ingest.fields import ALIASES, ALL_NAMES, KNOWN_REASON_SQL, TYPING_SQL, finish, has_frames, missing_names, to_events
 from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts
 
 
@@ -93,7 +93,7 @@ def stage_json_file(path: Path, options: ParseOptions, staging: Path) -> StagedC
 
 
 def _split_typed(con: duckdb.DuckDBPyConnection, typed: Path, staging: Path) -> StagedCounts | None:
-    is_event = "(close_code IS NOT NULL OR close_reason IS NOT NULL)"
+    is_event = f"(close_code IS NOT NULL OR {KNOWN_REASON_SQL})"
     rows, rejects, events, frames = con.execute(f"""
         SELECT count(*), count(reject_reason), count(*) FILTER (WHERE reject_reason IS NULL AND {is_event}),
                count(*) FILTER (WHERE lower(type) IN ('begin', 'error', 'termination'))

@@ -2,6 +2,7 @@
 closewatch knows, the SDKs' message tables and the log-line helpers the renderers use."""
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ NETWORK_TEXTS: tuple[str, ...] = (
     "no close frame", "handshake", "unexpected server response", "errno", "keepalive ping timeout",
     "name or service not known", "getaddrinfo", "network is unreachable", "broken pipe",
 )
+#: A text naming a close closewatch knows (any of the above): what makes a structured line with a
+#: reason but no close code a closure (a JSON line with only a message never is one).
+KNOWN_REASON_REGEX = "(?i)(?:" + "|".join(re.escape(text) for text in STRONG_REASONS + WEAK_REASONS + NETWORK_TEXTS) + ")"
 #: Reason texts that are a client's stand-in for "no reason": stored as NULL.
 PLACEHOLDER_REASONS = r"^(?:|None|null|undefined|no reason given|Connection closed \(code=-?\d+\))$"
 #: Reason texts that only point elsewhere: kept, but any other text in the event wins.

@@ -371,3 +371,28 @@ def test_plain_logs_are_not_mistaken_for_envelopes():
         lines = [line for _, line in rendered(client, layout)]
         fmt = reader_for_head(lines, None, ParseOptions())
         assert fmt is not None and "/" not in fmt.name, (client, fmt and fmt.name)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_jsonl_line_with_only_a_message_is_skipped_not_a_closure(tmp_path, fast_path):
+    from closewatch.ingest.formats import get_format
+    from closewatch.ingest.structured import stage_json_file
+
+    lines = [json.dumps({"ts": "2026-11-20T10:00:00Z", "message": "session started"}),
+             json.dumps({"ts": "2026-11-20T10:00:01Z", "message": "user said hello", "level": "info"}),
+             json.dumps({"ts": "2026-11-20T10:00:02Z", "message": f"stream ended: {EXPIRED}"}),
+             json.dumps({"ts": "2026-11-20T10:00:03Z", "code": 1006, "message": "lost"}),
+             json.dumps({"ts": "2026-11-20T10:00:04Z", "error": "read ECONNRESET"})]
+    if fast_path:
+        path = tmp_path / "app.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        staging = tmp_path / "stage"
+        staging.mkdir()
+        counts = stage_json_file(path, ParseOptions(), staging)
+        assert (counts.events, counts.skipped, counts.rejects) == (3, 2, 0)
+        reasons = pl.read_parquet(staging / "events-fast.parquet")["close_reason"].to_list()
+    else:
+        out = list(get_format("jsonl").parse(iter_line_batches(stream_of(("\n".join(lines) + "\n").encode())), ParseOptions()))
+        assert sum(o.skipped for o in out) == 2
+        reasons = pl.concat([o.events for o in out])["close_reason"].to_list()
+    assert reasons == [f"stream ended: {EXPIRED}", "lost", "read ECONNRESET"]
