@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
-
 from closewatch.ingest import clients
 from closewatch.ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
 from closewatch.ingest.formats import (
@@ -61,6 +60,8 @@ ENVELOPES: tuple[tuple[str, str], ...] = (
     ("python-name-level", rf"^\[?(?P<ts>{_TS})\]?{_SEP}\[?(?P<logger>{_NAME})\]?{_SEP}\[?(?P<level>{_LVL})\]?(?:{_SEP}|:)"),
     # anything else that starts with a timestamp (Node apps, browser exports)
     ("timestamp", rf"^\[?(?P<ts>{_TS})\]?(?:\s|$)"),
+    # a JSON line in the middle of a text log: its time field, by the aliases structured logs use
+    ("json", r'^\s*\{.*?"(?:ts|timestamp|time|@timestamp|asctime)"\s*:\s*"?(?P<ts>[^",}]+)'),
 )
 _ENVELOPE_FIELDS = ("ts", "level", "logger", "ctx")
 
@@ -91,11 +92,20 @@ class Spec:
     anchors: tuple[str, ...]
     phrases: tuple[str, ...] = ()  # case-insensitive pre-filter literals (generic fallback)
     signatures: tuple[str, ...] = ()
+    own: int | None = None  # how many of ``patterns`` are the client's own (the rest, the fallback, do not sniff)
+
+    @property
+    def sniffing(self) -> tuple[Pattern, ...]:
+        return self.patterns[: self.own] if self.own is not None else self.patterns
 
 
 def _spec_of(client: Client) -> Spec:
+    """The client's own patterns, then the generic fallback: a line of the application itself that names
+    a close closewatch knows ("Connection closed: 1008 - Unauthorized ...", a JSON line in the middle)
+    is read too, and folds into the client's report of the same close like any echo."""
     anchors = tuple(sorted({p.anchor for p in client.patterns if p.anchor}))
-    return Spec(client.name, client.patterns, anchors, signatures=client.signatures)
+    return Spec(client.name, client.patterns + GENERIC_CLIENT.patterns, anchors,
+                phrases=clients.STRONG_REASONS + clients.WEAK_REASONS, signatures=client.signatures, own=len(client.patterns))
 
 
 def _generic_spec() -> Spec:
@@ -623,7 +633,7 @@ def sniff_with(spec: Spec, head: list[str]) -> float:
     # a line in a shape several clients share (the docs' Begin and Termination prints) counts for each in part
     hits = frame.select(
         n=pl.max_horizontal([
-            pl.col("text").str.contains(p.regex).cast(pl.Float64) / _SHARED.get(p.regex, 1) for p in spec.patterns
+            pl.col("text").str.contains(p.regex).cast(pl.Float64) / _SHARED.get(p.regex, 1) for p in spec.sniffing
         ]).sum(),
         s=(pl.any_horizontal([pl.col("text").str.contains(sig, literal=True) for sig in spec.signatures]).sum()
            if spec.signatures else pl.lit(0)),

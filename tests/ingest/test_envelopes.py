@@ -396,3 +396,43 @@ def test_a_jsonl_line_with_only_a_message_is_skipped_not_a_closure(tmp_path, fas
         assert sum(o.skipped for o in out) == 2
         reasons = pl.concat([o.events for o in out])["close_reason"].to_list()
     assert reasons == [f"stream ended: {EXPIRED}", "lost", "read ECONNRESET"]
+
+
+# --------------------------------------------------------------------------
+# Mixed files
+# --------------------------------------------------------------------------
+
+APP_CLOSE = "2026-11-20 11:00:03,300 ERROR [voicebot] Connection closed: 1008 - Unauthorized Connection: invalid api key"
+
+
+def test_an_applications_own_close_line_inside_an_sdk_log_is_read():
+    timed = rendered("assemblyai-python-v3", "dashes")
+    lines = [line for _, line in timed]
+    name, before, _, _ = read(lines)
+    lines.append(APP_CLOSE)  # an hour after the SDK's last report: a close of its own
+    name, found, rejects, _ = read(lines)
+    assert name == "assemblyai-python-v3" and rejects.height == 0
+    assert found.height == before.height + 1
+    added = found.filter(pl.col("close_reason").str.contains("invalid api key"))
+    assert added["ts"].to_list() == [datetime(2026, 11, 20, 11, 0, 3, 300_000, tzinfo=UTC)]
+
+
+def test_an_echo_of_the_sdks_report_by_the_app_still_counts_once():
+    event = {"ts": T0, "session_id": None, "close_code": 1008, "close_reason": AUTH}
+    lines = [line for _, line in RENDERERS_TIMED["assemblyai-python-v3"](event, "dashes")]
+    _, alone, _, _ = read(lines)
+    echo = f"2026-11-20 10:00:03,400 ERROR [voicebot] STT stopped: {AUTH}"
+    _, found, _, _ = read([*lines, echo])
+    assert found.select("close_code", "close_reason").rows() == alone.select("close_code", "close_reason").rows()
+
+
+def test_a_json_line_inside_a_text_log_is_read_with_its_time():
+    lines = [line for _, line in rendered("websocket-client", "plain")]
+    lines.insert(4, json.dumps({"ts": "2026-11-20T09:59:00Z", "level": "error", "close_code": 3009,
+                                "close_reason": "Unauthorized Connection: Too many concurrent sessions"}))
+    lines.insert(5, json.dumps({"ts": "2026-11-20T09:59:01Z", "level": "info", "message": "user said hello"}))
+    name, found, _, _ = read(lines)
+    assert name == "websocket-client"
+    row = found.filter(pl.col("close_code") == 3009)
+    assert row["ts"].to_list() == [datetime(2026, 11, 20, 9, 59, tzinfo=UTC)]
+    assert found.height == len(CLOSES) + 1
