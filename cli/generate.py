@@ -31,8 +31,11 @@ def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:
               show_default=True, help="First day (UTC) of the generated period.")
 @click.option("--gzip", "compress", is_flag=True, help="Write every log gzip-compressed (.gz).")
 @click.option("--no-incidents", is_flag=True, help="Background traffic only: no injected incidents.")
+@click.option("--envelope", metavar="NAME",
+              help="Wrap every file as a collector ships it (docker-json, cri, syslog, journald, loki, gcp-logging, "
+                   "cloudwatch, otlp-json, pino, ...; see `closewatch formats`), under OUTDIR/NAME/<format>/.")
 def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: int, formats: tuple[str, ...],
-             start, compress: bool, no_incidents: bool) -> None:
+             start, compress: bool, no_incidents: bool, envelope: str | None) -> None:
     """Write realistic session-close logs and OUTDIR/manifest.json.
 
     One file per client and format under OUTDIR/<format>/, with a diurnal
@@ -46,12 +49,13 @@ def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: 
     Example:
         closewatch generate demo/ --days 7 --seed 42
         closewatch generate small/ --days 2 --sessions-per-day 500 --formats jsonl,csv
+        closewatch generate k8s/ --days 1 --formats websocket-client --envelope cri
         closewatch ingest demo/ && closewatch analyze
     """
     config = generator.GeneratorConfig(
         days=days, sessions_per_day=sessions_per_day, clients=clients, seed=seed,
         formats=_parse_formats(formats), start=date(start.year, start.month, start.day), gzip=compress,
-        incidents=not no_incidents,
+        incidents=not no_incidents, envelope=envelope,
     )
     config.check()
     manifest = generator.generate(outdir, config)

@@ -273,9 +273,14 @@ class GeneratorConfig:
     gzip: bool = False
     incidents: bool = True
     noise_per_event: float = 1.0  # unrelated application lines per close, in text formats
+    envelope: str | None = None  # wrap every file in this envelope (ingest.envelopes: docker-json, cri, journald, ...)
 
     def check(self) -> None:
         """Refuse impossible settings with one sentence naming the option."""
+        if self.envelope is not None:
+            from closewatch.ingest.envelopes import get_envelope
+
+            get_envelope(self.envelope)  # an unknown name is one sentence listing the known ones
         if self.days < 1:
             raise IngestError(f"--days must be at least 1, not {self.days}.")
         if self.sessions_per_day < 1:
@@ -1141,6 +1146,12 @@ def _text_renderers() -> tuple[dict[str, Callable], bool]:
 
 def write_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_event: float, seed: int) -> Iterable[str]:
     """A client's text log: its renderer's lines per close, plus unrelated application lines, in time order."""
+    return [line for _, line in timed_text_events(rows, fmt, layout, noise_per_event, seed)]
+
+
+def timed_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_event: float,
+                      seed: int) -> list[tuple[int, str]]:
+    """``write_text_events`` with each line's time (epoch ms), which an envelope around the log records."""
     renderers, timed = _text_renderers()
     render = renderers[fmt]
     noise = _noise_function()
@@ -1162,7 +1173,7 @@ def write_text_events(rows: EventRows, fmt: str, layout: str | None, noise_per_e
                 entries.append((at_ms, order * 64 + 32 + extra,
                                 noise(fmt, rng, at, layout=layout, secrets=rng.random() < 0.02)))
     entries.sort(key=lambda item: (item[0], item[1]))
-    return [line for _, _, lines in entries for line in lines]
+    return [(at_ms, line) for at_ms, _, lines in entries for line in lines]
 
 
 def _noise_function() -> Callable | None:
@@ -1219,7 +1230,10 @@ def _file_plan(roster: list[ClientSpec], formats: tuple[str, ...]) -> list[Clien
     return result
 
 
-def _file_name(spec: ClientSpec, fmt: str, compress: bool) -> str:
+def _file_name(spec: ClientSpec, fmt: str, compress: bool, envelope: str | None = None) -> str:
+    if envelope is not None:
+        ext = {"cri": ".log", "syslog": ".log", "gcp-logging": ".json", "cloudwatch": ".json", "elasticsearch": ".json"}.get(envelope, ".jsonl")
+        return f"{envelope}/{fmt}/{spec.client_id}{ext}" + (".gz" if compress else "")
     if fmt == "csv":
         ext = ".tsv" if spec.dialect == "tsv" and fmt == spec.formats[0] else ".csv"
     elif fmt in ("jsonl", "api-messages"):
@@ -1230,15 +1244,44 @@ def _file_name(spec: ClientSpec, fmt: str, compress: bool) -> str:
 
 
 def _lines_for(fmt: str, spec: ClientSpec, rows: EventRows, config: GeneratorConfig) -> Iterable[str]:
+    if config.envelope is None:
+        return [line for _, line in _timed_lines_for(fmt, spec, rows, config)]
+    return _enveloped(config.envelope, spec, _timed_lines_for(fmt, spec, rows, config))
+
+
+def _enveloped(name: str, spec: ClientSpec, timed: list[tuple[int | None, str]]) -> list[str]:
+    """The file as its collector writes it: every line in the envelope, labelled with the client's name
+    (its container, unit, service, log stream), so a close without a client of its own gets it back."""
+    from closewatch.ingest.envelopes import get_envelope
+
+    meta = {"app": spec.client_id, "container": spec.client_id, "service": spec.client_id, "unit": f"{spec.client_id}.service",
+            "pod": f"{spec.client_id}-7d9f8b6c5d-x2k4q", "log_stream": spec.client_id, "log_group": f"/ecs/{spec.client_id}",
+            "host": "voice-01"}
+    lines = [(datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None, line) for ms, line in timed]
+    return get_envelope(name).wrap(lines, meta)
+
+
+def _timed_lines_for(fmt: str, spec: ClientSpec, rows: EventRows, config: GeneratorConfig) -> list[tuple[int | None, str]]:
+    """The file's lines with their time where the line has one of its own (text logs, one-row lines)."""
     primary = fmt == spec.formats[0]
+    if fmt in ("jsonl", "api-messages", "csv"):
+        lines = list(_structured_lines_for(fmt, spec, rows, primary))
+        times = [row["ts_ms"] for row in rows]
+        if fmt == "csv" and len(lines) == len(rows) + 1:
+            times = [times[0] if times else None, *times]
+        if len(times) != len(lines):
+            times = [None] * len(lines)
+        return list(zip(times, lines, strict=True))
+    layout = spec.layout if primary else (text_layouts(fmt) or (None,))[0]
+    return timed_text_events(rows, fmt, layout, config.noise_per_event, config.seed)
+
+
+def _structured_lines_for(fmt: str, spec: ClientSpec, rows: EventRows, primary: bool) -> Iterable[str]:
     if fmt == "jsonl":
         return write_jsonl_events(rows, spec.dialect if primary and spec.dialect else "canonical")
     if fmt == "api-messages":
         return write_api_message_events(rows)
-    if fmt == "csv":
-        return write_csv_events(rows, "\t" if primary and spec.dialect == "tsv" else ",")
-    layout = spec.layout if primary else (text_layouts(fmt) or (None,))[0]
-    return write_text_events(rows, fmt, layout, config.noise_per_event, config.seed)
+    return write_csv_events(rows, "\t" if primary and spec.dialect == "tsv" else ",")
 
 
 def _assign_formats(frame: pl.DataFrame, roster: list[ClientSpec], seed: int) -> pl.DataFrame:
@@ -1282,7 +1325,7 @@ def _write_files(outdir: Path, frame: pl.DataFrame, roster: list[ClientSpec], co
             rows = part.select(_ROW_COLUMNS).to_dicts()
             lines = list(_lines_for(fmt, spec, rows, config))
             data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
-            relative = _file_name(spec, fmt, config.gzip)
+            relative = _file_name(spec, fmt, config.gzip, config.envelope)
             path = outdir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_bytes(path, data, config.gzip)
