@@ -67,6 +67,7 @@ ENVELOPE_LIST: tuple[Envelope, ...] = (*containers.ENVELOPES, *system.ENVELOPES,
 DETECT_THRESHOLD = 0.5
 #: The head an envelope file is detected on: more than a plain file's, because a document's entries are long.
 HEAD_LINES, HEAD_BYTES = 2000, 1 << 20
+SNIFF_LINES = 200  # of which envelopes are told apart on the first
 #: Labels tried, in order, for a close whose line names no client (``--client-from`` picks one instead).
 CLIENT_LABELS = ("service", "app", "container", "unit", "log_group", "log_stream", "pod", "host")
 _NESTING = 2  # an envelope and a JSON logger inside it
@@ -96,7 +97,7 @@ def detect_envelope(head: list[str], kinds: tuple[str, ...] | None = None) -> En
     for envelope in ENVELOPE_LIST:
         if kinds and envelope.kind not in kinds:
             continue
-        score = envelope.sniff(head)
+        score = envelope.sniff(head[:SNIFF_LINES])
         if score > best_score:
             best, best_score = envelope, score
     return best

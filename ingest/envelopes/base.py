@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 
 import duckdb
@@ -98,9 +99,9 @@ def sql_records(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -
 
     The SQL returns source_line, text, env_ts (TIMESTAMPTZ), zone, labels (JSON text) and reject.
     """
-    con.register("batch", lines)
+    con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
     con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
-    frame = con.execute(sql).pl()
+    frame = pl.from_arrow(con.execute(sql).to_arrow_table())
     con.unregister("batch")
     if "env_ts" in frame.columns and frame.schema["env_ts"] != UTC_US:
         frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
@@ -112,11 +113,10 @@ def json_spec(**fields: str) -> str:
     return "'" + json.dumps(fields).replace("'", "''") + "'"
 
 
-#: SQL: the zone an RFC 3339 time text was written in ("+01:00"), or null.
 def zone_sql(text: str) -> str:
-    return (f"CASE WHEN {text} ~ '.*[Zz]$' THEN '+00:00' "
-            f"WHEN {text} ~ '.*T.*[+-]\\d\\d:?\\d\\d$' THEN regexp_extract({text}, '([+-]\\d\\d):?(\\d\\d)$', 1) || ':' "
-            f"|| regexp_extract({text}, '([+-]\\d\\d):?(\\d\\d)$', 2) END")
+    """SQL: the zone an RFC 3339 time text was written in ("+01:00"), or null (string functions, no regex)."""
+    return (f"CASE WHEN right({text}, 1) IN ('Z', 'z') THEN '+00:00' "
+            f"WHEN substr({text}, -6, 1) IN ('+', '-') AND substr({text}, -3, 1) = ':' THEN right({text}, 6) END")
 
 
 def epoch_sql(number: str, unit: str) -> str:
@@ -229,19 +229,20 @@ def now_utc() -> datetime:
 
 
 def json_objects(head: list[str]) -> list[dict]:
-    """The head lines that are JSON objects, parsed (a few dozen lines: Python is fine here)."""
-    objects = []
-    for line in head:
-        line = line.strip()
-        if not (line.startswith("{") and line.endswith("}")):
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            objects.append(value)
-    return objects
+    """The head lines that are JSON objects, parsed (each line once, however many envelopes sniff it)."""
+    return [value for value in map(_json_object, head) if value is not None]
+
+
+@lru_cache(maxsize=4096)
+def _json_object(line: str) -> dict | None:
+    line = line.strip()
+    if not (line.startswith("{") and line.endswith("}")):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def share(head: list[str], test: Callable[[dict], bool]) -> float:

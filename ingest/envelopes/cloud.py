@@ -424,9 +424,9 @@ OTLP_LABELS = {"service.name": "service", "host.name": "host", "k8s.pod.name": "
 def _unwrap_otlp(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
     with duck() as con:
         for lines in batches:
-            con.register("batch", lines)
+            con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
             con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
-            frame = con.execute(_OTLP_SQL).pl()
+            frame = pl.from_arrow(con.execute(_OTLP_SQL).to_arrow_table())
             con.unregister("batch")
             distinct = frame["otlp_attributes"].drop_nulls().unique().to_list()
             mapping = {value: _otlp_labels(value) for value in distinct}

@@ -61,9 +61,9 @@ def _joined(batches: Iterator[pl.DataFrame], sql: str, partial) -> Iterator[pl.D
     carry = None
     with duck() as con:
         for lines in batches:
-            con.register("batch", lines)
+            con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
             con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
-            frame = con.execute(sql).pl()
+            frame = pl.from_arrow(con.execute(sql).to_arrow_table())
             frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
             stream = pl.col("stream") if "stream" in frame.columns else pl.lit("")
             ok = pl.col("reject").is_null()

@@ -335,7 +335,8 @@ def test_cli_generate_help_has_an_example(run):
 def _listed_formats(run) -> list[str]:
     result = run("formats", db=False)
     assert result.exit_code == 0
-    return re.findall(r"^([a-z0-9-]+): ", result.output, flags=re.MULTILINE)
+    formats_part = result.output.split("Envelopes", 1)[0]  # the envelopes follow the formats
+    return re.findall(r"^([a-z0-9-]+): ", formats_part, flags=re.MULTILINE)
 
 
 def test_every_format_closewatch_lists_has_a_generated_file_and_a_sample(run, week, sample_results):

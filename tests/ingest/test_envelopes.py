@@ -8,7 +8,10 @@ so the plain log and the wrapped one say the same thing.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from random import Random
 
 import polars as pl
@@ -436,3 +439,28 @@ def test_a_json_line_inside_a_text_log_is_read_with_its_time():
     row = found.filter(pl.col("close_code") == 3009)
     assert row["ts"].to_list() == [datetime(2026, 11, 20, 9, 59, tzinfo=UTC)]
     assert found.height == len(CLOSES) + 1
+
+
+# --------------------------------------------------------------------------
+# sample_logs/envelopes
+# --------------------------------------------------------------------------
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
+
+
+def test_every_envelope_has_a_sample_that_is_up_to_date():
+    result = subprocess.run([sys.executable, str(SAMPLES / "make_envelope_samples.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    names = {path.name.split(".")[0] for path in (SAMPLES / "envelopes").iterdir()}
+    assert names == {e.name for e in ENVELOPE_LIST}
+
+
+@pytest.mark.parametrize("envelope", [e.name for e in ENVELOPE_LIST])
+def test_each_envelope_sample_loads_its_six_closes_dated_on_the_demo_morning(envelope):
+    path = next((SAMPLES / "envelopes").glob(f"{envelope}.*"))
+    name, found, rejects, _ = read(path.read_text(encoding="utf-8").splitlines(), reference_time=datetime(2026, 12, 1, tzinfo=UTC))
+    assert name.split("/")[0] == envelope
+    assert found.height == 6 and rejects.height == 0
+    assert found["ts"].null_count() == 0
+    assert found["ts"].min() >= datetime(2026, 11, 16, 8, tzinfo=UTC) and found["ts"].max() < datetime(2026, 11, 17, tzinfo=UTC)
