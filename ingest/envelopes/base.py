@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 
+from closewatch.ingest.timestamps import parse_text
+
 UTC_US = pl.Datetime("us", "UTC")
 
 #: The columns of a record frame (see the module docstring).
@@ -117,6 +119,14 @@ def zone_sql(text: str) -> str:
     """SQL: the zone an RFC 3339 time text was written in ("+01:00"), or null (string functions, no regex)."""
     return (f"CASE WHEN right({text}, 1) IN ('Z', 'z') THEN '+00:00' "
             f"WHEN substr({text}, -6, 1) IN ('+', '-') AND substr({text}, -3, 1) = ':' THEN right({text}, 6) END")
+
+
+def rfc3339_utc(text: pl.Expr) -> pl.Expr:
+    """RFC 3339 times to UTC: the "Z" times collectors write parsed directly (fast), any other through
+    ingest.timestamps.parse_text (offsets, spaces, commas)."""
+    zulu = text.str.ends_with("Z")
+    direct = text.str.strip_suffix("Z").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
+    return pl.when(zulu).then(direct.dt.replace_time_zone("UTC")).otherwise(parse_text(text, "UTC")).cast(UTC_US)
 
 
 def epoch_sql(number: str, unit: str) -> str:

@@ -22,10 +22,10 @@ from closewatch.ingest.envelopes.base import (
     iso,
     join_partials,
     json_spec,
+    rfc3339_utc,
     share,
     zone_sql,
 )
-from closewatch.ingest.timestamps import parse_text
 
 # --------------------------------------------------------------------------
 # docker json-file
@@ -54,17 +54,47 @@ FROM (SELECT source_line, try(json_transform(raw, {json_spec(log="VARCHAR", stre
 
 def _unwrap_docker(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
     """Entries to records; an entry without its trailing newline continues on the next of its stream."""
-    yield from _joined(batches, _DOCKER_SQL, partial=lambda: ~pl.col("text").str.ends_with("\n"))
+    yield from _joined(batches, _DOCKER_SQL, partial=lambda: ~pl.col("text").str.ends_with("\n"), fast=_docker_fast)
 
 
-def _joined(batches: Iterator[pl.DataFrame], sql: str, partial) -> Iterator[pl.DataFrame]:
+# Go's encoding/json writes a JSONLog's fields in declaration order with no spaces, so nearly every line is
+# {"log":"...","stream":"...","time":"..."}: read with one regex; a line with escapes (quotes, backslashes,
+# \u003c...) or attrs, or anything else, goes to the JSON reader.
+_DOCKER_LINE = r'^\{"log":"(?P<log>[^"\\]*(?:\\n)?)","stream":"(?P<stream>stdout|stderr)","time":"(?P<time>[^"\\]+)"\}$'
+
+
+def _docker_fast(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(records read by the regex, the lines left for the JSON reader)."""
+    got = lines.with_columns(g=pl.col("raw").str.extract_groups(_DOCKER_LINE)).unnest("g")
+    simple = got.filter(pl.col("log").is_not_null())
+    ts = rfc3339_utc(pl.col("time"))
+    records = simple.select(
+        "source_line",
+        pl.when(pl.col("log").str.ends_with("\\n")).then(pl.col("log").str.strip_suffix("\\n") + "\n")
+        .otherwise(pl.col("log")).alias("text"),
+        ts.alias("env_ts"), pl.when(pl.col("time").str.ends_with("Z")).then(pl.lit("+00:00")).alias("zone"),
+        pl.lit(None, pl.String).alias("labels"), "stream",
+        pl.when(ts.is_null()).then(pl.format("its \"time\" '{}' is not an RFC 3339 time", pl.col("time").str.slice(0, 40)))
+        .alias("reject"),
+    )
+    return records, got.filter(pl.col("log").is_null()).select("source_line", "raw")
+
+
+def _joined(batches: Iterator[pl.DataFrame], sql: str, partial, fast=None) -> Iterator[pl.DataFrame]:
     carry = None
     with duck() as con:
         for lines in batches:
-            con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
-            con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
-            frame = pl.from_arrow(con.execute(sql).to_arrow_table())
-            frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
+            lines = lines.filter(pl.col("raw").str.strip_chars() != "")
+            records, rest = fast(lines) if fast else (None, lines)
+            frame = records
+            if rest.height:
+                con.register("batch", rest.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
+                con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch")
+                slow = pl.from_arrow(con.execute(sql).to_arrow_table())
+                slow = slow.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
+                frame = slow if frame is None else pl.concat([frame, slow], how="diagonal_relaxed").sort("source_line")
+            if frame is None:
+                continue
             stream = pl.col("stream") if "stream" in frame.columns else pl.lit("")
             ok = pl.col("reject").is_null()
             frame = frame.with_columns(_p=partial() & ok, _s=stream)
@@ -186,7 +216,7 @@ CRI_LINE = r"^(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF]
 def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
     lines = lines.filter(pl.col("raw").str.strip_chars() != "")
     got = lines.with_columns(g=pl.col("raw").str.extract_groups(CRI_LINE)).unnest("g")
-    ts = parse_text(pl.col("ts"), "UTC")
+    ts = rfc3339_utc(pl.col("ts"))
     return got.select(
         "source_line", pl.col("msg").fill_null("").alias("text"), ts.alias("env_ts"),
         pl.col("ts").str.extract(r"([+-]\d\d:\d\d|Z)$").replace({"Z": "+00:00"}).alias("zone"),

@@ -464,3 +464,15 @@ def test_each_envelope_sample_loads_its_six_closes_dated_on_the_demo_morning(env
     assert found.height == 6 and rejects.height == 0
     assert found["ts"].null_count() == 0
     assert found["ts"].min() >= datetime(2026, 11, 16, 8, tzinfo=UTC) and found["ts"].max() < datetime(2026, 11, 17, tzinfo=UTC)
+
+
+def test_docker_lines_with_escapes_are_decoded_as_json():
+    plain = json.dumps({"log": f"WebSocket Disconnected: Status=3008, Msg={EXPIRED}\n", "stream": "stdout",
+                        "time": "2026-11-20T10:00:03.300000000Z"}, separators=(",", ":"))
+    escaped = ('{"log":"WebSocket Disconnected: Status=1008, Msg=Unauthorized Connection: key \\u003cnone\\u003e \\"x\\"\\n",'
+               '"stream":"stderr","time":"2026-11-20T10:00:04.300000000Z"}')
+    _, found, rejects, _ = read([plain, escaped])
+    assert rejects.height == 0
+    assert found.select("close_code", "close_reason").rows() == [
+        (3008, EXPIRED), (1008, 'Unauthorized Connection: key <none> "x"')]
+    assert found["ts"].to_list() == [T0, T0 + timedelta(seconds=1)]
