@@ -81,8 +81,7 @@ def _restamp(line: str, at: datetime) -> str:
 
 def write(path: Path, lines: list[str]) -> int:
     with open(path, "w", encoding="utf-8") as out:
-        for start in range(0, len(lines), 100_000):
-            out.write("\n".join(lines[start:start + 100_000]) + "\n")
+        out.writelines("\n".join(lines[start:start + 100_000]) + "\n" for start in range(0, len(lines), 100_000))
     return path.stat().st_size
 
 

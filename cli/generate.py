@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 import click
+from closewatch.generator import traffic as generator
 from rich.console import Console
 from rich.table import Table
-
-from closewatch.generator import traffic as generator
 
 
 def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -52,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-
 from closewatch.ingest.errors import IngestError
 
 DEFAULT_START = date(2026, 11, 16)  # a Monday; fixed so that the default output never changes

@@ -20,8 +20,8 @@ from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.ingest.clients import RENDERERS_TIMED, noise_lines  # noqa: E402
-from closewatch.ingest.envelopes import ENVELOPE_LIST  # noqa: E402
+from closewatch.ingest.clients import RENDERERS_TIMED, noise_lines
+from closewatch.ingest.envelopes import ENVELOPE_LIST
 
 HERE = Path(__file__).resolve().parent / "envelopes"
 START = datetime(2026, 11, 16, 8, 0, 0, 250_000, tzinfo=UTC)  # the demo week's first morning (README.md)

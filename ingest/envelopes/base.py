@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import duckdb
 import polars as pl
-
 from closewatch.ingest.timestamps import parse_text
 
 UTC_US = pl.Datetime("us", "UTC")

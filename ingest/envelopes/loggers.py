@@ -86,7 +86,7 @@ def python_records(lines: list[tuple[datetime | None, str]]) -> list[dict]:
     records: list[dict] = []
     in_traceback = False
     for ts, text in fill_times(lines):
-        continuation = text.startswith((" ", "\t")) or text.startswith("Traceback") or (in_traceback and records)
+        continuation = text.startswith((" ", "\t", "Traceback")) or (in_traceback and records)
         if text.startswith("Traceback"):
             in_traceback = True
         if continuation and records:
@@ -117,7 +117,7 @@ def _dumps(value: object) -> str:
 LIVEKIT_SRC = ("livekit/agents livekit-agents/livekit/agents/cli/log.py (JsonFormatter: message, level, name, extras, "
                "exc_info, timestamp in UTC ISO 8601; livekit/agents pull request 4169)")
 
-_LIVEKIT_FIELDS = dict(message="VARCHAR", level="VARCHAR", name="VARCHAR", timestamp="VARCHAR", exc_info="VARCHAR")
+_LIVEKIT_FIELDS = {"message": "VARCHAR", "level": "VARCHAR", "name": "VARCHAR", "timestamp": "VARCHAR", "exc_info": "VARCHAR"}
 
 
 def _wrap_livekit(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
@@ -152,8 +152,7 @@ LIVEKIT = Envelope(
 PJL_SRC = ("nhairs/python-json-logger src/pythonjsonlogger/core.py (BaseJsonFormatter: format fields asctime, levelname, "
            "name, message; exc_info; timestamp=True)")
 
-_PJL_FIELDS = dict(message="VARCHAR", levelname="VARCHAR", name="VARCHAR", asctime="VARCHAR", timestamp="VARCHAR",
-                   exc_info="VARCHAR")
+_PJL_FIELDS = {"message": "VARCHAR", "levelname": "VARCHAR", "name": "VARCHAR", "asctime": "VARCHAR", "timestamp": "VARCHAR", "exc_info": "VARCHAR"}
 
 
 def _wrap_pjl(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
@@ -189,7 +188,7 @@ PYTHON_JSON_LOGGER = Envelope(
 STRUCTLOG_SRC = ("hynek/structlog src/structlog/processors.py (JSONRenderer; event; TimeStamper fmt=iso: timestamp; "
                  "add_log_level: level; format_exc_info: exception) and src/structlog/stdlib.py (add_logger_name: logger)")
 
-_STRUCTLOG_FIELDS = dict(event="VARCHAR", level="VARCHAR", logger="VARCHAR", timestamp="VARCHAR", exception="VARCHAR")
+_STRUCTLOG_FIELDS = {"event": "VARCHAR", "level": "VARCHAR", "logger": "VARCHAR", "timestamp": "VARCHAR", "exception": "VARCHAR"}
 
 
 def _wrap_structlog(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
@@ -221,7 +220,7 @@ STRUCTLOG = Envelope(
 # lib/constants.js: levels 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal; errors go under "err".
 PINO_SRC = "pinojs/pino docs/api.md and lib/tools.js (level number, time in epoch ms, pid, hostname, name, msg); lib/constants.js (levels)"
 
-_PINO_FIELDS = dict(msg="VARCHAR", level="VARCHAR", name="VARCHAR", time="VARCHAR", hostname="VARCHAR")
+_PINO_FIELDS = {"msg": "VARCHAR", "level": "VARCHAR", "name": "VARCHAR", "time": "VARCHAR", "hostname": "VARCHAR"}
 
 
 def _pino_sql() -> str:
@@ -259,7 +258,7 @@ PINO = Envelope(
 WINSTON_SRC = ("winstonjs/winston README (format.combine(format.timestamp(), format.json()), defaultMeta service); "
                "winstonjs/logform json.js, timestamp.js, errors.js (level, message, timestamp, stack)")
 
-_WINSTON_FIELDS = dict(message="VARCHAR", level="VARCHAR", timestamp="VARCHAR", service="VARCHAR")
+_WINSTON_FIELDS = {"message": "VARCHAR", "level": "VARCHAR", "timestamp": "VARCHAR", "service": "VARCHAR"}
 
 
 def _wrap_winston(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
-from closewatch import jobs
 from closewatch.generator import traffic
 from closewatch.ingest.errors import IngestError
 from closewatch.ingest.sources import expand_inputs
+
+from closewatch import jobs
 from closewatch.store import Store
 
 FORMATS = ("websocket-client", "assemblyai-python-v3", "jsonl")

@@ -146,6 +146,7 @@ def test_cri_stdout_and_stderr_partials_do_not_mix():
         f"2026-11-20T10:00:03.300000200Z stdout F Msg={EXPIRED}",
     ]
     _, found, rejects, _ = read(lines)
+    assert rejects.height == 0
     assert found.select("close_code", "close_reason").rows() == [(3008, EXPIRED)]
 
 
@@ -154,6 +155,7 @@ def test_docker_entries_split_at_16k_are_joined():
     lines = get_envelope("docker-json").wrap([(T0, f"WebSocket Disconnected: Status=1008, Msg={reason}")], {})
     assert len(lines) == 3  # docker writes 16 KiB pieces; only the last ends with a newline
     _, found, rejects, _ = read(lines)
+    assert rejects.height == 0
     assert found.select("close_code", "close_reason").rows() == [(1008, reason)]
 
 
@@ -190,8 +192,8 @@ def test_rfc5424_lines_keep_their_offset():
 def test_inner_time_without_zone_is_read_in_the_envelopes_zone():
     # logcli prints times in --timezone; the app logged its local wall time without a zone
     lines = [json.dumps({"labels": {"app": "voicebot"}, "line": line, "timestamp": "2026-11-20T11:00:03.3+01:00"})
-             for line in ("2026-11-20 11:00:03,300 - assemblyai.streaming.v3.client - ERROR - "
-                          f"Connection closed: {EXPIRED} (code=3008)",)]
+             for line in (("2026-11-20 11:00:03,300 - assemblyai.streaming.v3.client - ERROR - "
+                           f"Connection closed: {EXPIRED} (code=3008)"),)]
     name, found, _, _ = read(lines)
     assert name == "loki/assemblyai-python-v3"
     assert found["ts"].to_list() == [T0]
@@ -321,7 +323,7 @@ def test_a_cloudwatch_event_holding_a_livekit_json_line_is_read_as_both():
     timed = rendered("livekit-agents", "default")
     inner = get_envelope("livekit-json").wrap(timed, {})
     lines = get_envelope("cloudwatch-subscription").wrap([(None, line) for line in inner], {"batch": 4})
-    name, found, rejects, skipped = read(lines)
+    name, found, rejects, _ = read(lines)
     assert name == "cloudwatch-subscription/livekit-json/livekit-agents"
     assert rejects.height == 0
     _, plain, _, _ = read([line for _, line in timed])
