@@ -16,7 +16,10 @@ import pytest
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_logs"
 DEMO = SAMPLES / "demo"
-SAMPLE_FILES = sorted(path for path in SAMPLES.iterdir() if path.suffix in (".log", ".jsonl", ".csv", ".tsv"))
+SAMPLE_FILES = sorted(  # every sample but the demo set and the scripts that write them
+    path for path in SAMPLES.rglob("*")
+    if path.is_file() and DEMO not in path.parents and path.suffix not in (".py", ".md") and "__pycache__" not in path.parts
+)
 UNDATED = {"assemblyai-js.log", "assemblyai-python-v2.log", "websocket-client.log"}  # their clients print no time
 
 
@@ -26,10 +29,11 @@ def demo_window() -> tuple[datetime, datetime]:
 
 
 def test_the_samples_are_found():
-    assert len(SAMPLE_FILES) >= 13, [path.name for path in SAMPLE_FILES]
+    names = {str(path.relative_to(SAMPLES)) for path in SAMPLE_FILES}
+    assert {"closures.jsonl", "browser-js.log", "envelopes/docker-json.jsonl"} <= names, names
 
 
-@pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda path: str(path.relative_to(SAMPLES)))
 def test_a_sample_is_dated_on_the_first_day_of_the_demo_week(sample, run):
     """Every timestamped closure of the sample; the clients that print no time have none to check."""
     start, end = demo_window()
