@@ -35,7 +35,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -43,9 +43,9 @@ import polars as pl
 
 from closewatch.alerts.errors import AlertError, RuleFailed
 from closewatch.alerts.rules import Rule, RuleSet
+from closewatch.errors import first_line
 from closewatch.store import Store
 
-UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = 1_000_000
 #: Evaluation times per query and transaction; long catch-ups and backtests are chunked.
@@ -127,7 +127,7 @@ def conditions(con: duckdb.DuckDBPyConnection, rule: Rule, grid: Grid) -> pl.Dat
         sql, params = _CONDITION_SQL[rule.kind](rule, grid)
         return con.execute(sql, params).pl()
     except duckdb.Error as error:
-        raise RuleFailed(f"Rule '{rule.name}' could not be evaluated: {_first_line(error)}; check the rule (closewatch alerts check) and the schema.") from None
+        raise RuleFailed(f"Rule '{rule.name}' could not be evaluated: {first_line(error)}; check the rule (closewatch alerts check) and the schema.") from None
 
 
 def _group_key_sql(columns: Iterable[str], prefix: str = "") -> str:
@@ -400,7 +400,7 @@ def advance(rule: Rule, st: GroupState, ticks: list[int], values: list[float], e
 
     keep_us = seconds_us(rule.keep_firing_s)
     previous = st.last_true if st.state in (PENDING, FIRING) else None
-    for at, value, extra in zip(ticks, values, extras):
+    for at, value, extra in zip(ticks, values, extras, strict=True):
         if st.state in (PENDING, FIRING) and clears_at(previous) < at:
             cleared(clears_at(previous))
         held(at, value, extra)
@@ -825,10 +825,6 @@ def _episodes(rule: Rule, transitions: list[Transition], notices: list[Notice], 
         episodes.append(Episode(rule.name, key, from_us(pending_at) if pending_at is not None else None, from_us(fired_at),
                                 from_us(resolved_at) if resolved_at is not None else None, peak, count))
     return episodes
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0].rstrip(".")
 
 
 __all__ = [

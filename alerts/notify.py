@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration
 from closewatch import __version__
 from closewatch.store import Store
 
-UTC = timezone.utc
 log = logging.getLogger("closewatch.alerts")
 USER_AGENT = f"closewatch/{__version__}"
 #: Rows a single deliver run sends at most (the rest wait for the next run).

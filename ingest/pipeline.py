@@ -49,7 +49,7 @@ Enrich = Callable[[pl.DataFrame], pl.DataFrame]
 #: Called with the number of bytes read so far.
 Progress = Callable[[int], None]
 
-CLOSURE_COLUMNS = [
+STORED_CLOSURE_COLUMNS = [
     "event_id", "ts", "session_id", "close_code", "close_reason", "client_id", "source_format",
     "source_file", "source_line", "batch_id", "audio_duration_s", "session_duration_s", "category",
     "severity", "retry_safe", "action", "chunk_ms", "audio_rate_ratio", "code_inferred", "era", "labels",
@@ -102,7 +102,7 @@ def ingest_input(
 class Staged:
     """One input after steps 1 and 2, before any store: its counts and its staged Parquet files.
 
-    ``closures`` (if it exists) has the final rows (CLOSURE_COLUMNS but the
+    ``closures`` (if it exists) has the final rows (STORED_CLOSURE_COLUMNS but the
     source_file, source_format and batch_id that ``result`` names); ``rejects``
     are (source_line, raw, reason) files.
     """
@@ -488,8 +488,8 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
 
 
 _INSERT_SQL = f"""
-INSERT INTO closures ({", ".join(CLOSURE_COLUMNS)}, ingested_at)
-SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in CLOSURE_COLUMNS)}, now()
+INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
+SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
 FROM (
     SELECT * FROM read_parquet('{{final}}')
 ) AS staged

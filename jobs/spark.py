@@ -35,7 +35,7 @@ from typing import Any
 
 from closewatch.ingest.envelopes import check_envelope_name
 from closewatch.ingest.formats import ParseOptions
-from closewatch.ingest.pipeline import CLOSURE_COLUMNS, check_format_name
+from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, check_format_name
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
 
@@ -141,7 +141,7 @@ def spark_session(master: str, conf: dict[str, Any]):
         builder = builder.config(key, value)
     try:
         session = builder.getOrCreate()
-    except Exception as error:  # noqa: BLE001 - pyspark raises its own runtime errors when the JVM cannot start
+    except Exception as error:  # pyspark raises its own runtime errors when the JVM cannot start
         raise SparkJobError(
             f"Spark could not start on {master} ({str(error).splitlines()[0]}); check that Java is installed "
             "(java -version; apt-get install openjdk-17-jre-headless) and that the master URL is right."
@@ -190,7 +190,7 @@ def _run(spark, root: Path, folder: Path, paths: list[str], format_name: str | N
             .cache()  # read twice: for the dates it touches, then for the anti-join
         )
         fresh = _not_in_lake(spark, root, closures)
-        fresh = fresh.select(*CLOSURE_COLUMNS, F.lit(started).alias("ingested_at"), "date")
+        fresh = fresh.select(*STORED_CLOSURE_COLUMNS, F.lit(started).alias("ingested_at"), "date")
         fresh.repartition("date").sortWithinPartitions("ts").write.partitionBy("date").parquet(str(folder / "closures"))
         added = _added_per_file(spark, folder / "closures")
         closures.unpersist()
@@ -330,7 +330,7 @@ _CLOSURE_TYPES = {
 #: What the tasks send back: one kind of row each (a closure, a reject, a file's counts), the other columns null.
 _OUTPUT_COLUMNS: list[tuple[str, str]] = [
     ("kind", "string"),
-    *((name, _CLOSURE_TYPES[name]) for name in CLOSURE_COLUMNS),
+    *((name, _CLOSURE_TYPES[name]) for name in STORED_CLOSURE_COLUMNS),
     ("line_no", "bigint"), ("raw", "string"), ("reason", "string"),
     ("sha256", "string"), ("status", "string"), ("message", "string"), ("lines_read", "bigint"),
     ("accepted", "bigint"), ("rejected", "bigint"), ("skipped", "bigint"), ("parse_s", "double"),

@@ -105,7 +105,7 @@ def test_a_failing_channel_backs_off_exponentially_with_jitter_and_keeps_the_not
             delays.append((next_at - now).total_seconds())
             now = next_at
         caps = [min(LIVE.retry_max_s, LIVE.retry_base_s * 2 ** n) for n in range(6)]
-        assert all(cap / 2 <= delay <= cap for delay, cap in zip(delays, caps)), (delays, caps)
+        assert all(cap / 2 <= delay <= cap for delay, cap in zip(delays, caps, strict=True)), (delays, caps)
         row = store.query("SELECT status, attempts, last_error FROM alert_outbox WHERE notification_id = ?", [first]).row(0)
         assert row[0] == "pending" and row[1] == 6 and "HTTP 500" in row[2] and "2 attempts" in row[2]
         receiver.script.clear()

@@ -55,7 +55,7 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float = 120
 
 def test_the_streamlit_child_runs_headless_without_telemetry():
     argv = streamlit_argv(8600, "localhost", 64)
-    options = dict(zip(argv[6::2], argv[7::2]))
+    options = dict(zip(argv[6::2], argv[7::2], strict=True))
     assert argv[3:6] == ["streamlit", "run", str(APP)] and APP.name == "app.py" and APP.parent.name == "dashboard"
     assert options["--server.headless"] == "true"
     assert options["--browser.gatherUsageStats"] == "false"

@@ -197,7 +197,7 @@ def test_overview_range_from_the_url_narrows_every_number(demo_db, monkeypatch):
     assert 0 < expected < everything
     assert metric(at, "Sessions closed") == f"{expected:,}"
     # the links to the rows carry the same range
-    link = next(l for l in at.page_link if l.value == "All closures")
+    link = next(each for each in at.page_link if each.value == "All closures")
     assert f"from={start:%Y-%m-%dT%H}%3A00" in link.proto.query_string
 
 
@@ -233,7 +233,7 @@ def test_categories_reconcile_between_the_overview_and_the_reference(demo_db, mo
     no_failures(at)
     overview = table(at, "category", "closures", "share")
     assert overview["category"].is_unique, "one row per category, whatever severities it holds"
-    shown = dict(zip(overview["category"], overview["closures"]))
+    shown = dict(zip(overview["category"], overview["closures"], strict=True))
     at.switch_page(ui.PAGES["reference"]).run()
     no_failures(at)
     loaded = {}
@@ -485,7 +485,7 @@ def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monk
     transitions = sql(own_db, "SELECT rule, to_state FROM alert_events ORDER BY event_time DESC, rule, group_key")
     assert transitions.height > 0, "the scheduler's run over the demo data recorded no state change to show"
     history = table(at, "event_time", "from_state", "to_state")
-    assert list(zip(history["rule"], history["to_state"])) == list(transitions.head(200).iter_rows())
+    assert list(zip(history["rule"], history["to_state"], strict=True)) == list(transitions.head(200).iter_rows())
 
 
 def data_rules():

@@ -158,7 +158,7 @@ def test_csv_and_tsv_with_header(run, tmp_path, delimiter, suffix):
 def test_gzip_stdin_directories_and_globs(run, tmp_path):
     folder = tmp_path / "logs" / "nested"
     folder.mkdir(parents=True)
-    record = lambda n: json.dumps({"code": 1000, "ts": f"2026-11-20T10:00:0{n}Z", "session_id": f"s{n}"})  # noqa: E731
+    record = lambda n: json.dumps({"code": 1000, "ts": f"2026-11-20T10:00:0{n}Z", "session_id": f"s{n}"})
     with gzip.open(folder / "one.jsonl.gz", "wt") as handle:
         handle.write(record(1) + "\n")
     write_lines(tmp_path / "logs" / "two.log", [record(2)])
