@@ -55,7 +55,7 @@ def app_lines(client: str, layout: str, count: int, close_share: float = 0.1, se
     """``count`` timed lines of one client's log: session stories and unrelated entries, times rising."""
     rng = random.Random(seed)
     pool = []
-    for number in range(2000):
+    for _ in range(2000):
         code, reason = rng.choice(CODES)
         event = {"ts": START, "session_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "close_code": code,
                  "close_reason": reason, "audio_duration_s": 30.0, "session_duration_s": 31.0}
