@@ -71,13 +71,14 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
     """
     from closewatch import jobs
     from closewatch.ingest.sources import expand_inputs
+    from closewatch.ingest.staging import spool_folder
 
     if engine == "spark":
         _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master,
                            envelope, client_from)
         return
     store = get_store(ctx)
-    inputs = expand_inputs(list(paths))
+    inputs = expand_inputs(list(paths), spool_dir=spool_folder(store.path) if "-" in paths else None)
     with _sigterm_unwinds(), _progress_display(inputs) as progress_for:
         results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for,
                               envelope=envelope, client_from=client_from, limits=get_settings(ctx).ingest)

@@ -292,8 +292,9 @@ def _stage_rejects(rejects: pl.DataFrame, path: Path, result: FileResult) -> Non
     rejects = rejects.with_columns(raw=redact_then_cut(rejects["raw"], REJECT_RAW_CHARS), reason=redact_series(rejects["reason"]))
     rejects.write_parquet(path)
     result.rejected += rejects.height
-    room = FIRST_REJECTS_SHOWN - len(result.first_rejects)
-    result.first_rejects += list(rejects.select("source_line", "reason").head(max(room, 0)).iter_rows())
+    # the first ones by line number, whichever order the parts were staged in (over-long lines come last)
+    shown = result.first_rejects + list(rejects.select("source_line", "reason").sort("source_line").head(FIRST_REJECTS_SHOWN).iter_rows())
+    result.first_rejects = sorted(shown)[:FIRST_REJECTS_SHOWN]
 
 
 def _fill_reject_texts(source: Input, staging: Path, result: FileResult, rejects: pl.DataFrame,

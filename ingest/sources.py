@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import gzip
+import io
 import os
 import re
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,13 +76,65 @@ def bytes_input(name: str, data: bytes) -> Input:
     return Input(name, lambda: stream_of(data), len(data), data[:2] == GZIP_MAGIC)
 
 
-def expand_inputs(specs: list[str]) -> list[Input]:
-    """Every input the user's arguments name, in a stable order, each file once; an unmatched name is an error."""
+#: stdin is kept in memory up to this size, then in an unnamed file (see spooled_input).
+STDIN_IN_MEMORY = 64 * 1024 * 1024
+
+
+def spooled_input(name: str, stream: BinaryIO, spool_dir: Path | None) -> Input:
+    """A stream that can be read once (stdin), made re-readable within bounded memory.
+
+    Up to STDIN_IN_MEMORY it stays in memory; beyond, it goes to an unnamed
+    temporary file in ``spool_dir`` (the database's private staging folder):
+    unlinked from the start, so it disappears with the process however the
+    process ends, and no other user can open it.
+    """
+    head = stream.read(STDIN_IN_MEMORY + 1)
+    if len(head) <= STDIN_IN_MEMORY:
+        return bytes_input(name, head)
+    spool = tempfile.TemporaryFile(dir=spool_dir)
+    spool.write(head)
+    del head
+    shutil.copyfileobj(stream, spool, 1024 * 1024)
+    spool.flush()
+    size = spool.tell()
+    descriptor = spool.fileno()
+    first = os.pread(descriptor, 2, 0)
+
+    def opener() -> BinaryIO:
+        reader = _PositionalReader(spool, descriptor)
+        return gzip.GzipFile(fileobj=reader) if first == GZIP_MAGIC else reader  # type: ignore[return-value]
+
+    return Input(name, opener, size, first == GZIP_MAGIC)
+
+
+class _PositionalReader(io.RawIOBase):
+    """An independent reader over a shared file (its own offset, os.pread), so each pass starts at 0."""
+
+    def __init__(self, owner: object, descriptor: int):
+        self._owner = owner  # keeps the spooled file open while a reader exists
+        self._descriptor = descriptor
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = os.pread(self._descriptor, len(buffer), self._offset)
+        buffer[: len(data)] = data
+        self._offset += len(data)
+        return len(data)
+
+
+def expand_inputs(specs: list[str], spool_dir: Path | None = None) -> list[Input]:
+    """Every input the user's arguments name, in a stable order, each file once; an unmatched name is an error.
+
+    ``-`` is standard input, spooled to ``spool_dir`` beyond a bound (spooled_input).
+    """
     inputs: list[Input] = []
     seen: set[tuple[int, int] | str] = set()
     for spec in specs:
         if spec == "-":
-            inputs.append(bytes_input("<stdin>", sys.stdin.buffer.read()))
+            inputs.append(spooled_input("<stdin>", sys.stdin.buffer, spool_dir))
             continue
         found = list(_inputs_for(spec))
         if not found:

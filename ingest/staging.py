@@ -26,6 +26,16 @@ def staging_root(database: Path) -> Path:
     return database.with_name(database.name + ".staging")
 
 
+def spool_folder(database: Path) -> Path | None:
+    """The staging folder, created (0700) for spooling stdin; None where it cannot be (the system's temp then)."""
+    root = staging_root(database)
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return root
+
+
 @contextmanager
 def staging_folder(database: Path) -> Iterator[Path]:
     """A fresh private folder for one input, removed on the way out; orphans are swept first."""

@@ -59,8 +59,12 @@ def _json_batches(batches: LineBatches, options: ParseOptions) -> Iterator[Parse
 
 
 def _typing_connection(options: ParseOptions, spill: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB (not the store) whose TimeZone reads zone-less timestamps in --tz."""
-    config = {"memory_limit": "1GB", "temp_directory": str(spill)} if spill else {}
+    """An in-memory DuckDB (not the store) whose TimeZone reads zone-less timestamps in --tz.
+
+    Its memory is bounded whatever the input (DuckDB's default is most of the
+    machine's); with a spill folder it writes to disk beyond the bound.
+    """
+    config = {"memory_limit": "1GB", **({"temp_directory": str(spill)} if spill else {})}
     con = duckdb.connect(config=config)
     con.execute(f"SET TimeZone = '{options.tz}'")
     con.execute("SET enable_progress_bar = false")

@@ -99,6 +99,25 @@ def test_a_stream_that_is_one_endless_line_is_read_in_bounded_pieces():
     assert (long_line.source_line, long_line.length, len(long_line.prefix)) == (1, 1024 * MIB, 4096)
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_stdin_beyond_its_memory_bound_is_spooled_to_an_unnamed_file_and_loads_the_same(tmp_path, monkeypatch, compressed):
+    from closewatch import jobs
+    from closewatch.ingest import sources
+
+    lines = "".join(close(i) + "\n" for i in range(3000)).encode()
+    data = gzip.compress(lines) if compressed else lines
+    monkeypatch.setattr(sources, "STDIN_IN_MEMORY", 4096)
+    spool = tmp_path / "db.duckdb.staging"
+    spool.mkdir()
+    with open(write_lines(tmp_path / "in.jsonl", []), "wb") as handle:
+        handle.write(data)
+    with open(tmp_path / "in.jsonl", "rb") as stream:
+        source = sources.spooled_input("<stdin>", stream, spool)
+    assert source.size == len(data) and list(spool.iterdir()) == []  # on disk, but under no name
+    (result,) = jobs.ingest(Store(tmp_path / "db.duckdb"), [source])
+    assert (result.lines_read, result.accepted, result.rejected) == (3000, 3000, 0)
+
+
 def test_the_decompressed_size_guard_refuses_a_bomb(tmp_path):
     bomb = tmp_path / "bomb.gz"
     with gzip.open(bomb, "wb") as out:
