@@ -109,7 +109,7 @@ def sql_records(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -
     return conform_records(frame)
 
 
-def json_spec(**fields: str) -> str:
+def json_spec(**fields: str | dict) -> str:
     """A json_transform structure, quoted for SQL."""
     return "'" + json.dumps(fields).replace("'", "''") + "'"
 

@@ -146,11 +146,13 @@ K8S_SRC = ("fluent/fluent-bit plugins/filter_kubernetes/kube_meta.c (kubernetes:
            "container_name, host, labels) and conf/parsers.conf (docker and cri parsers: log, stream, time, _p); "
            "fabric8io/fluent-plugin-kubernetes_metadata_filter (fluentd, same kubernetes map)")
 
+_K8S_META = {"pod_name": "VARCHAR", "namespace_name": "VARCHAR", "container_name": "VARCHAR", "host": "VARCHAR",
+             "labels": {"app": "VARCHAR", "app.kubernetes.io/name": "VARCHAR"}}
 _K8S_SQL = f"""
 WITH j AS (
     SELECT source_line, try(json_transform(raw, {json_spec(log="VARCHAR", message="VARCHAR", stream="VARCHAR", time="VARCHAR",
                                                             **{"@timestamp": "VARCHAR"}, date="VARCHAR", _p="VARCHAR",
-                                                            kubernetes="JSON")})) AS j
+                                                            kubernetes=_K8S_META)})) AS j
     FROM lines
 ), t AS (
     SELECT source_line, j, coalesce(j.time, j."@timestamp", j.date) AS time_text FROM j
@@ -159,9 +161,9 @@ SELECT source_line, coalesce(j.log, j.message) AS text,
        CASE WHEN TRY_CAST(time_text AS DOUBLE) IS NOT NULL THEN make_timestamptz(CAST(TRY_CAST(time_text AS DOUBLE) * 1e6 AS BIGINT))
             ELSE TRY_CAST(time_text AS TIMESTAMPTZ) END AS env_ts,
        {zone_sql('time_text')} AS zone,
-       CAST(json_object('pod', j.kubernetes->>'$.pod_name', 'namespace', j.kubernetes->>'$.namespace_name',
-                        'container', j.kubernetes->>'$.container_name', 'host', j.kubernetes->>'$.host',
-                        'app', coalesce(j.kubernetes->>'$.labels.app', j.kubernetes->>'$.labels."app.kubernetes.io/name"'))
+       CAST(json_object('pod', j.kubernetes.pod_name, 'namespace', j.kubernetes.namespace_name,
+                        'container', j.kubernetes.container_name, 'host', j.kubernetes.host,
+                        'app', coalesce(j.kubernetes.labels.app, j.kubernetes.labels."app.kubernetes.io/name"))
             AS VARCHAR) AS labels,
        j.stream AS stream, j._p = 'P' AS partial,
        CASE WHEN j IS NULL THEN 'line is not a JSON object'

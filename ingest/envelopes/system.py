@@ -151,7 +151,7 @@ WITH j AS (
                                                             _SOURCE_REALTIME_TIMESTAMP="VARCHAR", _HOSTNAME="VARCHAR",
                                                             _SYSTEMD_UNIT="VARCHAR", SYSLOG_IDENTIFIER="VARCHAR",
                                                             __CURSOR="VARCHAR")})) AS j,
-           coalesce(try(json_exists(raw, '$.MESSAGE')), false) AS has_message
+           (contains(raw, '"MESSAGE" : null') OR contains(raw, '"MESSAGE": null') OR contains(raw, '"MESSAGE":null')) AS null_message
     FROM lines
 )
 SELECT source_line,
@@ -165,7 +165,7 @@ SELECT source_line,
        CAST(json_object('host', j._HOSTNAME, 'unit', j._SYSTEMD_UNIT, 'app', j.SYSLOG_IDENTIFIER) AS VARCHAR) AS labels,
        CASE WHEN j IS NULL THEN 'line is not a JSON object'
             WHEN j.__REALTIME_TIMESTAMP IS NULL AND j.__CURSOR IS NULL THEN 'not a journal entry (no __REALTIME_TIMESTAMP)'
-            WHEN has_message AND (j.MESSAGE IS NULL OR json_type(j.MESSAGE) = 'NULL')
+            WHEN null_message AND (j.MESSAGE IS NULL OR json_type(j.MESSAGE) = 'NULL')
                 THEN 'journalctl wrote MESSAGE as null (over its field size limit); export again with journalctl -o json --all'
             WHEN json_type(j.MESSAGE) = 'ARRAY' AND json_type(j.MESSAGE, '$[0]') IN ('UBIGINT', 'BIGINT') AND {_BYTES} IS NULL
                 THEN 'MESSAGE is binary and not UTF-8 text'
