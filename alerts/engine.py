@@ -68,6 +68,8 @@ class EngineSettings:
     initial_lookback_s: float = 3600.0  # how far back a rule's first run starts
     retry_base_s: float = 30.0        # first delay after a failed delivery ...
     retry_max_s: float = 3600.0       # ... doubling up to this
+    deliver_deadline_s: float = 30.0  # a deliver run starts no send after this long, and then stops
+    deliver_failures: int = 3         # failures in a row after which a channel is left for the next run
 
 
 # -- time on the grid ----------------------------------------------------------------

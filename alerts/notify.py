@@ -25,20 +25,24 @@ import json
 import logging
 import os
 import random
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
+import tenacity
 
 from closewatch.alerts.engine import NOTIFY_RESOLVED, EngineSettings, Notice, from_us, stable_id
 from closewatch.alerts.errors import DeliveryFailed
-from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration
+from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration, header_problem, url_problem
 from closewatch import __version__
+from closewatch.errors import ClosewatchError
 from closewatch.store import Store
 
 log = logging.getLogger("closewatch.alerts")
@@ -46,6 +50,12 @@ USER_AGENT = f"closewatch/{__version__}"
 #: Rows a single deliver run sends at most (the rest wait for the next run).
 DELIVER_BATCH = 200
 MAX_ERROR_CHARS = 300
+#: How much longer than a run's deadline (plus the store's lock timeout) a claim lasts.
+LEASE_MARGIN_S = 60.0
+#: How long a run that hit its deadline or was stopped waits for the calls in flight.
+STOP_GRACE_S = 2.0
+#: How often a run writes the answers it got (one transaction each time).
+MARK_EVERY_S = 0.5
 
 
 # -- queueing --------------------------------------------------------------------
@@ -59,8 +69,10 @@ def enqueue(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, notice
         for channel in rule.channels:
             notification_id = stable_id(rule.name, notice.group_key, notice.kind, notice.at, channel)
             added += con.execute(
-                """INSERT OR IGNORE INTO alert_outbox VALUES
-                   (?, ?, ?, ?, make_timestamptz(?::BIGINT), ?, ?, 'pending', 0, ?, ?, NULL, NULL, NULL)""",
+                """INSERT OR IGNORE INTO alert_outbox
+                       (notification_id, rule, group_key, kind, event_time, channel, payload, status, attempts,
+                        created_at, next_attempt_at)
+                   VALUES (?, ?, ?, ?, make_timestamptz(?::BIGINT), ?, ?, 'pending', 0, ?, ?)""",
                 [notification_id, rule.name, notice.group_key, notice.kind, notice.at, channel, payload, now, now],
             ).fetchone()[0]
     return added
@@ -186,8 +198,14 @@ def _iso(moment: Any) -> str | None:
 # -- channels ----------------------------------------------------------------------
 
 
-def send(channel: Channel, payload: dict[str, Any], sleep=time.sleep) -> None:
-    """Deliver one message through one channel, or raise DeliveryFailed with one sentence."""
+def send(channel: Channel, payload: dict[str, Any], sleep=time.sleep, deadline: float | None = None,
+         stop: threading.Event | None = None, client: httpx.Client | None = None) -> None:
+    """Deliver one message through one channel, or raise DeliveryFailed with one sentence.
+
+    After ``deadline`` (a ``time.monotonic()`` value) a webhook starts no new
+    attempt; ``stop`` ends its retries early (SIGTERM). ``client`` is a shared
+    httpx client (building one costs about 0.1 s, so a run makes one).
+    """
     if channel.type == "console":
         print(payload["text"] + f"\n(notification {payload['id']})\n", flush=True)
     elif channel.type == "log":
@@ -195,7 +213,11 @@ def send(channel: Channel, payload: dict[str, Any], sleep=time.sleep) -> None:
     elif channel.type == "file":
         _append_line(Path(channel.path or "alerts.jsonl"), payload)
     elif channel.type == "webhook":
-        _post_with_retries(channel, payload, sleep)
+        if client is None:
+            with new_client() as own:
+                _post_with_retries(channel, payload, sleep, deadline, stop, own)
+        else:
+            _post_with_retries(channel, payload, sleep, deadline, stop, client)
     elif channel.type == "apprise":
         _apprise(channel, payload)
     else:  # pragma: no cover - rules.py admits no other type
@@ -220,39 +242,83 @@ def _secret(channel: Channel, env: str) -> str:
     return value
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A webhook that answers 3xx has not accepted the notification: do not follow it."""
-
-    def redirect_request(self, *args, **kwargs):
-        return None
+class _NotAccepted(Exception):
+    """One webhook attempt that did not end in a 2xx; its text is the reason, already free of secrets."""
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def _post_with_retries(channel: Channel, payload: dict[str, Any], sleep) -> None:
-    """POST the JSON payload; retry a few times with exponential backoff and full jitter; only 2xx counts."""
+def _webhook_request(channel: Channel) -> tuple[str, dict[str, str]]:
+    """The URL and headers of a webhook call, checked: a bad value is one sentence that names where it came from."""
     url = channel.url or _secret(channel, channel.url_envs[0])
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Idempotency-Key": payload["id"],
-               **channel.headers, **{name: _secret(channel, env) for name, env in channel.headers_env.items()}}
+    problem = url_problem(url)
+    if problem:
+        where = f"environment variable {channel.url_envs[0]}" if not channel.url else "its url"
+        raise DeliveryFailed(f"webhook '{channel.name}': the URL in {where} {problem}; fix it")
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **channel.headers}
+    sources = {name: "its headers" for name in channel.headers}
+    for name, env in channel.headers_env.items():
+        headers[name] = _secret(channel, env)
+        sources[name] = f"environment variable {env}"
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem:
+            raise DeliveryFailed(f"webhook '{channel.name}': header {name!r} from {sources.get(name, 'closewatch')} {problem}; fix it")
+    return url, headers
+
+
+def new_client() -> httpx.Client:
+    """The HTTP client of webhooks: no redirects followed, no proxy or .netrc taken from the environment."""
+    return httpx.Client(follow_redirects=False, trust_env=False)
+
+
+def _post_with_retries(channel: Channel, payload: dict[str, Any], sleep, deadline: float | None,
+                       stop: threading.Event | None, client: httpx.Client) -> None:
+    """POST the JSON payload with httpx; retry with exponential backoff and full jitter (tenacity); only 2xx counts.
+
+    Redirects are not followed (a 3xx has not accepted the notification) and
+    the answer's body is never read. Each attempt has the channel's full
+    timeout (connect, write, read, pool): cutting it short near the run's
+    deadline would give up on calls the receiver then accepts, and send
+    them twice. No attempt starts after the deadline.
+    """
+    url, headers = _webhook_request(channel)
+    headers["Idempotency-Key"] = payload["id"]
     body = json.dumps(payload, default=str).encode("utf-8")
-    last = ""
-    for attempt in range(channel.retries + 1):
-        if attempt:
-            sleep(random.uniform(0, channel.backoff_s * 2 ** (attempt - 1)))
+    deadline = deadline if deadline is not None else float("inf")
+    seconds = channel.timeout_s
+
+    def attempt(client: httpx.Client) -> None:
         try:
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            with _OPENER.open(request, timeout=channel.timeout_s) as response:
-                if 200 <= response.status < 300:
-                    return
-                last = f"HTTP {response.status}"
-        except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code}"
-            error.close()
-        except (TimeoutError, OSError, urllib.error.URLError) as error:
-            reason = getattr(error, "reason", error)
-            last = f"timed out after {format_duration(channel.timeout_s)}" if isinstance(reason, TimeoutError) or "timed out" in str(reason) else f"connection failed ({_clean(str(reason), url)})"
-    raise DeliveryFailed(f"webhook '{channel.name}' did not accept it: {last} (after {channel.retries + 1} attempts)")
+            with client.stream("POST", url, content=body, headers=headers, timeout=httpx.Timeout(seconds)) as response:
+                status = response.status_code
+        except httpx.TimeoutException:
+            raise _NotAccepted(f"timed out after {format_duration(seconds)}") from None
+        except (httpx.HTTPError, OSError, ValueError) as error:
+            raise _NotAccepted(f"connection failed ({_clean(str(error) or type(error).__name__, url)})") from None
+        if not 200 <= status < 300:
+            raise _NotAccepted(f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else ""))
+
+    stops = tenacity.stop_after_attempt(channel.retries + 1) | _StopAt(deadline)
+    if stop is not None:
+        stops = stops | tenacity.stop_when_event_set(stop)
+    retrying = tenacity.Retrying(
+        stop=stops, wait=tenacity.wait_random_exponential(multiplier=channel.backoff_s, max=max(channel.backoff_s, 60)),
+        retry=tenacity.retry_if_exception_type(_NotAccepted), sleep=sleep, reraise=True,
+    )
+    try:
+        retrying(attempt, client)
+    except _NotAccepted as error:
+        tries = retrying.statistics.get("attempt_number", 1)
+        raise DeliveryFailed(f"webhook '{channel.name}' did not accept it: {error} (after {tries} attempt{'s' if tries != 1 else ''})") from None
+
+
+class _StopAt(tenacity.stop.stop_base):
+    """Stop retrying once the run's deadline (a time.monotonic() value) has passed."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def __call__(self, retry_state) -> bool:
+        return time.monotonic() >= self.deadline
 
 
 def _apprise(channel: Channel, payload: dict[str, Any]) -> None:
@@ -279,48 +345,213 @@ def _clean(text: str, *secrets: str) -> str:
 
 @dataclass
 class DeliveryReport:
+    """What one deliver run did; ``postponed`` rows were claimed but not tried (deadline, stop, failing channel)."""
+
     delivered: int = 0
     failed: int = 0
+    postponed: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = f"{self.delivered} delivered, {self.failed} failed (kept for retry)"
+        if self.postponed:
+            text += f", {self.postponed} left for the next run"
         return text + (f": {self.errors[0]}" if self.errors else "")
 
 
-def deliver(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSettings(),
-            now: datetime | None = None, limit: int = DELIVER_BATCH, sleep=time.sleep) -> DeliveryReport:
-    """Send every due outbox row once; mark each right after its channel answers.
+@dataclass
+class _Run:
+    """One deliver run, shared by its channel workers and its marker."""
 
-    The database is held only to read the due rows and to mark each one, never
-    while a channel is being called, so a slow webhook does not block the
-    dashboard.
+    store: Store
+    ruleset: RuleSet
+    settings: EngineSettings
+    claimer: str
+    now: datetime
+    deadline: float
+    stop: threading.Event
+    sleep: Any
+    report: DeliveryReport = field(default_factory=DeliveryReport)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: set[str] = field(default_factory=set)  # rows whose channel call has started and not ended
+    outcomes: list[tuple[str, str | None, int]] = field(default_factory=list)  # (id, error or None, attempts): to mark
+    over: bool = False  # set when the run returns: workers still alive start nothing new
+    client: httpx.Client | None = None  # one for the whole run: building one costs about 0.1 s
+
+    def may_start(self) -> bool:
+        return not (self.over or self.stop.is_set() or time.monotonic() >= self.deadline)
+
+
+def deliver(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSettings(),
+            now: datetime | None = None, limit: int = DELIVER_BATCH, sleep=None,
+            stop: threading.Event | None = None) -> DeliveryReport:
+    """Claim the due outbox rows, send them (one worker per channel), and mark what each channel answered.
+
+    Exactly once with any number of deliverers: a row is claimed (claimer id
+    and lease) in a transaction before it is sent, and only unclaimed rows or
+    rows whose lease ran out are claimed, so two deliverers never hold the
+    same row. The lease outlasts the run's deadline plus the store's lock
+    timeout, so a live claimer always marks or releases its rows first; a
+    claimer that died leaves rows that another deliverer takes over when the
+    lease ends (the documented crash window: sent, not yet marked).
+
+    Channels are sent to in parallel, so a dead one never delays another;
+    a channel that fails ``deliver_failures`` times in a row is not tried
+    again this run. Answers are marked in small batches (every
+    ``MARK_EVERY_S``) in one transaction each, so the database is held only to
+    claim and to mark, never while a channel is called. The run stops
+    starting sends at its deadline (``[alerts] deliver_deadline``) or when
+    ``stop`` is set, waits a few seconds for the calls in flight, marks every
+    answer it got, and releases every row it did not try: they stay pending.
     """
-    report = DeliveryReport()
     now = now or datetime.now(UTC)
+    stop = stop or threading.Event()
+    run = _Run(store, ruleset, settings, _claimer_id(), now, time.monotonic() + settings.deliver_deadline_s, stop,
+               sleep or (lambda seconds: stop.wait(seconds)))
+    longest_call_s = max((c.timeout_s for c in ruleset.channels.values() if c.type == "webhook"), default=0.0)
+    lease = timedelta(seconds=settings.deliver_deadline_s + longest_call_s + store.lock_timeout_s + LEASE_MARGIN_S)
+    rows = _claim(store, run.claimer, now, lease, limit)
+    by_channel: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_channel.setdefault(row[1], []).append(row)
+    if any(getattr(ruleset.channels.get(name), "type", None) == "webhook" for name in by_channel):
+        run.client = new_client()
+    workers = [threading.Thread(target=_channel_worker, args=(run, name, channel_rows), name=f"deliver-{name}", daemon=True)
+               for name, channel_rows in by_channel.items()]
+    for worker in workers:
+        worker.start()
+    _wait_for(workers, run, longest_call_s)
+    with run.lock:
+        run.over = True
+        keep = set(run.in_flight)
+    _mark_outcomes(run)
+    if run.client is not None:
+        run.client.close()
+    released = _release(store, run.claimer, keep)
+    run.report.postponed = max(0, len(rows) - run.report.delivered - run.report.failed - len(keep))
+    if released and (stop.is_set() or time.monotonic() >= run.deadline):
+        why = "stopped" if stop.is_set() else f"reached its deadline ({format_duration(settings.deliver_deadline_s)})"
+        run.report.errors.append(f"the delivery run {why}; {released} notifications wait for the next run")
+    return run.report
+
+
+def _wait_for(workers: list[threading.Thread], run: _Run, longest_timeout_s: float) -> None:
+    """Mark answers as they come; return when every worker is done, or when waiting longer is pointless.
+
+    After the deadline, the calls in flight get their timeout to end (no new
+    call starts); after ``stop``, only ``STOP_GRACE_S``: a call still in
+    flight then keeps its claim until the lease ends, like a crash.
+    """
+    stopped_at: float | None = None
+    next_mark = time.monotonic() + MARK_EVERY_S
+    while any(worker.is_alive() for worker in workers):
+        clock = time.monotonic()
+        if run.stop.is_set() and stopped_at is None:
+            stopped_at = clock
+        if clock >= run.deadline + longest_timeout_s + STOP_GRACE_S or (stopped_at is not None and clock >= stopped_at + STOP_GRACE_S):
+            return
+        if clock >= next_mark:
+            _mark_outcomes(run)
+            next_mark = time.monotonic() + MARK_EVERY_S
+        for worker in workers:
+            worker.join(0.02)
+
+
+def _channel_worker(run: _Run, channel_name: str, rows: list[tuple]) -> None:
+    """Send one channel's rows in order; stop early on the deadline, on stop, or when the channel keeps failing."""
+    channel = run.ruleset.channels.get(channel_name)
+    failures_in_a_row = 0
+    for position, (notification_id, _, payload_text, attempts) in enumerate(rows):
+        with run.lock:
+            if not run.may_start():
+                return
+            if failures_in_a_row >= run.settings.deliver_failures:
+                run.report.errors.append(
+                    f"channel '{channel_name}' failed {failures_in_a_row} times in a row; "
+                    f"its other {len(rows) - position} notifications wait for the next run")
+                return
+            run.in_flight.add(notification_id)
+        error = _send_one(run, channel, channel_name, notification_id, payload_text)
+        with run.lock:
+            run.in_flight.discard(notification_id)
+            if run.over:  # the run gave up waiting for this call: the row stays claimed until its lease ends
+                return
+            run.outcomes.append((notification_id, error, attempts))
+            if error is None:
+                run.report.delivered += 1
+            else:
+                run.report.failed += 1
+                run.report.errors.append(error)
+        failures_in_a_row = 0 if error is None else failures_in_a_row + 1
+
+
+def _send_one(run: _Run, channel: Channel | None, channel_name: str, notification_id: str, payload_text: str) -> str | None:
+    """None when the channel accepted the notification, else the one sentence that says why not."""
+    try:
+        if channel is None:
+            raise DeliveryFailed(f"channel '{channel_name}' is not defined in {run.ruleset.path}")
+        send(channel, {"id": notification_id, **json.loads(payload_text)}, run.sleep, run.deadline, run.stop,
+             run.client)
+    except DeliveryFailed as failure:
+        return str(failure)
+    except Exception as failure:  # a bug or a library's surprise: still one sentence, and the row stays pending
+        log.exception("notification %s: unexpected error", notification_id)
+        return f"channel '{channel_name}' failed unexpectedly ({type(failure).__name__}); see the log"
+    return None
+
+
+def _mark_outcomes(run: _Run) -> None:
+    """Write the answers gathered so far in one transaction; a busy store keeps them for the next try."""
+    with run.lock:
+        batch, run.outcomes = run.outcomes, []
+    if not batch:
+        return
+    try:
+        _mark(run.store, run.claimer, batch, run.now, run.settings)
+    except ClosewatchError as problem:
+        with run.lock:
+            run.outcomes = batch + run.outcomes
+        log.warning("%d answers not marked yet: %s", len(batch), problem)
+
+
+def _claimer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@tenacity.retry(retry=tenacity.retry_if_exception_type(duckdb.TransactionException), stop=tenacity.stop_after_attempt(8),
+                wait=tenacity.wait_random(0.01, 0.1), reraise=True)
+def _claim(store: Store, claimer: str, now: datetime, lease: timedelta, limit: int) -> list[tuple]:
+    """Claim up to ``limit`` due rows that nobody holds (or whose holder's lease ran out), in one transaction.
+
+    Two claims of the same row conflict (DuckDB refuses the second update of a
+    row another open transaction changed; another process cannot open the
+    file meanwhile), and a conflicting claim is retried from scratch.
+    """
     with store.transaction() as con:
         rows = con.execute("""
-            SELECT notification_id, channel, payload, attempts FROM alert_outbox
-            WHERE status = 'pending' AND next_attempt_at <= ?
-            ORDER BY created_at, event_time, notification_id LIMIT ?
-        """, [now, limit]).fetchall()
-    for notification_id, channel_name, payload_text, attempts in rows:
-        payload = {"id": notification_id, **json.loads(payload_text)}
-        channel = ruleset.channels.get(channel_name)
-        try:
-            if channel is None:
-                raise DeliveryFailed(f"channel '{channel_name}' is not defined in {ruleset.path}")
-            send(channel, payload, sleep)
-        except DeliveryFailed as error:
-            report.failed += 1
-            report.errors.append(str(error))
-            delay = _backoff(attempts + 1, settings)
-            _mark(store, notification_id, None, str(error), now + timedelta(seconds=delay))
-            log.info("notification %s not delivered (%s); next attempt in %s", notification_id, error, format_duration(delay))
-        else:
-            report.delivered += 1
-            _mark(store, notification_id, datetime.now(UTC), None, None)
-    return report
+            UPDATE alert_outbox SET claimed_by = $claimer, claimed_until = $until
+            WHERE notification_id IN (
+                SELECT notification_id FROM alert_outbox
+                WHERE status = 'pending' AND next_attempt_at <= $now AND (claimed_until IS NULL OR claimed_until <= $now)
+                ORDER BY created_at, event_time, notification_id LIMIT $limit
+            )
+            RETURNING notification_id, channel, payload, attempts, created_at, event_time
+        """, {"claimer": claimer, "until": now + lease, "now": now, "limit": limit}).fetchall()
+    rows.sort(key=lambda r: (r[4], r[5], r[0]))
+    return [r[:4] for r in rows]
+
+
+def _release(store: Store, claimer: str, keep: set[str]) -> int:
+    """Give back every row this run claimed and did not finish (except the calls still in flight); returns how many."""
+    try:
+        with store.transaction() as con:
+            return con.execute("""
+                UPDATE alert_outbox SET claimed_by = NULL, claimed_until = NULL
+                WHERE claimed_by = $claimer AND status = 'pending' AND NOT list_contains($keep, notification_id)
+            """, {"claimer": claimer, "keep": sorted(keep)}).fetchone()[0]
+    except ClosewatchError as problem:  # busy: the leases run out on their own
+        log.warning("claims of %s not released: %s", claimer, problem)
+        return 0
 
 
 def _backoff(attempts: int, settings: EngineSettings) -> float:
@@ -329,20 +560,30 @@ def _backoff(attempts: int, settings: EngineSettings) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
-def _mark(store: Store, notification_id: str, delivered_at: datetime | None, error: str | None,
-          next_attempt: datetime | None) -> None:
+def _mark(store: Store, claimer: str, outcomes: list[tuple[str, str | None, int]], now: datetime,
+          settings: EngineSettings) -> None:
+    """Record each attempt and drop its claim, only where this run still holds the row (one transaction)."""
+    delivered = [notification_id for notification_id, error, _ in outcomes if error is None]
+    failed = [(notification_id, error, attempts) for notification_id, error, attempts in outcomes if error is not None]
+    at = datetime.now(UTC)
     with store.transaction() as con:
-        if delivered_at is not None:
-            con.execute("""
-                UPDATE alert_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?,
-                       last_attempt_at = ?, last_error = NULL
-                WHERE notification_id = ?
-            """, [delivered_at, delivered_at, notification_id])
-        else:
-            con.execute("""
-                UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = now(), last_error = ?, next_attempt_at = ?
-                WHERE notification_id = ?
-            """, [error[:MAX_ERROR_CHARS], next_attempt, notification_id])
+        changed = 0
+        if delivered:
+            changed += con.execute("""
+                UPDATE alert_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $at,
+                       last_attempt_at = $at, last_error = NULL, claimed_by = NULL, claimed_until = NULL
+                WHERE list_contains($ids, notification_id) AND claimed_by = $claimer
+            """, {"at": at, "ids": delivered, "claimer": claimer}).fetchone()[0]
+        for notification_id, error, attempts in failed:
+            delay = _backoff(attempts + 1, settings)
+            changed += con.execute("""
+                UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = ?, last_error = ?, next_attempt_at = ?,
+                       claimed_by = NULL, claimed_until = NULL
+                WHERE notification_id = ? AND claimed_by = ?
+            """, [at, error[:MAX_ERROR_CHARS], now + timedelta(seconds=delay), notification_id, claimer]).fetchone()[0]
+            log.info("notification %s not delivered (%s); next attempt in %s", notification_id, error, format_duration(delay))
+    if changed < len(outcomes):
+        log.warning("%d notifications: the claim of %s had ended before they were marked", len(outcomes) - changed, claimer)
 
 
 def outbox(store: Store, status: str | None = None, limit: int = 100) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 
 from closewatch import durations
 from closewatch.alerts.errors import RulesInvalid
@@ -103,6 +104,21 @@ class Channel:
         names = list(self.url_envs) + list(self.headers_env.values())
         return [name for name in names if not os.environ.get(name)]
 
+    def env_problems(self) -> list[str]:
+        """Values set in the environment that this channel could not send with (a webhook's URL and headers)."""
+        if self.type != "webhook":
+            return []
+        problems = []
+        for env in self.url_envs:
+            problem = url_problem(os.environ[env]) if os.environ.get(env) else None
+            if problem:
+                problems.append(f"channel '{self.name}': the URL in environment variable {env} {problem}; fix the variable")
+        for header, env in self.headers_env.items():
+            problem = header_problem(header, os.environ[env]) if os.environ.get(env) else None
+            if problem:
+                problems.append(f"channel '{self.name}': header {header!r} from environment variable {env} {problem}; fix the variable")
+        return problems
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -152,6 +168,8 @@ class RuleSet:
     rules: list[Rule]
     channels: dict[str, Channel]
     warnings: list[str] = field(default_factory=list)
+    #: Channel settings from the environment that cannot work (`alerts check` fails on them; delivery says why per row).
+    env_problems: list[str] = field(default_factory=list)
 
     def rule(self, name: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.name == name), None)
@@ -192,7 +210,15 @@ def check_rules(path: str | os.PathLike | None = None, default_every_s: float = 
     path = Path(path) if path else DEFAULT_RULES
     if not path.exists():
         return None, ["the rules file does not exist; check the path (or run without --rules to use the defaults)"]
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > MAX_RULES_BYTES:
+        return None, [f"the file is larger than {MAX_RULES_BYTES >> 20} MiB; a rules file is small text, check the path"]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        return None, [f"line {line} is not UTF-8 text (byte {error.object[error.start]:#04x}); save the file as UTF-8"]
+    except OSError as error:
+        return None, [f"cannot be read ({error.strerror or error}); check the path and its permissions"]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -208,6 +234,77 @@ def parse_duration(value: Any) -> float | None:
 def format_duration(seconds: float) -> str:
     """The short human form: 90 -> '1m30s' (closewatch.durations)."""
     return durations.format_duration(seconds)
+
+
+#: Placeholder widths and precisions a message template may ask for ("{rule:>40}"); more is a mistake or an attack.
+MAX_TEMPLATE_WIDTH = 200
+#: A rules file larger than this is not a rules file.
+MAX_RULES_BYTES = 1 << 20
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?$")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook URL (one phrase), or None when it is a plain http(s) URL."""
+    if not isinstance(url, str) or not url:
+        return "is empty"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "contains a space or a control character"
+    if len(url) > 4096:
+        return "is longer than 4096 characters"
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return "is not a valid URL"
+    if parsed.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parsed.host:
+        return "names no host"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent (one phrase), or None. CR/LF would let a value add headers of its own."""
+    if not _HEADER_NAME.match(name):
+        return "has a name that is not a valid HTTP header name"
+    if any(ch in value for ch in "\r\n\0"):
+        return "contains a line break or NUL"
+    if any(ord(ch) < 32 and ch != "\t" or ord(ch) == 127 for ch in value):
+        return "contains a control character"
+    if len(value) > 8192:
+        return "is longer than 8192 characters"
+    return None
+
+
+def template_problems(template: str, allowed: set[str]) -> list[str]:
+    """Every problem of a message template: unknown names, attribute or index access, nested or unbounded format specs."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        return [f"is not a valid template ({error}); write placeholders as {{rule}}, and braces as {{{{ }}}}"]
+    problems = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            problems.append("placeholders need a name, e.g. {group}")
+        elif not name.isidentifier():
+            problems.append(f"placeholder {{{name}}} reaches into a value; use the plain name ({name.split('.')[0].split('[')[0]})")
+        elif name not in allowed:
+            problems.append(f"unknown placeholder {{{name}}} (available: {', '.join(sorted(allowed))})")
+        if conversion not in (None, "s", "r"):
+            problems.append(f"placeholder {{{name}}} has an unknown conversion !{conversion} (use !s or !r)")
+        if spec and ("{" in spec or "}" in spec):
+            problems.append(f"placeholder {{{name}}} has a placeholder inside its format; write a fixed format like {{{name}:>20}}")
+            continue
+        match = _FORMAT_SPEC.match(spec or "")
+        if match is None:
+            problems.append(f"placeholder {{{name}}} has a format {spec!r} that is not a format spec (e.g. >20, .2f)")
+            continue
+        for part in ("width", "precision"):
+            if match.group(part) and int(match.group(part)) > MAX_TEMPLATE_WIDTH:
+                problems.append(f"placeholder {{{name}}} asks for a {part} of {int(match.group(part)):,}; at most {MAX_TEMPLATE_WIDTH}")
+    return problems
 
 
 # -- parsing -------------------------------------------------------------------
@@ -254,7 +351,8 @@ class _Parser:
             rules.append(rule)
         if self.problems:
             return None, self.problems
-        return RuleSet(self.path, rules, channels, self.warnings), []
+        env_problems = [problem for channel in channels.values() for problem in channel.env_problems()]
+        return RuleSet(self.path, rules, channels, self.warnings + env_problems, env_problems), []
 
     def _channels(self, raw: Any) -> dict[str, Channel]:
         channels = {name: Channel(name, name) for name in BUILTIN_CHANNELS}
@@ -305,8 +403,9 @@ class _Parser:
                 bad("url_env", "must name an environment variable, e.g. url_env = \"SLACK_URL\"")
                 envs = []
             if kind == "webhook" and "url" in spec:
-                if not isinstance(spec["url"], str) or not spec["url"].startswith(("http://", "https://")):
-                    bad("url", "must be an http:// or https:// URL (put secret URLs in an environment variable and use url_env)")
+                problem = url_problem(spec["url"]) if isinstance(spec["url"], str) else "is not text"
+                if problem:
+                    bad("url", f"{problem}; write an http:// or https:// URL (put secret URLs in an environment variable and use url_env)")
                 options["url"] = spec.get("url")
             if not envs and not options.get("url"):
                 bad("url_env", f"a {kind} channel needs url_env = \"VARIABLE\" naming the environment variable that holds its URL")
@@ -316,8 +415,8 @@ class _Parser:
         if kind == "webhook":
             for key, default in (("timeout", 10.0), ("backoff", 0.5)):
                 seconds = parse_duration(spec.get(key, default))
-                if seconds is None or (key == "timeout" and seconds <= 0):
-                    bad(key, "must be a duration like \"5s\"")
+                if seconds is None or (key == "timeout" and not 0 < seconds <= 300) or seconds > 300:
+                    bad(key, "must be a duration like \"5s\", at most 5m")
                 options[f"{key}_s"] = seconds if seconds is not None else default
             retries = spec.get("retries", 2)
             if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
@@ -330,9 +429,16 @@ class _Parser:
                     bad(key, "must be a table of header name = text")
                     value = {}
                 options[key] = dict(value)
-            for header in options["headers"]:
+            for header, value in options["headers"].items():
                 if header.lower() in ("authorization", "x-api-key"):
                     bad("headers", f"'{header}' is a secret; name its environment variable in headers_env instead")
+                problem = header_problem(header, value)
+                if problem:
+                    bad("headers", f"header {header!r} {problem}")
+            for header in options["headers_env"]:
+                problem = header_problem(header, "")
+                if problem:
+                    bad("headers_env", f"header {header!r} {problem}")
         if len(self.problems) > problems_before:
             return None
         return Channel(name, kind, **options)
@@ -588,19 +694,9 @@ class _RuleParser:
         return value
 
     def _check_template(self, template: str, group_by: tuple[str, ...]) -> None:
-        if not isinstance(template, str):
-            return
-        allowed = set(TEMPLATE_FIELDS) | set(group_by)
-        try:
-            names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-        except ValueError as error:
-            self.bad("message", f"is not a valid template ({error}); write placeholders as {{rule}}, and braces as {{{{ }}}}")
-            return
-        for name in names:
-            if name == "" or name.isdigit():
-                self.bad("message", "placeholders need a name, e.g. {group}")
-            elif name.split(".")[0].split("[")[0] not in allowed:
-                self.bad("message", f"unknown placeholder {{{name}}} (available: {', '.join(sorted(allowed))})")
+        if isinstance(template, str):
+            for problem in template_problems(template, set(TEMPLATE_FIELDS) | set(group_by)):
+                self.bad("message", problem)
 
 
 def _multiple(window: float, step: float) -> bool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,23 @@ def _context(ctx: click.Context, rules_path: str | None, open_store=existing_sto
 
     settings = get_settings(ctx)
     return _Context(open_store(ctx, settings), resolve_rules(settings, rules_path), engine_settings(settings), settings)
+
+
+@contextmanager
+def _stop_on_signals():
+    """An event set by SIGTERM or SIGINT while a delivery runs: it stops within seconds and releases unsent rows."""
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        err_console.print(f"{signal.Signals(signum).name}: stopping the delivery; unsent notifications stay pending.", highlight=False)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @click.group(name="alerts")
@@ -89,7 +109,8 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
     for failure in report.failures:
         err_console.print(failure, style="red", highlight=False, markup=False)
     if not no_deliver:
-        delivered = deliver(c.store, ruleset, c.engine)
+        with _stop_on_signals() as stop:
+            delivered = deliver(c.store, ruleset, c.engine, stop=stop)
         console.print(f"Notifications: {delivered.summary()}.", highlight=False, markup=False, soft_wrap=True)
     states = current_states(c.store)
     if states.height:
@@ -218,6 +239,7 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
     settings = get_settings(ctx)
     path = resolve_rules(settings, rules_path)
     ruleset, problems = check_rules(path, settings.alerts.step_s)
+    problems = problems or ruleset.env_problems
     console = Console()
     if problems:
         for problem in problems:
@@ -294,7 +316,8 @@ def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
     from closewatch.alerts.notify import deliver
 
     c = _context(ctx, rules_path)
-    report = deliver(c.store, c.ruleset(), c.engine)
+    with _stop_on_signals() as stop:
+        report = deliver(c.store, c.ruleset(), c.engine, stop=stop)
     Console().print(f"Notifications: {report.summary()}.", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -322,14 +345,16 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
         closewatch --config closewatch.toml scheduler --once
     """
     from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, run_forever, run_once
+    from closewatch.store import SerialStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     c = _context(ctx, rules_path, open_store=get_store)  # it loads the watched folder, so it may start a database
     settings = c.settings.overriding("scheduler", watch=Path(watch).expanduser() if watch else None)
     c.ruleset()  # a broken rules file stops the start, with every problem named
-    jobs = Jobs(c.store, c.rules_path, settings)
+    store = SerialStore(c.store.path, c.store.lock_timeout_s, c.store.on_wait)  # deliver runs in a thread of its own
+    jobs = Jobs(store, c.rules_path, settings)
     with SchedulerLock(settings.db):
-        recorder = JobRecorder(c.store)
+        recorder = JobRecorder(store)
         stale = recorder.interrupted()
         if stale:
             logging.getLogger("closewatch.scheduler").warning("%d job runs were interrupted by an earlier stop", stale)
@@ -338,7 +363,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
             if any(outcome != "ok" for outcome in outcomes.values()):
                 ctx.exit(1)
             return
-        err_console.print(f"closewatch scheduler on {c.store.path} with rules {c.rules_path}; Ctrl-C stops it.", highlight=False)
+        err_console.print(f"closewatch scheduler on {store.path} with rules {c.rules_path}; Ctrl-C stops it.", highlight=False)
         run_forever(jobs, recorder)
 
 

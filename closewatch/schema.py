@@ -217,12 +217,22 @@ V5 = """
 ALTER TABLE closures ADD COLUMN labels VARCHAR;
 """
 
+#: A claim on each outbox row before it is sent, so that any number of
+#: deliverers (the scheduler, `alerts run`, `alerts deliver`) send it once:
+#: the claimer's id and a lease that lets another deliverer take the row over
+#: if the claimer died (alerts/notify.py).
+V6 = """
+ALTER TABLE alert_outbox ADD COLUMN claimed_by VARCHAR;
+ALTER TABLE alert_outbox ADD COLUMN claimed_until TIMESTAMPTZ;
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
     3: SUMMARIES_V3,  # closewatch/summary_views.py: summary views and the reason_template macro
     4: V4,
     5: V5,
+    6: V6,
 }
 
 LATEST = max(MIGRATIONS)

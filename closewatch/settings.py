@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from closewatch.durations import parse_duration
 from closewatch.errors import ClosewatchError, ConfigError
@@ -98,6 +98,8 @@ class AlertsSettings(Section):
     initial_lookback_s: Seconds = Field(3600.0, alias="initial_lookback")
     retry_base_s: PositiveSeconds = Field(30.0, alias="retry_base")
     retry_max_s: PositiveSeconds = Field(3600.0, alias="retry_max")
+    deliver_deadline_s: PositiveSeconds = Field(30.0, alias="deliver_deadline")
+    deliver_failures: StrictInt = Field(3, alias="deliver_failures", ge=1)
 
 
 class SchedulerSettings(Section):

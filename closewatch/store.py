@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -278,3 +279,34 @@ def _query_refusal(error: Exception) -> str:
     if "configuration has been locked" in lowered:
         return "Refused: settings cannot be changed from a query."
     return f"The query failed: {text}; fix the SQL and run it again (the schema: closewatch sql \"DESCRIBE closures\")."
+
+
+class SerialStore(Store):
+    """A Store for a process whose threads share it: one connection at a time in this process.
+
+    DuckDB refuses a second connection to a file with another configuration
+    (read-only vs read-write) while one is open in the same process, so threads
+    that use the store alongside (the scheduler's deliver job beside its other
+    jobs) take turns for the life of each short connection. Waiting longer than
+    the lock timeout is the same ``StoreBusy`` as waiting for another process.
+    """
+
+    _locks: dict[str, threading.RLock] = {}
+    _locks_guard = threading.Lock()
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        lock = self._process_lock()
+        if not lock.acquire(timeout=self.lock_timeout_s):
+            raise StoreBusy(f"Database {self.path} is busy: another job of this process held it for more than "
+                            f"{self.lock_timeout_s:g} s; it is retried on the next run.")
+        try:
+            with super().connect(read_only=read_only) as con:
+                yield con
+        finally:
+            lock.release()
+
+    def _process_lock(self) -> threading.RLock:
+        key = str(self.path.resolve())
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.RLock())

@@ -1,9 +1,13 @@
 """``closewatch scheduler``: ingest a watched folder, analyze, evaluate rules, deliver the outbox, on intervals.
 
-APScheduler 3.x runs four interval jobs in a BlockingScheduler with ONE
-worker thread, so jobs never overlap: DuckDB allows one writer process, and
-inside this process a single worker means no two connections compete.
-Every job run opens the store for short transactions and closes it again,
+APScheduler 3.x runs four interval jobs in a BlockingScheduler: ingest,
+analyze and evaluate share ONE worker thread, so they never overlap; deliver
+has a thread of its own, so a slow or dead channel never delays ingest or
+evaluation (a deliver run is bounded by ``[alerts] deliver_deadline`` and
+SIGTERM stops it within seconds, leaving unsent rows pending). The two threads
+take turns for each short connection (``SerialStore``), since DuckDB allows
+one configuration of a file per process. Every job run opens the store for
+short transactions and closes it again,
 so the dashboard and the CLI can use the database between (and during most
 of) the runs; when another process holds the file, the job waits with the
 store's backoff, and gives up after the lock timeout with an ``error``
@@ -37,6 +41,7 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -77,6 +82,7 @@ class JobRecorder:
         self.unwritten: list[tuple[str, list[Any]]] = []
         self.stopping = False  # set on SIGTERM/SIGINT: runs already queued behind the current one are dropped
         self.runs = 0
+        self.lock = threading.Lock()  # the deliver thread records its runs beside the other jobs' thread
 
     def run(self, job: str, work: Callable[[], str]) -> tuple[str, str | None]:
         """Run one job and record it; returns (outcome, error). Never raises a user error."""
@@ -89,7 +95,8 @@ class JobRecorder:
         started = datetime.now(UTC)
         clock = time.perf_counter()
         if not self._write("INSERT INTO job_runs VALUES (?, ?, ?, NULL, 'running', NULL, NULL, ?)", [run_id, job, started, os.getpid()]):
-            self.unwritten.append(("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'error', ?, NULL, ?)",
+            with self.lock:
+                self.unwritten.append(("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'error', ?, NULL, ?)",
                                    [uuid.uuid4().hex, job, started, "the database was busy; the run was skipped", os.getpid()]))
             log.warning("%s skipped: the database is busy", job)
             return "error", "the database was busy"
@@ -105,7 +112,8 @@ class JobRecorder:
         done = ("UPDATE job_runs SET finished_at = ?, outcome = ?, error = ?, detail = ? WHERE run_id = ?",
                 [finished, outcome, error, detail, run_id])
         if not self._write(*done):
-            self.unwritten.append(done)
+            with self.lock:
+                self.unwritten.append(done)
         took = time.perf_counter() - clock
         if outcome == "ok":
             log.info("%s ok in %.2f s: %s", job, took, detail)
@@ -131,15 +139,16 @@ class JobRecorder:
             pass
 
     def _write(self, sql: str, params: list[Any]) -> bool:
-        try:
-            with self.store.transaction() as con:
-                for earlier_sql, earlier_params in self.unwritten:
-                    con.execute(earlier_sql, earlier_params)
-                con.execute(sql, params)
-            self.unwritten.clear()
-            return True
-        except StoreBusy:
-            return False
+        with self.lock:
+            try:
+                with self.store.transaction() as con:
+                    for earlier_sql, earlier_params in self.unwritten:
+                        con.execute(earlier_sql, earlier_params)
+                    con.execute(sql, params)
+                self.unwritten.clear()
+                return True
+            except StoreBusy:
+                return False
 
 
 # -- the jobs ---------------------------------------------------------------------------
@@ -153,6 +162,8 @@ class Jobs:
     rules_path: Path
     settings: Settings
     _analyzed: str | None = None
+    #: Set on SIGTERM/SIGINT: a deliver run starts no more sends and releases what it has not tried.
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def ingest(self) -> str:
         scheduler = self.settings.scheduler
@@ -183,7 +194,7 @@ class Jobs:
     def deliver(self) -> str:
         engine = engine_settings(self.settings)
         ruleset = load_rules(self.rules_path, engine.step_s)
-        report = deliver(self.store, ruleset, engine)
+        report = deliver(self.store, ruleset, engine, stop=self.stop)
         if report.failed:
             raise AlertError(report.summary())
         return report.summary()
@@ -314,15 +325,20 @@ def run_once(jobs: Jobs, recorder: JobRecorder) -> dict[str, str]:
 
 
 def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
-    """Run the jobs on their [scheduler] intervals until SIGTERM or SIGINT; the job running then finishes first."""
+    """Run the jobs on their [scheduler] intervals until SIGTERM or SIGINT.
+
+    On a signal, a running deliver stops within seconds (its unsent rows stay
+    pending); a running ingest, analyze or evaluate finishes its unit first.
+    """
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     settings: SchedulerSettings = jobs.settings.scheduler
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook call is noise; failures are logged by deliver
     recorder.prune()
     scheduler = BlockingScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        executors={"default": ThreadPoolExecutor(max_workers=1), "deliver": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, int(settings.misfire_grace_s))},
         timezone=UTC,
     )
@@ -330,12 +346,14 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
     for order, name in enumerate(JOBS):
         every = getattr(settings, f"{name}_every_s")
         scheduler.add_job(recorder.run, "interval", args=[name, getattr(jobs, name)], id=name, name=name,
-                          seconds=every, next_run_time=start + timedelta(milliseconds=100 * order))
+                          seconds=every, next_run_time=start + timedelta(milliseconds=100 * order),
+                          executor="deliver" if name == "deliver" else "default")
         log.info("job %s every %s", name, format_duration(every))
 
     def stop(signum, _frame) -> None:
         log.info("%s received: finishing the running job, then stopping", signal.Signals(signum).name)
         recorder.stopping = True
+        jobs.stop.set()
         if scheduler.running:
             scheduler.shutdown(wait=True)
 
