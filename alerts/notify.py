@@ -43,6 +43,7 @@ from closewatch.alerts.errors import DeliveryFailed
 from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration, header_problem, url_problem
 from closewatch import __version__
 from closewatch.errors import ClosewatchError
+from closewatch.redaction import redact_text
 from closewatch.store import Store
 
 log = logging.getLogger("closewatch.alerts")
@@ -431,7 +432,7 @@ def deliver(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSet
     run.report.postponed = max(0, len(rows) - run.report.delivered - run.report.failed - len(keep))
     if released and (stop.is_set() or time.monotonic() >= run.deadline):
         why = "stopped" if stop.is_set() else f"reached its deadline ({format_duration(settings.deliver_deadline_s)})"
-        run.report.errors.append(f"the delivery run {why}; {released} notifications wait for the next run")
+        run.report.errors.insert(0, f"the delivery run {why}; {released} notifications wait for the next run")
     return run.report
 
 
@@ -515,7 +516,23 @@ def _mark_outcomes(run: _Run) -> None:
 
 
 def _claimer_id() -> str:
+    """host:pid:random, so that a deliverer on the same host can tell that a claimer's process is gone."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claimer_is_gone(claimer: str) -> bool:
+    """True when the claimer ran on this host and its process no longer exists (killed): its claims need not wait out
+    their lease. A process elsewhere, or a live (or reused) PID here, keeps its claims until the lease ends."""
+    parts = claimer.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by someone else
+        return False
+    return False
 
 
 @tenacity.retry(retry=tenacity.retry_if_exception_type(duckdb.TransactionException), stop=tenacity.stop_after_attempt(8),
@@ -528,15 +545,19 @@ def _claim(store: Store, claimer: str, now: datetime, lease: timedelta, limit: i
     file meanwhile), and a conflicting claim is retried from scratch.
     """
     with store.transaction() as con:
+        holders = con.execute("SELECT DISTINCT claimed_by FROM alert_outbox WHERE status = 'pending' AND claimed_until > ?",
+                              [now]).fetchall()
+        gone = [holder for (holder,) in holders if _claimer_is_gone(holder)]
         rows = con.execute("""
             UPDATE alert_outbox SET claimed_by = $claimer, claimed_until = $until
             WHERE notification_id IN (
                 SELECT notification_id FROM alert_outbox
-                WHERE status = 'pending' AND next_attempt_at <= $now AND (claimed_until IS NULL OR claimed_until <= $now)
+                WHERE status = 'pending' AND next_attempt_at <= $now
+                  AND (claimed_until IS NULL OR claimed_until <= $now OR list_contains($gone, claimed_by))
                 ORDER BY created_at, event_time, notification_id LIMIT $limit
             )
             RETURNING notification_id, channel, payload, attempts, created_at, event_time
-        """, {"claimer": claimer, "until": now + lease, "now": now, "limit": limit}).fetchall()
+        """, {"claimer": claimer, "until": now + lease, "now": now, "limit": limit, "gone": gone}).fetchall()
     rows.sort(key=lambda r: (r[4], r[5], r[0]))
     return [r[:4] for r in rows]
 
@@ -580,7 +601,7 @@ def _mark(store: Store, claimer: str, outcomes: list[tuple[str, str | None, int]
                 UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = ?, last_error = ?, next_attempt_at = ?,
                        claimed_by = NULL, claimed_until = NULL
                 WHERE notification_id = ? AND claimed_by = ?
-            """, [at, error[:MAX_ERROR_CHARS], now + timedelta(seconds=delay), notification_id, claimer]).fetchone()[0]
+            """, [at, redact_text(error)[:MAX_ERROR_CHARS], now + timedelta(seconds=delay), notification_id, claimer]).fetchone()[0]
             log.info("notification %s not delivered (%s); next attempt in %s", notification_id, error, format_duration(delay))
     if changed < len(outcomes):
         log.warning("%d notifications: the claim of %s had ended before they were marked", len(outcomes) - changed, claimer)

@@ -58,6 +58,7 @@ from closewatch.durations import format_duration
 from closewatch.errors import ClosewatchError, StoreBusy
 from closewatch.jobs.alerting import engine_settings
 from closewatch.jobs.analysis import analyze_recent
+from closewatch.redaction import redact_text
 from closewatch.settings import SchedulerSettings, Settings
 from closewatch.store import Store
 
@@ -66,6 +67,8 @@ JOBS = ("ingest", "analyze", "evaluate", "deliver")
 #: job_runs older than this are deleted (at start and every PRUNE_EVERY_RUNS runs).
 KEEP_RUNS_DAYS = 7
 PRUNE_EVERY_RUNS = 500
+#: A job_runs error is one sentence; anything longer is cut (after redaction).
+MAX_ERROR_CHARS = 1000
 #: Names in a watched folder that are never logs, or not finished yet.
 _SKIP_NAMES = {"manifest.json", "README.md"}
 _SKIP_SUFFIXES = {".py", ".md", ".tmp", ".part", ".partial", ".crdownload", ".lock"}
@@ -108,6 +111,8 @@ class JobRecorder:
         except Exception as failure:  # a bug: keep the scheduler alive, record it, show the traceback in the log
             outcome, error = "error", f"{type(failure).__name__}: {failure}"
             log.exception("%s failed unexpectedly", job)
+        error = redact_text(error)[:MAX_ERROR_CHARS] if error else error  # an error may quote a URL or a header
+        detail = redact_text(detail)
         finished = datetime.now(UTC)
         done = ("UPDATE job_runs SET finished_at = ?, outcome = ?, error = ?, detail = ? WHERE run_id = ?",
                 [finished, outcome, error, detail, run_id])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import socket
 import threading
 import time
 import uuid
@@ -65,9 +67,10 @@ class Receiver:
     A notification is accepted when the receiver answered it with a 2xx.
     """
 
-    def __init__(self, script: list[str] | None = None, stall_s: float = 1.0):
+    def __init__(self, script: list[str] | None = None, stall_s: float = 1.0, delay_s: tuple[float, float] = (0.0, 0.0)):
         self.script = list(script or [])
         self.stall_s = stall_s
+        self.delay_s = delay_s  # an accepted request is answered after a random delay in this range
         self.accepted: list[dict] = []
         self.requests = 0
         self.lock = threading.Lock()
@@ -94,6 +97,7 @@ class Receiver:
                     self._answer(500)
                     return
                 payload = json.loads(body or b"{}")
+                time.sleep(random.uniform(*receiver.delay_s))
                 with receiver.lock:
                     receiver.accepted.append({"payload": payload, "headers": dict(self.headers), "path": self.path})
                 self._answer(200)
@@ -135,3 +139,19 @@ class Receiver:
         self.release()
         self.server.shutdown()
         self.server.server_close()
+
+
+class DeadEndpoint:
+    """An address on 127.0.0.1 that accepts TCP connections (the kernel does) and never answers a request."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/never"
+
+    def __enter__(self) -> DeadEndpoint:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
