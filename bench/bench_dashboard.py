@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from closewatch.analysis.catalog import catalog_table, load_catalog
 from closewatch.analysis.detection import detect
+from closewatch.sandbox import Limits
 from closewatch.dashboard.queries import alerts, explorer, findings, overview, patterns, reference, shared, sql, timespan, upload
 from bench.stores import build_closures_store
 
@@ -83,7 +84,7 @@ def pages(store: shared.DashboardStore) -> dict[str, Callable[[], object]]:
         "Alerts (backtest backdrop)": page(lambda: alerts.timeline(store, None, None)),
         "SQL (schema + closures per category)": page(
             lambda: sql.schema(store),
-            lambda: sql.user_query(store, "SELECT category, severity, count(*) FROM closures GROUP BY ALL", 100_001),
+            lambda: sql.user_query(store, "SELECT category, severity, count(*) FROM closures GROUP BY ALL", Limits()),
         ),
         "Reference": page(lambda: catalog_table(load_catalog()), lambda: reference.category_counts(store)),
     }

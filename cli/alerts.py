@@ -351,7 +351,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
     c = _context(ctx, rules_path, open_store=get_store)  # it loads the watched folder, so it may start a database
     settings = c.settings.overriding("scheduler", watch=Path(watch).expanduser() if watch else None)
     c.ruleset()  # a broken rules file stops the start, with every problem named
-    store = SerialStore(c.store.path, c.store.lock_timeout_s, c.store.on_wait)  # deliver runs in a thread of its own
+    store = SerialStore.like(c.store)  # the deliver job runs in a thread of its own
     jobs = Jobs(store, c.rules_path, settings)
     with SchedulerLock(settings.db):
         recorder = JobRecorder(store)

@@ -185,13 +185,23 @@ def sql(ctx: click.Context, query: str, output: str) -> None:
     client_daily_error_rates, violator_chunk_ms, violator_audio_rate,
     reason_templates (the README's schema section has every column).
     Queries cannot write, read or write files, attach databases or change
-    settings.
+    settings. They run on a snapshot of the database in a separate process,
+    so they never block ingest or the scheduler, and stop at the [sql]
+    limits in closewatch.toml: timeout (30s), memory_limit_mb (1024),
+    max_rows (100000). Ctrl-C stops a query.
 
     \b
     Example:
         closewatch sql "select category, count(*) from closures group by 1" --format json
     """
-    print_frame(existing_store(ctx).user_query(query), output)
+    from closewatch.sandbox import Limits, run_query
+
+    settings = get_settings(ctx)
+    answer = run_query(existing_store(ctx, settings), query, Limits.from_settings(settings))
+    print_frame(answer.frame, output)
+    if answer.truncated:
+        err_console.print(f"Only the first {answer.frame.height:,} rows are shown ([sql] max_rows); add a LIMIT or aggregate.",
+                          style="yellow", highlight=False, markup=False)
 
 
 @click.command()

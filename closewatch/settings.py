@@ -117,6 +117,15 @@ class SchedulerSettings(Section):
     tz: StrictStr = "UTC"
 
 
+class SqlSettings(Section):
+    """[sql]: the bounds of users' ad-hoc queries (`closewatch sql`, the dashboard's SQL page; closewatch/sandbox.py)."""
+
+    timeout_s: PositiveSeconds = Field(30.0, alias="timeout")
+    memory_limit_mb: StrictInt = Field(1024, alias="memory_limit_mb", ge=64)
+    max_rows: StrictInt = Field(100_000, alias="max_rows", ge=1)
+    threads: StrictInt = Field(2, alias="threads", ge=1, le=64)
+
+
 class DashboardSettings(Section):
     """[dashboard]: how the app behaves."""
 
@@ -171,6 +180,7 @@ class Settings(Section):
     alerts: AlertsSettings = AlertsSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    sql: SqlSettings = SqlSettings()
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
 

@@ -89,15 +89,17 @@ class Store:
         with self.connect(read_only=True) as con:
             return con.execute(sql, params or []).pl()
 
-    def user_query(self, sql: str, limit: int | None = None) -> pl.DataFrame:
+    def user_query(self, sql: str, limit: int | None = None, config: dict | None = None) -> pl.DataFrame:
         """Run a user's ad-hoc SQL: read-only, no file system, settings locked.
 
         The connection can read the store's tables and nothing else, so a
         query cannot write, attach other databases, read or write files, or
-        loosen these settings.
+        loosen these settings (``config`` adds DuckDB settings such as
+        ``memory_limit``, locked too). Front ends run it in a separate
+        process on a snapshot (closewatch/sandbox.py), never on the store itself.
         """
         self._ensure_schema()
-        con = self._open(read_only=True, config={"enable_external_access": False}, lock_configuration=True)
+        con = self._open(read_only=True, config={"enable_external_access": False, **(config or {})}, lock_configuration=True)
         try:
             self._attach_lake(con)
             relation = con.sql(sql)
@@ -276,6 +278,9 @@ def _query_refusal(error: Exception) -> str:
         return "Refused: queries are read-only here; use SELECT (or WITH ... SELECT) to read the tables."
     if "file system operations are disabled" in lowered or "external" in lowered and "disabled" in lowered:
         return "Refused: queries cannot read or write files or attach databases; query the closewatch tables instead."
+    if "out of memory" in lowered:
+        return ("The query needed more memory than its limit and was stopped; aggregate, select fewer columns or rows, "
+                "or raise [sql] memory_limit_mb in closewatch.toml.")
     if "configuration has been locked" in lowered:
         return "Refused: settings cannot be changed from a query."
     return f"The query failed: {text}; fix the SQL and run it again (the schema: closewatch sql \"DESCRIBE closures\")."
@@ -294,14 +299,19 @@ class SerialStore(Store):
     _locks: dict[str, threading.RLock] = {}
     _locks_guard = threading.Lock()
 
+    @classmethod
+    def like(cls, store: Store) -> SerialStore:
+        """The same database, lake and lock policy as ``store``."""
+        return cls(store.path, store.lock_timeout_s, store.on_wait, lake=store.lake)
+
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, read_only: bool = False, lake: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         lock = self._process_lock()
         if not lock.acquire(timeout=self.lock_timeout_s):
             raise StoreBusy(f"Database {self.path} is busy: another job of this process held it for more than "
                             f"{self.lock_timeout_s:g} s; it is retried on the next run.")
         try:
-            with super().connect(read_only=read_only) as con:
+            with super().connect(read_only=read_only, lake=lake) as con:
                 yield con
         finally:
             lock.release()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from closewatch.dashboard.queries.shared import reader, reading
+from closewatch.sandbox import Answer, Limits, run_query
 from closewatch.store import Store
 
 
@@ -21,6 +24,7 @@ def schema(store: Store) -> pl.DataFrame:
         """).pl()
 
 
-def user_query(store: Store, sql: str, limit: int) -> pl.DataFrame:
-    """A user's SQL through the store's locked-down connection (never cached: users expect a fresh run)."""
-    return store.user_query(sql, limit=limit)
+def user_query(store: Store, sql: str, limits: Limits, tick: Callable[[float], None] | None = None) -> Answer:
+    """A user's SQL in the sandbox: a child process on a snapshot of the store, killed at the limits
+    (closewatch/sandbox.py), so it never holds the store or this process. Never cached: users expect a fresh run."""
+    return run_query(store, sql, limits, tick)

@@ -1,14 +1,16 @@
 """SQL: ad-hoc read-only queries, with the schema beside the editor and example queries.
 
-Queries run through ``Store.user_query``: a read-only connection with
+Queries run in the SQL sandbox (closewatch/sandbox.py): a child process on a
+snapshot of the store, through a read-only connection with
 ``enable_external_access=false`` and the configuration locked, so a query can
-read the closewatch tables and nothing else. A refusal is one sentence.
+read the closewatch tables and nothing else, with the [sql] time, memory and
+row limits. The page polls the child, so a rerun, the Stop button or a closed
+session stops the query (the child is killed). A refusal is one sentence.
 """
 
 from __future__ import annotations
 
 import io
-import time
 
 import polars as pl
 import streamlit as st
@@ -16,8 +18,8 @@ import streamlit as st
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import sql as queries
 from closewatch.dashboard.queries import shared
+from closewatch.sandbox import Limits
 
-ROW_LIMIT = 100_000
 PICK = "Choose an example..."
 
 
@@ -48,16 +50,21 @@ def schema_panel() -> None:
 
 def run(sql: str) -> None:
     """Run the query and keep the result in the session, so downloads do not run it again."""
-    clock = time.perf_counter()
-    frame = queries.user_query(shared.get_store(), sql, ROW_LIMIT + 1)
-    st.session_state["sql_result"] = (sql, frame, time.perf_counter() - clock)
+    limits = Limits.from_settings(shared.get_settings())
+    status = st.empty()
+
+    def tick(elapsed: float) -> None:  # each call lets Streamlit stop this script (rerun, Stop, closed session)
+        status.caption(f"Running for {elapsed:.0f} s (stopped at {limits.timeout_s:g} s)...")
+
+    answer = queries.user_query(shared.get_store(), sql, limits, tick)
+    status.empty()
+    st.session_state["sql_result"] = (sql, answer, limits.max_rows)
 
 
 def result_panel() -> None:
-    _, frame, seconds = st.session_state["sql_result"]
-    truncated = frame.height > ROW_LIMIT
-    frame = frame.head(ROW_LIMIT)
-    more = f" (the first {ROW_LIMIT:,}; add a LIMIT or aggregate for the rest)" if truncated else ""
+    _, answer, max_rows = st.session_state["sql_result"]
+    frame, seconds = answer.frame, answer.seconds
+    more = f" (the first {max_rows:,}; add a LIMIT or aggregate for the rest)" if answer.truncated else ""
     st.caption(f"{frame.height:,} rows{more} in {seconds * 1000:,.0f} ms.")
     ui.table(frame, "sql_result_table", placeholder="NULL")  # counts read like every page's; NULL as SQL says it
     left, right, _ = st.columns([1, 1, 4])

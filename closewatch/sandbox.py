@@ -1,0 +1,237 @@
+"""Users' ad-hoc SQL, bounded: a snapshot of the store, queried by a child process that is killed at the limits.
+
+Why a snapshot and a child process. DuckDB lets one process open a file
+read-write or many read-only, never both, so a query that runs on the store
+itself holds the file for as long as it runs: writers (ingest, the scheduler)
+wait and give up with "busy", and in the dashboard every page waits behind it.
+Instead:
+
+* the store is copied to ``<db>.sql/snapshot.duckdb`` while a read-only
+  connection holds it for the copy alone (milliseconds per MB; see
+  bench/bench_sql.py), and only when the store changed since the last copy
+  (its file's and WAL's size and mtime are the stamp); the copy is then
+  checkpointed into one file and swapped in atomically, so queries still
+  running keep the copy they opened;
+* the query runs in a child process (``python -m closewatch.sandbox``) on
+  that snapshot, through ``Store.user_query`` (read-only, no file access,
+  settings locked) with DuckDB's ``memory_limit`` and ``threads``; the child
+  never touches the store's file;
+* the parent waits, and kills the child when the time limit passes, when its
+  resident memory passes twice the memory limit plus 512 MB (DuckDB does not
+  account for every allocation), or when the caller cancels (a closed or
+  rerun dashboard page, Ctrl-C);
+* at most ``max_rows`` rows come back (the caller learns whether more
+  matched), written by the child as Arrow IPC and read by the parent.
+
+Every way a query ends badly is one sentence (``QueryRefused``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import psutil
+
+from closewatch.errors import ReadOnlyQuery
+from closewatch.store import Store
+
+#: How often the parent looks at the child (and calls the caller's tick).
+POLL_S = 0.1
+#: Resident memory the child may use beyond twice DuckDB's limit (the interpreter, polars, the result) before it is killed.
+MEMORY_SLACK_MB = 512
+
+
+class QueryRefused(ReadOnlyQuery):
+    """A user's query was stopped or refused; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The [sql] section's bounds."""
+
+    timeout_s: float = 30.0
+    memory_limit_mb: int = 1024
+    max_rows: int = 100_000
+    threads: int = 2
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        sql = settings.sql
+        return cls(sql.timeout_s, sql.memory_limit_mb, sql.max_rows, sql.threads)
+
+
+@dataclass(frozen=True)
+class Answer:
+    frame: pl.DataFrame
+    truncated: bool  # more rows matched than max_rows
+    seconds: float
+
+
+def run_query(store: Store, sql: str, limits: Limits = Limits(), tick: Callable[[float], None] | None = None) -> Answer:
+    """Run ``sql`` in a child process on a fresh-enough snapshot of ``store``, within ``limits``.
+
+    ``tick(elapsed_s)`` is called while the query runs; an exception it raises
+    (a Streamlit rerun or stop, KeyboardInterrupt) kills the child and propagates.
+    """
+    snapshot = refresh_snapshot(store)
+    clock = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="query-", dir=snapshot.parent) as work:
+        result = Path(work) / "result.arrow"
+        command = [sys.executable, "-m", "closewatch.sandbox", str(snapshot), str(result),
+                   json.dumps({"memory_limit_mb": limits.memory_limit_mb, "threads": limits.threads,
+                               "max_rows": limits.max_rows, "lake": str(store.lake) if store.lake else None,
+                               "temp": str(Path(work) / "spill")})]
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+        try:
+            child.stdin.write(sql.encode("utf-8"))
+            child.stdin.close()
+            _watch(child, limits, clock, tick)
+        finally:
+            _kill(child)
+        seconds = time.monotonic() - clock
+        error = (Path(work) / "result.arrow.error")
+        if error.exists():
+            raise QueryRefused(error.read_text(encoding="utf-8"))
+        if child.returncode != 0 or not result.exists():
+            raise QueryRefused(_crash_sentence(child, limits))
+        frame = pl.read_ipc(result)
+    truncated = frame.height > limits.max_rows
+    return Answer(frame.head(limits.max_rows), truncated, seconds)
+
+
+def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callable[[float], None] | None) -> None:
+    """Wait for the child; kill it (and say why) at the time or memory limit."""
+    ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024
+    process = psutil.Process(child.pid)
+    while True:
+        try:
+            child.wait(POLL_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        elapsed = time.monotonic() - started
+        if elapsed > limits.timeout_s:
+            raise QueryRefused(
+                f"The query ran longer than {limits.timeout_s:g} s and was stopped; add a WHERE on ts, aggregate, "
+                "or raise [sql] timeout in closewatch.toml.")
+        try:
+            rss = process.memory_info().rss
+        except psutil.Error:
+            rss = 0
+        if rss > ceiling:
+            raise QueryRefused(_memory_sentence(limits))
+        if tick is not None:
+            tick(elapsed)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+
+
+def _memory_sentence(limits: Limits) -> str:
+    return (f"The query needed more than its memory limit ({limits.memory_limit_mb:,} MB) and was stopped; "
+            "aggregate, select fewer columns or rows, or raise [sql] memory_limit_mb in closewatch.toml.")
+
+
+def _crash_sentence(child: subprocess.Popen, limits: Limits) -> str:
+    stderr = child.stderr.read().decode("utf-8", "replace") if child.stderr else ""
+    if child.returncode == -signal.SIGKILL or "memory" in stderr.lower():
+        return _memory_sentence(limits)
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {child.returncode}"
+    return f"The query's process failed ({last[:200]}); try a simpler query, and report it if it keeps happening."
+
+
+# -- the snapshot ----------------------------------------------------------------------
+
+
+def snapshot_dir(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".sql")
+
+
+def refresh_snapshot(store: Store) -> Path:
+    """The snapshot file, copied anew when the store changed since the last copy."""
+    folder = snapshot_dir(store)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    snapshot = folder / "snapshot.duckdb"
+    stamp_file = folder / "snapshot.stamp"
+    if snapshot.exists() and _read(stamp_file) == _stamp(store.path):
+        return snapshot
+    with open(folder / "refresh.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one copier at a time; the others then find it fresh
+        if snapshot.exists() and _read(stamp_file) == _stamp(store.path):
+            return snapshot
+        with tempfile.TemporaryDirectory(prefix="copy-", dir=folder) as work:
+            copy = Path(work) / "snapshot.duckdb"
+            with store.connect(read_only=True, lake=False):  # no writer meanwhile: the file and its WAL agree
+                stamp = _stamp(store.path)
+                shutil.copyfile(store.path, copy)
+                wal = store.path.with_name(store.path.name + ".wal")
+                if wal.exists():
+                    shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+            con = duckdb.connect(str(copy))  # a file of its own: fold its WAL in, so the snapshot is one file
+            con.execute("CHECKPOINT")
+            con.close()
+            os.replace(copy, snapshot)  # queries running on the old copy keep it open until they end
+        stamp_file.write_text(stamp, encoding="utf-8")
+    return snapshot
+
+
+def _stamp(path: Path) -> str:
+    parts = []
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            stat = file.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "|".join(parts)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+# -- the child -----------------------------------------------------------------------------
+
+
+def _child(snapshot: str, result: str, options: str) -> int:
+    """Run the query read from stdin on the snapshot; write the rows (Arrow IPC) or one sentence (``.error``)."""
+    settings = json.loads(options)
+    sql = sys.stdin.buffer.read().decode("utf-8", "replace")
+    os.makedirs(settings["temp"], exist_ok=True)
+    store = Store(snapshot, lock_timeout_s=5, lake=settings["lake"])
+    config = {"memory_limit": f"{settings['memory_limit_mb']}MB", "threads": settings["threads"],
+              "temp_directory": settings["temp"], "max_temp_directory_size": f"{4 * settings['memory_limit_mb']}MB"}
+    try:
+        frame = store.user_query(sql, settings["max_rows"] + 1, config)
+    except ReadOnlyQuery as refusal:
+        Path(result + ".error").write_text(str(refusal), encoding="utf-8")
+        return 0
+    frame.write_ipc(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(*sys.argv[1:4]))
