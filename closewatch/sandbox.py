@@ -97,6 +97,7 @@ def run_query(store: Store, sql: str, limits: Limits = Limits(), tick: Callable[
         child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  start_new_session=True)
         try:
+            assert child.stdin is not None  # stdin=PIPE
             child.stdin.write(sql.encode("utf-8"))
             child.stdin.close()
             _watch(child, limits, clock, tick)
