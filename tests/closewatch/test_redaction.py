@@ -114,7 +114,8 @@ def test_no_secret_from_the_samples_is_anywhere_in_the_database(run, db_path):
     assert run.json("select count(*) as n from rejects")[0]["n"] == len(samples)
     assert run.json("select count(*) as n from closures where close_reason like '%[REDACTED]%'")[0]["n"] >= 1
     dumped = "".join(str(row) for table in ("closures", "rejects", "ingest_batches") for row in run.json(f"select * from {table}"))
-    files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+    beside = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]  # the file, its WAL, the SQL snapshot
+    files = [f for p in beside for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
     raw = b"".join(p.read_bytes() for p in files)
     for secret in secrets:
         assert secret not in dumped
