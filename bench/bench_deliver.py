@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from closewatch.store import Store  # noqa: E402
+from closewatch.store import Store
 
 UTC = timezone.utc
 RULES = """
@@ -88,7 +88,7 @@ class SlowHook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 time.sleep(random.uniform(0.05, 0.1))
                 with hook.lock:

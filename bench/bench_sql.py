@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stores import build_closures_store  # noqa: E402
-from closewatch.sandbox import Limits, QueryRefused, refresh_snapshot, run_query  # noqa: E402
-from closewatch.store import Store  # noqa: E402
+from bench.stores import build_closures_store
+from closewatch.sandbox import Limits, QueryRefused, refresh_snapshot, run_query
+from closewatch.store import Store
 
 RUNAWAY = "SELECT count(*) FROM range(1000000000000::BIGINT)"
 
