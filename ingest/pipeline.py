@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -141,7 +141,7 @@ def staged_input(
     ``home`` (``closewatch.ingest.staging``), or in a private temporary
     folder when there is none (Spark tasks).
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     result = FileResult(source=source.name, format=None, batch_id=uuid.uuid4().hex)
     if source.problem:
         result.status, result.message = "unreadable", source.problem
