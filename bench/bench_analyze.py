@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from closewatch.analysis.detection import detect
 from closewatch.store import Store
+from bench.report import result
 from bench.stores import build_closures_store
 
 
@@ -82,6 +83,8 @@ def main() -> None:
         f"phases (in-process): read {run.read_s:.2f} s, detect {run.detect_s:.2f} s, write {run.write_s:.2f} s\n"
         f"findings by pattern: {dict(run.findings.group_by('pattern').len().sort('pattern').iter_rows())}"
     )
+    result("analyze/wall", sorted(times)[len(times) // 2], "s", 10.0)
+    result("analyze/peak-rss", peak_mb, "MB")
     if folder is not None:
         folder.cleanup()
 

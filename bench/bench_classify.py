@@ -13,6 +13,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from closewatch.analysis.catalog import classify, load_catalog
+from bench.report import result
 
 REASONS = 2_000
 
@@ -44,6 +45,7 @@ def main() -> None:
         best = min(best, time.perf_counter() - start)
     pairs = frame.select("close_code", "close_reason").n_unique()
     print(f"{rows:,} rows, {pairs:,} distinct pairs: best of 3 {best:.2f} s, {rows / best:,.0f} rows/s")
+    result("classify/rows-per-s", rows / best, "rows/s")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from closewatch.analysis.catalog import catalog_table, load_catalog
 from closewatch.analysis.detection import detect
 from closewatch.sandbox import Limits
 from closewatch.dashboard.queries import alerts, explorer, findings, overview, patterns, reference, shared, sql, timespan, upload
+from bench.report import result
 from bench.stores import build_closures_store
 
 TARGET_MS = 500
@@ -140,6 +141,8 @@ def main() -> None:
     warm = warm_ms(store, args.runs)
     print(f"{'Overview, cached rerun (token + cache hits)':<{width}} {min(warm):>8.0f} {statistics.median(warm):>8.0f}")
     print(f"\nslowest page median: {worst:.0f} ms (2 shared cores: expect noise)")
+    result("dashboard-queries/slowest-page/cold", worst, "ms", TARGET_MS)
+    result("dashboard-queries/overview/cached-rerun", statistics.median(warm), "ms")
     if folder is not None:
         folder.cleanup()
 
