@@ -1,10 +1,19 @@
-"""Alert rules as data: a TOML file parsed and validated into ``Rule`` and ``Channel`` objects.
+"""Alert rules as data: a TOML file validated by pydantic models into ``Rule`` and ``Channel`` objects.
 
 Users change thresholds, groups and channels by editing ``alerts.toml``, never
 code. The file is read once per job run and checked completely: every problem
 is reported with the rule's name, its line and the field, so ``closewatch
 alerts check`` can list them all in one pass (see docs/alerts.md for the
 format, field by field).
+
+The file's shape is a set of pydantic models with ``extra="forbid"``: one per
+rule kind (``PatternRuleSpec``, ``ThresholdRuleSpec``, ``SqlRuleSpec``,
+``AbsenceRuleSpec``, discriminated by ``kind``) and one per channel type
+(discriminated by ``type``). Their field names are the ``Rule`` and
+``Channel`` attributes (seconds, tuples); their aliases are the TOML keys. A
+validated spec becomes a frozen ``Rule`` or ``Channel``, the plain records the
+engine and the channels read, so the rest of alerts/ does not depend on
+pydantic.
 
 Secrets (webhook URLs, apprise URLs with passwords, tokens) are never written
 in the file: a channel names the environment variable that holds them
@@ -18,15 +27,29 @@ import os
 import re
 import string
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import duckdb
 import httpx
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from closewatch import durations
 from closewatch.alerts.errors import RulesInvalid
+from closewatch.validation import describe
 from closewatch.vocabulary import CATEGORIES, PATTERNS, RETRY_SAFE, SEVERITIES
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.toml")
@@ -51,6 +74,7 @@ WHERE_KEYS: dict[str, tuple[str, ...] | None] = {
     "retry_safe": RETRY_SAFE,
 }
 OPERATORS = (">=", ">", "<=", "<")
+METRICS = ("count", "rate")
 CHANNEL_TYPES = ("console", "log", "file", "webhook", "apprise")
 BUILTIN_CHANNELS = ("console", "log")
 #: Parameters a sql rule's query may use.
@@ -60,28 +84,24 @@ TEMPLATE_FIELDS = (
     "rule", "description", "severity", "status", "group", "headline", "value", "window",
     "window_start", "window_end", "top_reasons", "action", "runbook", "labels",
 )
+TOP_LEVEL = ("rules", "channels", "defaults")
+
+#: Placeholder widths and precisions a message template may ask for ("{rule:>40}"); more is a mistake or an attack.
+MAX_TEMPLATE_WIDTH = 200
+#: A rules file larger than this is not a rules file.
+MAX_RULES_BYTES = 1 << 20
+
+#: What to write for a required key that is missing or empty (shown by the models' ``needs``).
+_NEEDS = {
+    "pattern": f"a pattern rule needs pattern = one of {', '.join(PATTERNS)}",
+    "path": "a file channel needs path = \"alerts.jsonl\"",
+}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.MULTILINE)
 _CHANNEL_HEADER = re.compile(r"^[ \t]*\[[ \t]*channels\.\"?([^\]\"]+)\"?\s*\]", re.MULTILINE)
-
-COMMON_FIELDS = {
-    "name", "kind", "description", "severity", "group_by", "for", "keep_firing_for", "repeat_interval", "resolve",
-    "labels", "channels", "message", "runbook", "action", "every", "enabled",
-}
-KIND_FIELDS = {
-    "pattern": {"pattern", "window", "min_count", "min_findings", "detection_severity"},
-    "threshold": {"where", "window", "metric", "op", "value", "min_total"},
-    "sql": {"query", "window"},
-    "absence": {"where", "window", "lookback", "expected"},
-}
-CHANNEL_FIELDS = {
-    "console": {"type"},
-    "log": {"type"},
-    "file": {"type", "path"},
-    "webhook": {"type", "url", "url_env", "timeout", "retries", "backoff", "headers", "headers_env"},
-    "apprise": {"type", "url_env", "urls_env"},
-}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?$")
 
 
 @dataclass(frozen=True)
@@ -213,9 +233,10 @@ def check_rules(path: str | os.PathLike | None = None, default_every_s: float = 
     if path.stat().st_size > MAX_RULES_BYTES:
         return None, [f"the file is larger than {MAX_RULES_BYTES >> 20} MiB; a rules file is small text, check the path"]
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        line = raw[:error.start].count(b"\n") + 1
         return None, [f"line {line} is not UTF-8 text (byte {error.object[error.start]:#04x}); save the file as UTF-8"]
     except OSError as error:
         return None, [f"cannot be read ({error.strerror or error}); check the path and its permissions"]
@@ -223,7 +244,7 @@ def check_rules(path: str | os.PathLike | None = None, default_every_s: float = 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         return None, [f"not valid TOML: {error}"]
-    return _Parser(path, text, default_every_s).parse(data)
+    return _FileChecker(path, text, default_every_s).check(data)
 
 
 def parse_duration(value: Any) -> float | None:
@@ -234,14 +255,6 @@ def parse_duration(value: Any) -> float | None:
 def format_duration(seconds: float) -> str:
     """The short human form: 90 -> '1m30s' (closewatch.durations)."""
     return durations.format_duration(seconds)
-
-
-#: Placeholder widths and precisions a message template may ask for ("{rule:>40}"); more is a mistake or an attack.
-MAX_TEMPLATE_WIDTH = 200
-#: A rules file larger than this is not a rules file.
-MAX_RULES_BYTES = 1 << 20
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
-_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?$")
 
 
 def url_problem(url: str) -> str | None:
@@ -307,396 +320,150 @@ def template_problems(template: str, allowed: set[str]) -> list[str]:
     return problems
 
 
-# -- parsing -------------------------------------------------------------------
+# -- value checks: each raises Problems with the words the user sees -------------------
 
 
-class _Parser:
-    """Walks the TOML data once, collecting every problem instead of stopping at the first."""
+class Problems(ValueError):
+    """What is wrong with one value, as one or more phrases; ``field`` names another key when the fault is there.
 
-    def __init__(self, path: Path, text: str, default_every_s: float):
-        self.path = path
-        self.default_every_s = default_every_s
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-        self.rule_lines = [text.count("\n", 0, m.start()) + 1 for m in _RULE_HEADER.finditer(text)]
-        self.channel_lines = {m.group(1).strip(): text.count("\n", 0, m.start()) + 1 for m in _CHANNEL_HEADER.finditer(text)}
+    pydantic keeps the exception in the error's context, so a validator can
+    report several problems of one field (every unknown placeholder of a
+    message) and a model validator can name the field at fault.
+    """
 
-    def parse(self, data: dict[str, Any]) -> tuple[RuleSet | None, list[str]]:
-        for key in data:
-            if key not in ("rules", "channels", "defaults"):
-                self.problems.append(f"unknown top-level key '{key}' (expected rules, channels or defaults tables)")
-        channels = self._channels(data.get("channels", {}))
-        defaults = data.get("defaults", {})
-        if not isinstance(defaults, dict):
-            self.problems.append("defaults must be a table of rule fields")
-            defaults = {}
-        for key in defaults:
-            if key not in COMMON_FIELDS - {"name", "kind"}:
-                self.problems.append(f"defaults: '{key}' cannot have a default (allowed: {', '.join(sorted(COMMON_FIELDS - {'name', 'kind'}))})")
-        raw_rules = data.get("rules", [])
-        if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
-            self.problems.append("rules must be written as tables headed rules in double brackets")
-            raw_rules = []
-        if not raw_rules:
-            self.problems.append("the file defines no rules; add at least one rule table (headed rules in double brackets)")
-        rules = []
-        seen: set[str] = set()
-        for index, raw in enumerate(raw_rules):
-            rule = _RuleParser(self, index, {**defaults, **raw}, channels).parse()
-            if rule is None:
-                continue
-            if rule.name in seen:
-                self.problems.append(f"rule '{rule.name}' (line {rule.line}), field 'name': another rule has the same name; names must be unique")
-            seen.add(rule.name)
-            rules.append(rule)
-        if self.problems:
-            return None, self.problems
-        env_problems = [problem for channel in channels.values() for problem in channel.env_problems()]
-        return RuleSet(self.path, rules, channels, self.warnings + env_problems, env_problems), []
-
-    def _channels(self, raw: Any) -> dict[str, Channel]:
-        channels = {name: Channel(name, name) for name in BUILTIN_CHANNELS}
-        if not isinstance(raw, dict):
-            self.problems.append("channels must be tables like channels.oncall")
-            return channels
-        for name, spec in raw.items():
-            channel = self._channel(name, spec)
-            if channel is not None:
-                channels[name] = channel
-                missing = channel.missing_env()
-                if missing:
-                    self.warnings.append(
-                        f"channel '{name}': environment variable {', '.join(missing)} is not set here; "
-                        "notifications to it wait in the outbox until it is"
-                    )
-        return channels
-
-    def _channel(self, name: str, spec: Any) -> Channel | None:
-        where = f"channel '{name}' (line {self.channel_lines.get(name, '?')})"
-        problems_before = len(self.problems)
-
-        def bad(field_name: str, problem: str) -> None:
-            self.problems.append(f"{where}, field '{field_name}': {problem}")
-
-        if not isinstance(spec, dict):
-            self.problems.append(f"{where}: must be a table with a 'type'")
-            return None
-        kind = spec.get("type")
-        if kind not in CHANNEL_TYPES:
-            bad("type", f"must be one of {', '.join(CHANNEL_TYPES)}, not {kind!r}")
-            return None
-        for key in spec:
-            if key not in CHANNEL_FIELDS[kind]:
-                bad(key, f"unknown field for a {kind} channel (allowed: {', '.join(sorted(CHANNEL_FIELDS[kind]))})")
-        options: dict[str, Any] = {}
-        if kind == "file":
-            if not isinstance(spec.get("path"), str) or not spec.get("path"):
-                bad("path", "a file channel needs path = \"alerts.jsonl\"")
-            options["path"] = spec.get("path")
-        if kind in ("webhook", "apprise"):
-            envs = spec.get("urls_env", [])
-            if isinstance(envs, str):
-                envs = [envs]
-            if "url_env" in spec:
-                envs = [spec["url_env"], *envs]
-            if not isinstance(envs, list) or not all(isinstance(e, str) and e for e in envs):
-                bad("url_env", "must name an environment variable, e.g. url_env = \"SLACK_URL\"")
-                envs = []
-            if kind == "webhook" and "url" in spec:
-                problem = url_problem(spec["url"]) if isinstance(spec["url"], str) else "is not text"
-                if problem:
-                    bad("url", f"{problem}; write an http:// or https:// URL (put secret URLs in an environment variable and use url_env)")
-                options["url"] = spec.get("url")
-            if not envs and not options.get("url"):
-                bad("url_env", f"a {kind} channel needs url_env = \"VARIABLE\" naming the environment variable that holds its URL")
-            if kind == "webhook" and len(envs) > 1:
-                bad("url_env", "a webhook channel posts to one URL")
-            options["url_envs"] = tuple(envs)
-        if kind == "webhook":
-            for key, default in (("timeout", 10.0), ("backoff", 0.5)):
-                seconds = parse_duration(spec.get(key, default))
-                if seconds is None or (key == "timeout" and not 0 < seconds <= 300) or seconds > 300:
-                    bad(key, "must be a duration like \"5s\", at most 5m")
-                options[f"{key}_s"] = seconds if seconds is not None else default
-            retries = spec.get("retries", 2)
-            if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
-                bad("retries", "must be a whole number from 0 to 10")
-                retries = 2
-            options["retries"] = retries
-            for key in ("headers", "headers_env"):
-                value = spec.get(key, {})
-                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                    bad(key, "must be a table of header name = text")
-                    value = {}
-                options[key] = dict(value)
-            for header, value in options["headers"].items():
-                if header.lower() in ("authorization", "x-api-key"):
-                    bad("headers", f"'{header}' is a secret; name its environment variable in headers_env instead")
-                problem = header_problem(header, value)
-                if problem:
-                    bad("headers", f"header {header!r} {problem}")
-            for header in options["headers_env"]:
-                problem = header_problem(header, "")
-                if problem:
-                    bad("headers_env", f"header {header!r} {problem}")
-        if len(self.problems) > problems_before:
-            return None
-        return Channel(name, kind, **options)
+    def __init__(self, texts: str | list[str], field: str | None = None):
+        self.texts = [texts] if isinstance(texts, str) else texts
+        self.field = field
+        super().__init__("; ".join(self.texts))
 
 
-class _RuleParser:
-    """Validates one [[rules]] table; reports through the file parser."""
+def _fail_if(problems: list[str], field_name: str | None = None) -> None:
+    if problems:
+        raise Problems(problems, field_name)
 
-    def __init__(self, parent: _Parser, index: int, raw: dict[str, Any], channels: dict[str, Channel]):
-        self.parent = parent
-        self.raw = raw
-        self.channels = channels
-        self.line = parent.rule_lines[index] if index < len(parent.rule_lines) else None
-        name = raw.get("name")
-        self.name = name if isinstance(name, str) and name else f"#{index + 1}"
-        self.failed = False
 
-    def bad(self, field_name: str, problem: str) -> None:
-        line = f" (line {self.line})" if self.line else ""
-        self.parent.problems.append(f"rule '{self.name}'{line}, field '{field_name}': {problem}")
-        self.failed = True
+def _as_list(value: Any) -> Any:
+    """One value where a list is expected means a list of one (channels = "oncall")."""
+    return [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
 
-    def parse(self) -> Rule | None:
-        raw = self.raw
-        if not isinstance(raw.get("name"), str) or not _NAME.match(raw.get("name", "")):
-            self.bad("name", "every rule needs a name of letters, digits, '-', '_' or '.' (at most 80)")
-        kind = raw.get("kind")
-        if kind not in KINDS:
-            self.bad("kind", f"must be one of {', '.join(KINDS)}, not {kind!r}")
-            return None
-        for key in raw:
-            if key not in COMMON_FIELDS | KIND_FIELDS[kind]:
-                self.bad(key, f"unknown field for a {kind} rule (allowed: {', '.join(sorted(COMMON_FIELDS | KIND_FIELDS[kind]))})")
-        fields: dict[str, Any] = {"name": self.name, "kind": kind, "line": self.line}
-        fields.update(self._common())
-        fields.update(getattr(self, f"_{kind}")())
-        if kind == "sql" and not fields["window_s"]:
-            fields["window_s"] = fields["every_s"]
-        elif fields.get("window_s") and not _multiple(fields["window_s"], fields["every_s"]):
-            self.bad("window", f"must be a whole multiple of the evaluation step ({format_duration(fields['every_s'])}; set 'every' to change it)")
-        self._check_template(fields.get("message", "{headline}"), fields.get("group_by", ()))
-        return None if self.failed else Rule(**fields)
 
-    # -- fields shared by every kind
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Problems("must be text")
+    return value
 
-    def _common(self) -> dict[str, Any]:
-        raw = self.raw
-        out: dict[str, Any] = {}
-        severity = raw.get("severity", "warning")
-        if severity not in SEVERITIES:
-            self.bad("severity", f"must be one of {', '.join(SEVERITIES)}")
-        out["severity"] = severity
-        for key in ("description", "message", "runbook", "action"):
-            if key in raw and not isinstance(raw[key], str):
-                self.bad(key, "must be text")
-            elif key in raw:
-                out[key] = raw[key]
-        out["for_s"] = self._duration("for", 0.0)
-        out["keep_firing_s"] = self._duration("keep_firing_for", 0.0)
-        out["repeat_s"] = self._duration("repeat_interval", 0.0)
-        out["every_s"] = self._duration("every", self.parent.default_every_s, positive=True)
-        for key in ("resolve", "enabled"):
-            if key in raw and not isinstance(raw[key], bool):
-                self.bad(key, "must be true or false")
-            elif key in raw:
-                out[key] = raw[key]
-        labels = raw.get("labels", {})
-        if not isinstance(labels, dict) or not all(isinstance(v, (str, int, float, bool)) for v in labels.values()):
-            self.bad("labels", "must be a table of name = text, e.g. labels = { team = \"voice\" }")
-            labels = {}
-        out["labels"] = {str(k): str(v) for k, v in labels.items()}
-        channels = raw.get("channels", ["console"])
-        if isinstance(channels, str):
-            channels = [channels]
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            self.bad("channels", "must be a list of channel names")
-            channels = []
-        for channel in channels:
-            if channel not in self.channels:
-                known = ", ".join(sorted(self.channels))
-                self.bad("channels", f"no channel named '{channel}' (defined: {known}; define it in a channels.{channel} table)")
-        out["channels"] = tuple(channels)
-        return out
 
-    def _group_by(self, allowed: tuple[str, ...], default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.raw.get("group_by", list(default))
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.bad("group_by", "must be a list of column names")
-            return ()
-        for column in value:
-            if allowed and column not in allowed:
-                self.bad("group_by", f"'{column}' is not a column this rule can group by (allowed: {', '.join(allowed)})")
-        if len(set(value)) != len(value):
-            self.bad("group_by", "lists a column twice")
-        return tuple(value)
+def _required_text(key: str) -> Callable[[Any], str]:
+    """A key that must be non-empty text; anything else gets the same sentence as leaving it out (the model's ``needs``)."""
 
-    # -- kinds
-
-    def _pattern(self) -> dict[str, Any]:
-        raw = self.raw
-        pattern = raw.get("pattern")
-        if not isinstance(pattern, str) or not pattern:
-            self.bad("pattern", f"a pattern rule needs pattern = one of {', '.join(PATTERNS)}")
-        elif pattern not in PATTERNS:
-            self.parent.warnings.append(f"rule '{self.name}': pattern '{pattern}' is not one of the built-in detectors ({', '.join(PATTERNS)})")
-        severities = raw.get("detection_severity", [])
-        if isinstance(severities, str):
-            severities = [severities]
-        if not isinstance(severities, list) or any(s not in SEVERITIES for s in severities):
-            self.bad("detection_severity", f"must list severities among {', '.join(SEVERITIES)}")
-            severities = []
-        return {
-            "pattern": pattern,
-            "group_by": self._group_by(PATTERN_GROUP_COLUMNS, ("key",)),
-            "window_s": self._duration("window", 900.0, positive=True),
-            "min_count": self._whole("min_count", 1),
-            "min_findings": self._whole("min_findings", 1),
-            "detection_severity": tuple(severities),
-        }
-
-    def _threshold(self) -> dict[str, Any]:
-        raw = self.raw
-        metric = raw.get("metric", "count")
-        if metric not in ("count", "rate"):
-            self.bad("metric", "must be \"count\" (closures in the window) or \"rate\" (share of the group's closures)")
-        op = raw.get("op", ">=")
-        if op not in OPERATORS:
-            self.bad("op", f"must be one of {', '.join(OPERATORS)}")
-        elif metric == "count" and op not in (">=", ">"):
-            self.bad("op", "a count can only be compared with >= or >; for 'too few closures' use an absence rule")
-        value = raw.get("value")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            self.bad("value", "a threshold rule needs value = a number >= 0 to compare with")
-            value = 0
-        elif metric == "rate" and value > 1:
-            self.bad("value", "a rate is a share between 0 and 1 (0.3 means 30 %)")
-        if "window" not in raw:
-            self.bad("window", "a threshold rule needs window = a duration like \"15m\"")
-        return {
-            "where": self._where(),
-            "group_by": self._group_by(GROUP_COLUMNS),
-            "window_s": self._duration("window", 900.0, positive=True),
-            "metric": metric,
-            "op": op,
-            "value": float(value),
-            "min_total": self._whole("min_total", 1),
-        }
-
-    def _absence(self) -> dict[str, Any]:
-        raw = self.raw
-        if "window" not in raw:
-            self.bad("window", "an absence rule needs window = how long without closures, e.g. \"30m\"")
-        window = self._duration("window", 1800.0, positive=True)
-        lookback = self._duration("lookback", max(86400.0, 2 * window), positive=True)
-        if lookback <= window:
-            self.bad("lookback", "must be longer than window (groups seen within lookback are expected to keep reporting)")
-        group_by = self._group_by(GROUP_COLUMNS)
-        expected = raw.get("expected", [])
-        if not isinstance(expected, list) or not all(isinstance(e, (str, int)) for e in expected):
-            self.bad("expected", "must be a list of values of the group_by column")
-            expected = []
-        if expected and len(group_by) != 1:
-            self.bad("expected", "needs exactly one group_by column, e.g. group_by = [\"client_id\"]")
-        return {
-            "where": self._where(),
-            "group_by": group_by,
-            "window_s": window,
-            "lookback_s": lookback,
-            "expected": tuple(str(e) for e in expected),
-        }
-
-    def _sql(self) -> dict[str, Any]:
-        query = self.raw.get("query")
-        params: tuple[str, ...] = ()
-        if not isinstance(query, str) or not query.strip():
-            self.bad("query", "a sql rule needs query = a SELECT whose rows are the firing groups")
-        else:
-            params = self._check_query(query)
-        return {
-            "query": query,
-            "query_params": params,
-            "group_by": self._group_by(()),
-            "window_s": self._duration("window", 0.0, positive=True),  # 0: the evaluation step
-        }
-
-    def _check_query(self, query: str) -> tuple[str, ...]:
-        try:
-            statements = duckdb.extract_statements(query)
-        except duckdb.Error as error:
-            self.bad("query", f"is not valid SQL: {str(error).splitlines()[0]}")
-            return ()
-        if len(statements) != 1:
-            self.bad("query", "must be exactly one statement")
-            return ()
-        statement = statements[0]
-        if statement.type != duckdb.StatementType.SELECT:
-            self.bad("query", "must be a SELECT (or WITH ... SELECT); rules only read")
-            return ()
-        unknown = set(statement.named_parameters) - set(SQL_PARAMETERS)
-        if unknown:
-            self.bad("query", f"uses unknown parameter(s) {', '.join('$' + p for p in sorted(unknown))} (available: $start, $end)")
-        if any(name.isdigit() for name in statement.named_parameters) or "?" in _strip_strings(query):
-            self.bad("query", "use the named parameters $start and $end, not ? placeholders")
-        return tuple(sorted(set(statement.named_parameters) & set(SQL_PARAMETERS)))
-
-    # -- small validators
-
-    def _where(self) -> dict[str, tuple]:
-        where = self.raw.get("where", {})
-        if not isinstance(where, dict):
-            self.bad("where", "must be a table, e.g. where = { category = [\"auth_failed\"] }")
-            return {}
-        out: dict[str, tuple] = {}
-        for key, values in where.items():
-            if key not in WHERE_KEYS:
-                self.bad(f"where.{key}", f"unknown filter (allowed: {', '.join(WHERE_KEYS)})")
-                continue
-            if not isinstance(values, list):
-                values = [values]
-            if not values:
-                self.bad(f"where.{key}", "lists no values")
-                continue
-            if key == "close_code":
-                if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                    self.bad(f"where.{key}", "must be whole numbers, e.g. [1006, 1011]")
-                    continue
-            elif not all(isinstance(v, str) for v in values):
-                self.bad(f"where.{key}", "must be text values")
-                continue
-            choices = WHERE_KEYS[key]
-            for value in values:
-                if choices is not None and value not in choices:
-                    self.bad(f"where.{key}", f"'{value}' is not one of {', '.join(choices)}")
-            out[key] = tuple(values)
-        return out
-
-    def _duration(self, key: str, default: float, positive: bool = False) -> float:
-        if key not in self.raw:
-            return default
-        seconds = parse_duration(self.raw[key])
-        if seconds is None or (positive and seconds <= 0):
-            self.bad(key, f"must be a duration like \"90s\", \"15m\", \"2h\" or \"1d\", not {self.raw[key]!r}")
-            return default
-        return seconds
-
-    def _whole(self, key: str, default: int) -> int:
-        value = self.raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            self.bad(key, "must be a whole number >= 1")
-            return default
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise Problems(_NEEDS[key])
         return value
 
-    def _check_template(self, template: str, group_by: tuple[str, ...]) -> None:
-        if isinstance(template, str):
-            for problem in template_problems(template, set(TEMPLATE_FIELDS) | set(group_by)):
-                self.bad("message", problem)
+    return check
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Problems("must be true or false")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise Problems("must be a whole number >= 1")
+    return value
+
+
+def _one_of(choices: Iterable[str], words: str) -> Callable[[Any], str]:
+    allowed = tuple(choices)
+
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise Problems(words.format(choices=", ".join(allowed), value=value))
+        return value
+
+    return check
+
+
+def _seconds(positive: bool) -> Callable[[Any], float | None]:
+    def check(value: Any) -> float | None:
+        if value is None:  # not written: the field's validator fills in the default
+            return None
+        seconds = parse_duration(value)
+        if seconds is None or (positive and seconds <= 0):
+            raise Problems(f"must be a duration like \"90s\", \"15m\", \"2h\" or \"1d\", not {value!r}")
+        return seconds
+
+    return check
+
+
+def _rule_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise Problems("every rule needs a name of letters, digits, '-', '_' or '.' (at most 80)")
+    return value
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
+        raise Problems("must be a table of name = text, e.g. labels = { team = \"voice\" }")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _names(words: str) -> Callable[[Any], tuple[str, ...]]:
+    def check(value: Any) -> tuple[str, ...]:
+        value = _as_list(value)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Problems(words)
+        return tuple(value)
+
+    return check
+
+
+def _severities(value: Any) -> tuple[str, ...]:
+    value = _as_list(value)
+    if not isinstance(value, list) or any(s not in SEVERITIES for s in value):
+        raise Problems(f"must list severities among {', '.join(SEVERITIES)}")
+    return tuple(value)
+
+
+def _expected(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(e, (str, int)) and not isinstance(e, bool) for e in value):
+        raise Problems("must be a list of values of the group_by column")
+    return tuple(str(e) for e in value)
+
+
+def _threshold_value(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise Problems("a threshold rule needs value = a number >= 0 to compare with")
+    return float(value)
+
+
+def _filter(choices: tuple[str, ...] | None, codes: bool = False) -> Callable[[Any], tuple]:
+    """One key of a ``where`` table: a value or a list of them, each among ``choices`` when the set is closed."""
+
+    def check(values: Any) -> tuple:
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise Problems("lists no values")
+        if codes and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise Problems("must be whole numbers, e.g. [1006, 1011]")
+        if not codes and not all(isinstance(v, str) for v in values):
+            raise Problems("must be text values")
+        _fail_if([f"'{v}' is not one of {', '.join(choices)}" for v in values if choices is not None and v not in choices])
+        return tuple(values)
+
+    return check
+
+
+def _table(words: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise Problems(words)
+        return value
+
+    return check
 
 
 def _multiple(window: float, step: float) -> bool:
@@ -707,3 +474,558 @@ def _multiple(window: float, step: float) -> bool:
 def _strip_strings(query: str) -> str:
     """The query without its string literals, so a '?' inside text is not taken for a placeholder."""
     return re.sub(r"'(?:[^']|'')*'", "''", query)
+
+
+def query_parameters(query: str) -> tuple[str, ...]:
+    """The named parameters ($start, $end) a rule's SELECT uses; raises Problems when it is not one read-only SELECT."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as error:
+        raise Problems(f"is not valid SQL: {str(error).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise Problems("must be exactly one statement")
+    statement = statements[0]
+    if statement.type != duckdb.StatementType.SELECT:
+        raise Problems("must be a SELECT (or WITH ... SELECT); rules only read")
+    problems = []
+    unknown = set(statement.named_parameters) - set(SQL_PARAMETERS)
+    if unknown:
+        problems.append(f"uses unknown parameter(s) {', '.join('$' + p for p in sorted(unknown))} (available: $start, $end)")
+    if any(name.isdigit() for name in statement.named_parameters) or "?" in _strip_strings(query):
+        problems.append("use the named parameters $start and $end, not ? placeholders")
+    _fail_if(problems)
+    return tuple(sorted(set(statement.named_parameters) & set(SQL_PARAMETERS)))
+
+
+def _sql_query(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Problems("a sql rule needs query = a SELECT whose rows are the firing groups")
+    query_parameters(value)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Whole = Annotated[int, BeforeValidator(_whole)]
+Duration = Annotated[float | None, BeforeValidator(_seconds(positive=False))]
+PositiveDuration = Annotated[float | None, BeforeValidator(_seconds(positive=True))]
+
+
+# -- the file's shape: pydantic models --------------------------------------------------
+
+
+class Spec(BaseModel):
+    """A table of the rules file: unknown keys are errors; ``needs`` says what to write for a missing key."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    #: For required keys: the sentence shown when the key is missing (by TOML key).
+    needs: ClassVar[dict[str, str]] = {}
+
+
+class Where(Spec):
+    """A ``where`` table: closures must match every key, and one of the values listed for it."""
+
+    category: Annotated[tuple, BeforeValidator(_filter(CATEGORIES))] | None = None
+    severity: Annotated[tuple, BeforeValidator(_filter(SEVERITIES))] | None = None
+    close_code: Annotated[tuple, BeforeValidator(_filter(None, codes=True))] | None = None
+    client_id: Annotated[tuple, BeforeValidator(_filter(None))] | None = None
+    source_format: Annotated[tuple, BeforeValidator(_filter(None))] | None = None
+    era: Annotated[tuple, BeforeValidator(_filter(None))] | None = None
+    retry_safe: Annotated[tuple, BeforeValidator(_filter(RETRY_SAFE))] | None = None
+
+
+WhereTable = Annotated[Where, BeforeValidator(_table("must be a table, e.g. where = { category = [\"auth_failed\"] }"))]
+
+
+class RuleSpec(Spec):
+    """The fields every rule has, in the order they are checked (later checks read earlier fields)."""
+
+    #: Columns ``group_by`` may name (empty: any, for sql rules), and its default.
+    group_columns: ClassVar[tuple[str, ...]] = GROUP_COLUMNS
+    group_default: ClassVar[tuple[str, ...]] = ()
+
+    name: Annotated[str, BeforeValidator(_rule_name)]
+    kind: str
+    severity: Annotated[str, BeforeValidator(_one_of(SEVERITIES, "must be one of {choices}"))] = "warning"
+    description: Text = ""
+    runbook: Text = ""
+    action: Text = ""
+    resolve: Flag = False
+    enabled: Flag = True
+    labels: Annotated[dict[str, str], BeforeValidator(_labels)] = {}
+    channels: Annotated[tuple[str, ...], BeforeValidator(_names("must be a list of channel names"))] = ("console",)
+    for_s: Duration = Field(0.0, alias="for")
+    keep_firing_s: Duration = Field(0.0, alias="keep_firing_for")
+    repeat_s: Duration = Field(0.0, alias="repeat_interval")
+    every_s: PositiveDuration = Field(None, alias="every", validate_default=True)
+    group_by: Annotated[tuple[str, ...], BeforeValidator(_names("must be a list of column names"))] | None = Field(
+        None, validate_default=True)
+    message: Text = Field("{headline}", validate_default=True)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_defined(cls, channels: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        defined = (info.context or {}).get("channels", BUILTIN_CHANNELS)
+        _fail_if([f"no channel named '{c}' (defined: {', '.join(sorted(defined))}; define it in a channels.{c} table)"
+                  for c in channels if c not in defined])
+        return channels
+
+    @field_validator("every_s")
+    @classmethod
+    def _default_step(cls, seconds: float | None, info: ValidationInfo) -> float:
+        return seconds if seconds is not None else (info.context or {}).get("default_every_s", 60.0)
+
+    @field_validator("group_by")
+    @classmethod
+    def _groupable(cls, columns: tuple[str, ...] | None) -> tuple[str, ...]:
+        columns = cls.group_default if columns is None else columns
+        allowed = cls.group_columns
+        problems = [f"'{c}' is not a column this rule can group by (allowed: {', '.join(allowed)})"
+                    for c in columns if allowed and c not in allowed]
+        if len(set(columns)) != len(columns):
+            problems.append("lists a column twice")
+        _fail_if(problems)
+        return columns
+
+    @field_validator("message")
+    @classmethod
+    def _template(cls, template: str, info: ValidationInfo) -> str:
+        _fail_if(template_problems(template, set(TEMPLATE_FIELDS) | set(info.data.get("group_by") or ())))
+        return template
+
+    @classmethod
+    def _window(cls, seconds: float | None, info: ValidationInfo, default: float) -> float:
+        """A window is a whole number of evaluation steps, so every evaluation sees whole windows."""
+        seconds = default if seconds is None else seconds
+        step = info.data.get("every_s")
+        if step and seconds and not _multiple(seconds, step):
+            raise Problems(f"must be a whole multiple of the evaluation step ({format_duration(step)}; set 'every' to change it)")
+        return seconds
+
+
+class PatternRuleSpec(RuleSpec):
+    """kind = "pattern": fires on the pattern detectors' findings."""
+
+    group_columns: ClassVar[tuple[str, ...]] = PATTERN_GROUP_COLUMNS
+    group_default: ClassVar[tuple[str, ...]] = ("key",)
+    needs: ClassVar[dict[str, str]] = {"pattern": _NEEDS["pattern"]}
+
+    kind: Literal["pattern"]
+    pattern: Annotated[str, BeforeValidator(_required_text("pattern"))]
+    window_s: PositiveDuration = Field(None, alias="window", validate_default=True)
+    min_count: Whole = 1
+    min_findings: Whole = 1
+    detection_severity: Annotated[tuple[str, ...], BeforeValidator(_severities)] = ()
+
+    @field_validator("window_s")
+    @classmethod
+    def _steps(cls, seconds: float | None, info: ValidationInfo) -> float:
+        return cls._window(seconds, info, 900.0)
+
+
+class ThresholdRuleSpec(RuleSpec):
+    """kind = "threshold": how many closures match (or which share of the group's), per group, in a window."""
+
+    needs: ClassVar[dict[str, str]] = {
+        "window": "a threshold rule needs window = a duration like \"15m\"",
+        "value": "a threshold rule needs value = a number >= 0 to compare with",
+    }
+
+    kind: Literal["threshold"]
+    where: WhereTable = Where()
+    window_s: PositiveDuration = Field(alias="window")
+    metric: Annotated[str, BeforeValidator(_one_of(
+        METRICS, "must be \"count\" (closures in the window) or \"rate\" (share of the group's closures)"))] = "count"
+    op: Annotated[str, BeforeValidator(_one_of(OPERATORS, "must be one of {choices}"))] = ">="
+    value: Annotated[float, BeforeValidator(_threshold_value)]
+    min_total: Whole = 1
+
+    @field_validator("window_s")
+    @classmethod
+    def _steps(cls, seconds: float | None, info: ValidationInfo) -> float:
+        return cls._window(seconds, info, 900.0)
+
+    @field_validator("op")
+    @classmethod
+    def _op_fits(cls, op: str, info: ValidationInfo) -> str:
+        if info.data.get("metric") == "count" and op not in (">=", ">"):
+            raise Problems("a count can only be compared with >= or >; for 'too few closures' use an absence rule")
+        return op
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("metric") == "rate" and value > 1:
+            raise Problems("a rate is a share between 0 and 1 (0.3 means 30 %)")
+        return value
+
+
+class AbsenceRuleSpec(RuleSpec):
+    """kind = "absence": fires when a group seen within ``lookback`` sends no closures for ``window``."""
+
+    needs: ClassVar[dict[str, str]] = {"window": "an absence rule needs window = how long without closures, e.g. \"30m\""}
+
+    kind: Literal["absence"]
+    where: WhereTable = Where()
+    window_s: PositiveDuration = Field(alias="window")
+    lookback_s: PositiveDuration = Field(None, alias="lookback", validate_default=True)
+    expected: Annotated[tuple[str, ...], BeforeValidator(_expected)] = ()
+
+    @field_validator("window_s")
+    @classmethod
+    def _steps(cls, seconds: float | None, info: ValidationInfo) -> float:
+        return cls._window(seconds, info, 1800.0)
+
+    @field_validator("lookback_s")
+    @classmethod
+    def _longer(cls, seconds: float | None, info: ValidationInfo) -> float | None:
+        window = info.data.get("window_s")
+        if seconds is None:
+            return max(86400.0, 2 * window) if window else None
+        if window and seconds <= window:
+            raise Problems("must be longer than window (groups seen within lookback are expected to keep reporting)")
+        return seconds
+
+    @field_validator("expected")
+    @classmethod
+    def _one_column(cls, expected: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if expected and len(info.data.get("group_by") or ()) != 1:
+            raise Problems("needs exactly one group_by column, e.g. group_by = [\"client_id\"]")
+        return expected
+
+
+class SqlRuleSpec(RuleSpec):
+    """kind = "sql": the rows of your SELECT over ($start, $end] are the firing groups."""
+
+    group_columns: ClassVar[tuple[str, ...]] = ()  # any column the query returns
+    needs: ClassVar[dict[str, str]] = {"query": "a sql rule needs query = a SELECT whose rows are the firing groups"}
+
+    kind: Literal["sql"]
+    query: Annotated[str, BeforeValidator(_sql_query)]
+    window_s: PositiveDuration = Field(None, alias="window", validate_default=True)
+
+    @field_validator("window_s")
+    @classmethod
+    def _one_step(cls, seconds: float | None, info: ValidationInfo) -> float | None:
+        return seconds if seconds is not None else info.data.get("every_s")  # 0: the evaluation step
+
+
+ANY_RULE = Annotated[PatternRuleSpec | ThresholdRuleSpec | AbsenceRuleSpec | SqlRuleSpec, Field(discriminator="kind")]
+RULE_SPECS: dict[str, type[RuleSpec]] = {
+    "pattern": PatternRuleSpec, "threshold": ThresholdRuleSpec, "sql": SqlRuleSpec, "absence": AbsenceRuleSpec,
+}
+_RULE: TypeAdapter[RuleSpec] = TypeAdapter(ANY_RULE)
+
+
+# -- channels
+
+
+def _env_names(value: Any) -> tuple[str, ...]:
+    value = _as_list(value)
+    if not isinstance(value, list) or not all(isinstance(e, str) and e for e in value):
+        raise Problems("must name an environment variable, e.g. url_env = \"SLACK_URL\"")
+    return tuple(value)
+
+
+def _webhook_seconds(key: str) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds is None or (key == "timeout" and not 0 < seconds <= 300) or seconds > 300:
+            raise Problems("must be a duration like \"5s\", at most 5m")
+        return seconds
+
+    return check
+
+
+def _retries(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10:
+        raise Problems("must be a whole number from 0 to 10")
+    return value
+
+
+def _header_table(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise Problems("must be a table of header name = text")
+    return dict(value)
+
+
+def _literal_headers(headers: dict[str, str]) -> dict[str, str]:
+    problems = [f"'{name}' is a secret; name its environment variable in headers_env instead"
+                for name in headers if name.lower() in ("authorization", "x-api-key")]
+    problems += [f"header {name!r} {problem}" for name, value in headers.items() if (problem := header_problem(name, value))]
+    _fail_if(problems)
+    return headers
+
+
+def _env_headers(headers: dict[str, str]) -> dict[str, str]:
+    _fail_if([f"header {name!r} {problem}" for name in headers if (problem := header_problem(name, ""))])
+    return headers
+
+
+def _webhook_url(value: Any) -> str:
+    problem = url_problem(value) if isinstance(value, str) else "is not text"
+    if problem:
+        raise Problems(f"{problem}; write an http:// or https:// URL (put secret URLs in an environment variable and use url_env)")
+    return value
+
+
+class ChannelSpec(Spec):
+    """A [channels.NAME] table; ``type`` says which fields it has."""
+
+    type: str
+
+    def channel(self, name: str) -> Channel:
+        return Channel(name, self.type)
+
+
+class ConsoleChannelSpec(ChannelSpec):
+    type: Literal["console"]
+
+
+class LogChannelSpec(ChannelSpec):
+    type: Literal["log"]
+
+
+class FileChannelSpec(ChannelSpec):
+    needs: ClassVar[dict[str, str]] = {"path": _NEEDS["path"]}
+
+    type: Literal["file"]
+    path: Annotated[str, BeforeValidator(_required_text("path"))]
+
+    def channel(self, name: str) -> Channel:
+        return Channel(name, self.type, path=self.path)
+
+
+class _UrlChannelSpec(ChannelSpec):
+    """A channel that sends to URLs held in environment variables."""
+
+    url_env: Annotated[tuple[str, ...], BeforeValidator(_env_names)] = ()
+    urls_env: Annotated[tuple[str, ...], BeforeValidator(_env_names)] = ()
+
+    @property
+    def url_envs(self) -> tuple[str, ...]:
+        return self.url_env + self.urls_env
+
+    def _needs_a_url(self, url: str | None) -> None:
+        if not self.url_envs and not url:
+            raise Problems(f"a {self.type} channel needs url_env = \"VARIABLE\" naming the environment variable that holds its URL",
+                           "url_env")
+
+
+class AppriseChannelSpec(_UrlChannelSpec):
+    type: Literal["apprise"]
+
+    @model_validator(mode="after")
+    def _has_url(self) -> AppriseChannelSpec:
+        self._needs_a_url(None)
+        return self
+
+    def channel(self, name: str) -> Channel:
+        return Channel(name, self.type, url_envs=self.url_envs)
+
+
+class WebhookChannelSpec(_UrlChannelSpec):
+    type: Literal["webhook"]
+    url: Annotated[str, BeforeValidator(_webhook_url)] | None = None
+    timeout_s: Annotated[float, BeforeValidator(_webhook_seconds("timeout"))] = Field(10.0, alias="timeout")
+    retries: Annotated[int, BeforeValidator(_retries)] = 2
+    backoff_s: Annotated[float, BeforeValidator(_webhook_seconds("backoff"))] = Field(0.5, alias="backoff")
+    headers: Annotated[dict[str, str], BeforeValidator(_header_table), AfterValidator(_literal_headers)] = {}
+    headers_env: Annotated[dict[str, str], BeforeValidator(_header_table), AfterValidator(_env_headers)] = {}
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookChannelSpec:
+        self._needs_a_url(self.url)
+        if len(self.url_envs) > 1:
+            raise Problems("a webhook channel posts to one URL", "url_env")
+        return self
+
+    def channel(self, name: str) -> Channel:
+        return Channel(name, self.type, url=self.url, url_envs=self.url_envs, timeout_s=self.timeout_s,
+                       retries=self.retries, backoff_s=self.backoff_s, headers=self.headers, headers_env=self.headers_env)
+
+
+ANY_CHANNEL = Annotated[ConsoleChannelSpec | LogChannelSpec | FileChannelSpec | WebhookChannelSpec | AppriseChannelSpec,
+                        Field(discriminator="type")]
+CHANNEL_SPECS: dict[str, type[ChannelSpec]] = {
+    "console": ConsoleChannelSpec, "log": LogChannelSpec, "file": FileChannelSpec,
+    "webhook": WebhookChannelSpec, "apprise": AppriseChannelSpec,
+}
+_CHANNEL: TypeAdapter[ChannelSpec] = TypeAdapter(ANY_CHANNEL)
+
+
+def _rule_tables(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise Problems("rules must be written as tables headed rules in double brackets")
+    return value
+
+
+def _defaults(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise Problems("defaults must be a table of rule fields")
+    allowed = sorted(aliases(RuleSpec) - {"name", "kind"})
+    _fail_if([f"defaults: '{key}' cannot have a default (allowed: {', '.join(allowed)})" for key in value if key not in allowed])
+    return value
+
+
+class RulesFile(Spec):
+    """The top level of the file: [[rules]] tables, [channels.NAME] tables and one [defaults] table."""
+
+    rules: Annotated[list[dict[str, Any]], BeforeValidator(_rule_tables)] = []
+    channels: Annotated[dict[str, Any], BeforeValidator(_table("channels must be tables like channels.oncall"))] = {}
+    defaults: Annotated[dict[str, Any], BeforeValidator(_defaults)] = {}
+
+
+def aliases(model: type[BaseModel]) -> set[str]:
+    """The TOML keys a model accepts."""
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+#: The keys each kind of rule and each type of channel accepts (docs/alerts.md lists them).
+COMMON_FIELDS = aliases(RuleSpec)
+KIND_FIELDS = {kind: aliases(spec) - COMMON_FIELDS for kind, spec in RULE_SPECS.items()}
+CHANNEL_FIELDS = {kind: aliases(spec) for kind, spec in CHANNEL_SPECS.items()}
+
+
+# -- checking a whole file -------------------------------------------------------------
+
+
+def _phrases(error: ValidationError, needs: dict[str, str], unknown: Callable[[str], str],
+             tag: str | None = None) -> list[tuple[str, str]]:
+    """(field, phrase) for every error of one table; ``unknown`` words a key the table does not have.
+
+    A discriminated union puts its ``tag`` (the rule's kind) first in every
+    error's location; the user wrote no such key, so it is left out.
+    """
+    out = []
+    for detail in error.errors(include_url=False):
+        parts = detail["loc"][1:] if tag is not None and detail["loc"][:1] == (tag,) else detail["loc"]
+        loc = [str(part) for part in parts if not isinstance(part, int)]
+        key = ".".join(loc)
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, Problems):
+            out += [(cause.field or key, text) for text in cause.texts]
+        elif detail["type"] == "extra_forbidden":
+            out.append((key, unknown(key)))
+        elif detail["type"] == "missing":
+            out.append((key, needs.get(key, "is missing")))
+        else:
+            out.append((key, describe(detail)))
+    return out
+
+
+class _FileChecker:
+    """Walks the file once, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, path: Path, text: str, default_every_s: float):
+        self.path = path
+        self.default_every_s = default_every_s
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.rule_lines = [text.count("\n", 0, m.start()) + 1 for m in _RULE_HEADER.finditer(text)]
+        self.channel_lines = {m.group(1).strip(): text.count("\n", 0, m.start()) + 1 for m in _CHANNEL_HEADER.finditer(text)}
+
+    def check(self, data: dict[str, Any]) -> tuple[RuleSet | None, list[str]]:
+        sections = self._top_level(data)
+        channels = self._channels(sections.get("channels", {}))
+        raw_rules = sections.get("rules", [])
+        if not raw_rules:
+            self.problems.append("the file defines no rules; add at least one rule table (headed rules in double brackets)")
+        rules: list[Rule] = []
+        for index, raw in enumerate(raw_rules):
+            rule = self._rule(index, {**sections.get("defaults", {}), **raw}, channels)
+            if rule is None:
+                continue
+            if any(other.name == rule.name for other in rules):
+                self.problems.append(f"rule '{rule.name}' (line {rule.line}), field 'name': another rule has the same name; names must be unique")
+            rules.append(rule)
+        if self.problems:
+            return None, self.problems
+        env_problems = [problem for channel in channels.values() for problem in channel.env_problems()]
+        return RuleSet(self.path, rules, channels, self.warnings + env_problems, env_problems), []
+
+    def _top_level(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The sections that have the right shape (the others are reported and left out)."""
+        try:
+            RulesFile.model_validate(data)
+            return data
+        except ValidationError as error:
+            unknown = "unknown top-level key '{}' (expected rules, channels or defaults tables)".format
+            phrases = _phrases(error, {}, unknown)
+            self.problems += [text for _, text in phrases]
+            return {key: value for key, value in data.items() if key in TOP_LEVEL and key not in {f.split(".")[0] for f, _ in phrases}}
+
+    def _channels(self, raw: dict[str, Any]) -> dict[str, Channel]:
+        channels = {name: Channel(name, name) for name in BUILTIN_CHANNELS}
+        for name, spec in raw.items():
+            channel = self._channel(name, spec)
+            if channel is None:
+                continue
+            channels[name] = channel
+            missing = channel.missing_env()
+            if missing:
+                self.warnings.append(
+                    f"channel '{name}': environment variable {', '.join(missing)} is not set here; "
+                    "notifications to it wait in the outbox until it is"
+                )
+        return channels
+
+    def _channel(self, name: str, spec: Any) -> Channel | None:
+        where = f"channel '{name}' (line {self.channel_lines.get(name, '?')})"
+        if not isinstance(spec, dict):
+            self.problems.append(f"{where}: must be a table with a 'type'")
+            return None
+        kind = spec.get("type")
+        if kind not in CHANNEL_TYPES:
+            self.problems.append(f"{where}, field 'type': must be one of {', '.join(CHANNEL_TYPES)}, not {kind!r}")
+            return None
+        try:
+            return _CHANNEL.validate_python(spec).channel(name)
+        except ValidationError as error:
+            model = CHANNEL_SPECS[kind]
+            unknown = f"unknown field for a {kind} channel (allowed: {', '.join(sorted(aliases(model)))})"
+            for key, text in _phrases(error, model.needs, lambda _: unknown, kind):
+                self.problems.append(f"{where}, field '{key}': {text}")
+            return None
+
+    def _rule(self, index: int, raw: dict[str, Any], channels: dict[str, Channel]) -> Rule | None:
+        line = self.rule_lines[index] if index < len(self.rule_lines) else None
+        name = raw.get("name")
+        label = f"rule '{name if isinstance(name, str) and name else f'#{index + 1}'}'" + (f" (line {line})" if line else "")
+        kind = raw.get("kind")
+        if kind not in KINDS:  # the discriminator: without it no other field can be checked
+            try:
+                _rule_name(name)
+            except Problems as problem:
+                self.problems.append(f"{label}, field 'name': {problem}")
+            self.problems.append(f"{label}, field 'kind': must be one of {', '.join(KINDS)}, not {kind!r}")
+            return None
+        context = {"channels": tuple(channels), "default_every_s": self.default_every_s}
+        try:
+            spec = _RULE.validate_python(raw, context=context)
+        except ValidationError as error:
+            model = RULE_SPECS[kind]
+            for key, text in _phrases(error, model.needs, lambda key: _unknown_rule_key(kind, key), kind):
+                self.problems.append(f"{label}, field '{key}': {text}")
+            return None
+        if isinstance(spec, PatternRuleSpec) and spec.pattern not in PATTERNS:
+            self.warnings.append(f"rule '{spec.name}': pattern '{spec.pattern}' is not one of the built-in detectors ({', '.join(PATTERNS)})")
+        return to_rule(spec, line)
+
+
+def _unknown_rule_key(kind: str, key: str) -> str:
+    if key.startswith("where."):
+        return f"unknown filter (allowed: {', '.join(WHERE_KEYS)})"
+    return f"unknown field for a {kind} rule (allowed: {', '.join(sorted(COMMON_FIELDS | KIND_FIELDS[kind]))})"
+
+
+def to_rule(spec: RuleSpec, line: int | None = None) -> Rule:
+    """The engine's record of a validated rule (field names are the same, durations in seconds)."""
+    fields = spec.model_dump(exclude={"where"})
+    where = getattr(spec, "where", None)
+    if where is not None:
+        fields["where"] = where.model_dump(exclude_none=True)
+    if isinstance(spec, SqlRuleSpec):
+        fields["query_params"] = query_parameters(spec.query)
+    return Rule(**fields, line=line)

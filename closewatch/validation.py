@@ -60,6 +60,11 @@ def problem_sentence(error: ValidationError, model: type[BaseModel]) -> str:
     return f"{where}{field}{problem.text}"
 
 
+def describe(detail: Any) -> str:
+    """One error of ``ValidationError.errors()`` in closewatch's words ("must be a whole number, not 'five'")."""
+    return _words(detail)
+
+
 def _words(detail: Any) -> str:
     kind = detail["type"]
     if kind == "value_error":
