@@ -923,8 +923,8 @@ class _FileChecker:
         self.default_every_s = default_every_s
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        self.rule_lines = [text.count("\n", 0, m.start()) + 1 for m in _RULE_HEADER.finditer(text)]
-        self.channel_lines = {m.group(1).strip(): text.count("\n", 0, m.start()) + 1 for m in _CHANNEL_HEADER.finditer(text)}
+        self.rule_lines = [line for line, _ in _headers(_RULE_HEADER, text)]
+        self.channel_lines = {match.group(1).strip(): line for line, match in _headers(_CHANNEL_HEADER, text)}
 
     def check(self, data: dict[str, Any]) -> tuple[RuleSet | None, list[str]]:
         sections = self._top_level(data)
@@ -1012,6 +1012,15 @@ class _FileChecker:
         if isinstance(spec, PatternRuleSpec) and spec.pattern not in PATTERNS:
             self.warnings.append(f"rule '{spec.name}': pattern '{spec.pattern}' is not one of the built-in detectors ({', '.join(PATTERNS)})")
         return to_rule(spec, line)
+
+
+def _headers(pattern: re.Pattern[str], text: str) -> Iterable[tuple[int, re.Match[str]]]:
+    """(line number, match) of each table header, counting lines once through the text."""
+    line, position = 1, 0
+    for match in pattern.finditer(text):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        yield line, match
 
 
 def _unknown_rule_key(kind: str, key: str) -> str:
