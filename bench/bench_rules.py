@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import result
 from closewatch.alerts.rules import DEFAULT_RULES, load_rules
 
 
@@ -62,9 +65,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         large = large_file(Path(folder), args.rules)
-        print(f"default rules ({len(load_rules(DEFAULT_RULES).rules)} rules): {median_ms(DEFAULT_RULES, args.repeat):.2f} ms per load")
-        print(f"large file ({args.rules} rules): {median_ms(large, max(3, args.repeat // 10)):.1f} ms per load")
-    print(f"import closewatch.alerts.rules: {import_ms():.0f} ms")
+        print(f"one load of the default rules ({len(load_rules(DEFAULT_RULES).rules)} rules), then of {args.rules} rules:")
+        result("rules/load-defaults", median_ms(DEFAULT_RULES, args.repeat), "ms")
+        result(f"rules/load-{args.rules}-rules", median_ms(large, max(3, args.repeat // 10)), "ms")
+    result("rules/import", import_ms(), "ms")
 
 
 if __name__ == "__main__":
