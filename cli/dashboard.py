@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,14 +26,16 @@ import click
 from rich.console import Console
 
 from closewatch.cli.kit import db_option, err_console, existing_store, get_settings, get_store
+from closewatch.cli.probe import PageNotRendered, render_page
 from closewatch.errors import ClosewatchError
-from closewatch.settings import Settings
+from closewatch.settings import DashboardSettings, Settings
 from closewatch.store import Store
 
 APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
 DEMO = Path(__file__).resolve().parents[1] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
+RESTART_STOP_TIMEOUT_S = 5.0  # a dashboard that stopped answering gets less time to go before SIGKILL
 PORT_HELP = "Port of the dashboard."
 
 
@@ -175,12 +178,69 @@ class Child:
         return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
+class PageWatch:
+    """Renders a page of the dashboard every ``every_s`` and restarts the dashboard after ``failures`` misses in a row.
+
+    The health endpoint only says the server's event loop runs; a page view
+    (cli/probe.py) says a user gets pages. The probe runs in a thread, so the
+    supervisor keeps answering Ctrl-C and noticing dead children meanwhile.
+    """
+
+    def __init__(self, url: str, child: Child, settings: DashboardSettings, console: Console) -> None:
+        self.url, self.child, self.console = url, child, console
+        self.every_s, self.timeout_s, self.failures = settings.probe_every_s, settings.probe_timeout_s, settings.probe_failures
+        self.misses = 0
+        self.restarts = 0
+        self._next = time.monotonic() + self.every_s
+        self._thread: threading.Thread | None = None
+        self._outcome: str | None = None  # None: rendered; else why not
+
+    def poll(self) -> None:
+        """Called by the supervisor every half second: collect a finished probe, start the next when due."""
+        if self.every_s <= 0:
+            return
+        if self._thread is not None:
+            if self._thread.is_alive():
+                return
+            self._thread = None
+            self._judge(self._outcome)
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            self._thread = threading.Thread(target=self._probe, name="page-probe", daemon=True)
+            self._thread.start()
+
+    def _probe(self) -> None:
+        try:
+            render_page(self.url, self.timeout_s)
+            self._outcome = None
+        except PageNotRendered as why:
+            self._outcome = str(why)
+
+    def _judge(self, outcome: str | None) -> None:
+        if outcome is None:
+            self.misses = 0
+            return
+        self.misses += 1
+        if self.misses < self.failures:
+            return
+        self.console.print(f"The dashboard stopped answering pages ({outcome}, {self.misses} probes in a row) "
+                           f"although it still runs; restarting it (its log: {self.child.log_path}).", highlight=False)
+        self.child.stop(timeout_s=RESTART_STOP_TIMEOUT_S)
+        self.child.start()
+        self.restarts += 1
+        self.misses = 0
+        self._next = time.monotonic() + max(self.every_s, READY_TIMEOUT_S / 3)  # let it start before judging again
+
+
 class _Stop(Exception):
     """Raised by the signal handler so the supervisor loop unwinds into its cleanup."""
 
 
-def supervise(children: list[Child], console: Console) -> None:
-    """Wait until Ctrl-C / SIGTERM or until a child dies; then stop every child, last started first."""
+def supervise(children: list[Child], console: Console, watch: PageWatch | None = None) -> None:
+    """Wait until Ctrl-C / SIGTERM or until a child dies; then stop every child, last started first.
+
+    Meanwhile ``watch`` renders a page now and then and restarts a dashboard that stopped answering.
+    """
 
     def on_signal(signum, _frame):
         raise _Stop(signal.Signals(signum).name)
@@ -190,6 +250,8 @@ def supervise(children: list[Child], console: Console) -> None:
         while True:
             for child in children:
                 child.check()
+            if watch is not None:
+                watch.poll()
             time.sleep(0.5)
     except (_Stop, KeyboardInterrupt) as stop:
         console.print(f"Stopping ({stop or 'Ctrl-C'})...", highlight=False)
@@ -237,7 +299,7 @@ def dashboard(ctx: click.Context, port: int, address: str, max_upload_mb: int | 
         child.stop()
         raise
     console.print(f"closewatch dashboard: [bold]{url_of(address, port)}[/] on {db} (Ctrl-C stops it; log: {child.log_path})", highlight=False)
-    supervise([child], console)
+    supervise([child], console, PageWatch(url_of(address, port), child, get_settings(ctx).dashboard, console))
 
 
 @click.command()
@@ -269,9 +331,10 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
         _load_demo(settings, store, console)
     logs = _log_dir(db)
     env = child_env(ctx, db)
+    app = Child("dashboard", streamlit_argv(port, address, max_upload_mb), env, logs / "dashboard.log")
     children = [
         Child("scheduler", launcher("closewatch.cli", *_lock_option(ctx), "scheduler"), env, logs / "scheduler.log"),
-        Child("dashboard", streamlit_argv(port, address, max_upload_mb), env, logs / "dashboard.log"),
+        app,
     ]
     try:
         for child in children:
@@ -283,7 +346,7 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
         raise
     console.print(f"closewatch is up: [bold]{url_of(address, port)}[/]", highlight=False)
     console.print(f"  database {db}; scheduler and dashboard logs in {logs}/; Ctrl-C stops both.", highlight=False)
-    supervise(children, console)
+    supervise(children, console, PageWatch(url_of(address, port), app, settings.dashboard, console))
 
 
 def _load_demo(settings: Settings, store: Store, console: Console) -> None:

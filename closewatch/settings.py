@@ -132,6 +132,11 @@ class DashboardSettings(Section):
     alerts_refresh_s: Seconds = Field(10.0, alias="alerts_refresh")
     #: A finding is open while its window ends within this of the newest loaded closure (Patterns and Alerts pages).
     open_findings_s: PositiveSeconds = Field(7 * 86400.0, alias="open_findings")
+    #: `up` and `dashboard` render a page this often ("0s" turns it off) and restart a dashboard that
+    #: failed ``probe_failures`` probes in a row, each allowed ``probe_timeout`` (cli/probe.py).
+    probe_every_s: Seconds = Field(30.0, alias="probe_every")
+    probe_timeout_s: PositiveSeconds = Field(60.0, alias="probe_timeout")
+    probe_failures: StrictInt = Field(2, alias="probe_failures", ge=1, le=100)
 
 
 class IngestSettings(Section):

@@ -21,13 +21,9 @@ import psutil
 import pytest
 
 from closewatch.cli.dashboard import APP, streamlit_argv
+from closewatch.cli.probe import PageNotRendered, render_page
 from closewatch.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.dashboard.browser import free_port
 
 
 def clean_env() -> dict[str, str]:
@@ -145,3 +141,83 @@ def test_children_die_with_a_killed_parent(tmp_path):
     process.wait()
     _, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [child.cmdline() for child in alive]
+
+
+def watched_dashboard(tmp_path: Path, db: Path, extra_config: str = "") -> tuple[subprocess.Popen, int]:
+    """`closewatch dashboard` probing its pages every second (3 s each, restart after 2 misses)."""
+    config = tmp_path / "closewatch.toml"
+    config.write_text('[dashboard]\nprobe_every = "1s"\nprobe_timeout = "3s"\nprobe_failures = 2\n' + extra_config,
+                      encoding="utf-8")
+    port = free_port()
+    process = start(["--config", str(config), "dashboard", "--db", str(db), "--port", str(port)], tmp_path)
+    wait_for_line(process, "closewatch dashboard:")
+    return process, port
+
+
+def streamlit_of(process: subprocess.Popen) -> psutil.Process:
+    [server] = [child for child in psutil.Process(process.pid).children(recursive=True)
+                if "streamlit" in " ".join(child.cmdline())]
+    return server
+
+
+def rendered_within(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            render_page(url, timeout_s=10)
+            return True
+        except PageNotRendered:
+            time.sleep(1)
+    return False
+
+
+@pytest.mark.slow
+def test_a_hung_dashboard_is_noticed_and_restarted(tmp_path):
+    """A stopped Streamlit process (SIGSTOP: it neither dies nor answers) is restarted by the page probe."""
+    db = tmp_path / "hung.duckdb"
+    Store(db).query("SELECT 1")
+    process, port = watched_dashboard(tmp_path, db)
+    try:
+        hung = streamlit_of(process)
+        hung.suspend()
+        lines = wait_for_line(process, "stopped answering pages", timeout_s=90)
+        assert "restarting it" in lines[-1]
+        assert rendered_within(f"http://localhost:{port}", 120)
+        assert streamlit_of(process).pid != hung.pid
+        assert not hung.is_running() or hung.status() == psutil.STATUS_ZOMBIE
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+def test_pages_that_hang_while_health_is_green_are_noticed(tmp_path):
+    """Another process holds the database past the page's patience: /_stcore/health says 200, no page renders.
+
+    The page waits for the database up to [store] lock_timeout_s (here 300 s); the
+    probe, allowed 3 s, notices, and `dashboard` says so and restarts the app.
+    Once the holder lets go, pages render again.
+    """
+    db = tmp_path / "held.duckdb"
+    Store(db).query("SELECT 1")
+    process, port = watched_dashboard(tmp_path, db, "[store]\nlock_timeout_s = 300\n")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(600)", str(db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = wait_for_line(process, "stopped answering pages", timeout_s=90)
+        assert "no page rendered within 3 s" in lines[-1]
+        with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=10) as response:
+            assert response.status == 200  # what the old check looked at: green all along
+        holder.kill()
+        holder.wait()
+        assert rendered_within(f"http://localhost:{port}", 120)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+    finally:
+        holder.kill()
+        if process.poll() is None:
+            process.kill()

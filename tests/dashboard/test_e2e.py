@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,11 @@ import psutil
 import pytest
 
 from closewatch.store import Store
+from tests.dashboard.browser import CHROMIUM, free_port, open_page, settle
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SAMPLE = REPO / "sample_logs" / "closures.jsonl"
 START_TIMEOUT_S = 180
-STEP_TIMEOUT_MS = 60_000
 ERRORS = "severity IN ('warning', 'error', 'critical')"
 
 pytestmark = [
@@ -39,12 +35,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium package is not installed (apt-get install chromium)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def screenshots_dir() -> Path:
@@ -84,36 +74,6 @@ def closewatch_up(tmp_path: Path):
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-@pytest.fixture
-def browser_page(tmp_path: Path):
-    """A page in Debian's chromium with a fresh profile; never downloads a browser."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1440, "height": 1100},
-        )
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished the current run (its 'running' indicator is gone)."""
-    page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=STEP_TIMEOUT_MS)
-    page.wait_for_timeout(700)  # let charts and tables paint
-
-
-def open_page(page, url: str, heading: str) -> None:
-    page.goto(url)
-    page.get_by_role("heading", name=heading, exact=True).wait_for()
-    settle(page)
 
 
 def metric_value(page, label: str) -> str:
