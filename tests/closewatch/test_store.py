@@ -61,9 +61,9 @@ def test_newer_database_is_refused_with_one_sentence(db_path):
 def test_ingest_waits_for_another_process_then_succeeds(run, db_path, tmp_path):
     Store(db_path).query("SELECT 1")
     path = write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000})])
-    holder = hold_database(db_path, 2.0)
+    holder = hold_database(db_path, 6.0)  # long enough that ingest (parse, then open) finds it held even under load
     started = time.monotonic()
-    result = run("--lock-timeout", "20", "ingest", str(path))
+    result = run("--lock-timeout", "60", "ingest", str(path))
     holder.wait()
     assert result.exit_code == 0
     assert time.monotonic() - started >= 1.0
