@@ -96,8 +96,9 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
         closewatch alerts run
         closewatch alerts run --rules alerts.toml --no-deliver
     """
-    from closewatch.alerts.engine import current_states, evaluate
-    from closewatch.alerts.notify import deliver
+    from closewatch.alerts.evaluation import evaluate
+    from closewatch.alerts.state import current_states
+    from closewatch.alerts.outbox import deliver
 
     c = _context(ctx, rules_path)
     ruleset = c.ruleset()
@@ -131,7 +132,7 @@ def status(ctx: click.Context, all_states: bool, output: str) -> None:
     Example:
         closewatch alerts status --all --format json
     """
-    from closewatch.alerts.engine import current_states
+    from closewatch.alerts.state import current_states
 
     print_frame(current_states(existing_store(ctx), all_states), output)
 
@@ -150,7 +151,7 @@ def history(ctx: click.Context, rule: str | None, since: str | None, limit: int,
     Example:
         closewatch alerts history --rule auth-failures --since 7d
     """
-    from closewatch.alerts.engine import history as read_history
+    from closewatch.alerts.state import history as read_history
 
     print_frame(read_history(existing_store(ctx), rule, parse_time(since, "--since") if since else None, limit), output)
 
@@ -170,7 +171,7 @@ def silence(ctx: click.Context, rule: str, group: str | None, duration: str, com
     Example:
         closewatch alerts silence disconnect-storm --group call-center-eu --for 2h --comment "ISP maintenance"
     """
-    from closewatch.alerts.engine import add_silence
+    from closewatch.alerts.silences import add_silence
     from closewatch.alerts.errors import AlertError
 
     seconds = parse_duration(duration)
@@ -193,7 +194,7 @@ def silences(ctx: click.Context, include_ended: bool, output: str) -> None:
     Example:
         closewatch alerts silences --all
     """
-    from closewatch.alerts.engine import list_silences
+    from closewatch.alerts.silences import list_silences
 
     print_frame(list_silences(existing_store(ctx), include_ended), output)
 
@@ -211,7 +212,7 @@ def unsilence(ctx: click.Context, target: str, group: str | None) -> None:
         closewatch alerts unsilence 3f9a1c2e
         closewatch alerts unsilence disconnect-storm
     """
-    from closewatch.alerts.engine import end_silences
+    from closewatch.alerts.silences import end_silences
     from closewatch.alerts.errors import AlertError
 
     ended = end_silences(existing_store(ctx), target, group)
@@ -272,7 +273,7 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
         closewatch alerts backtest --from 2024-05-01 --to 2024-05-08
         closewatch alerts backtest --from 7d --to 0s --rule auth-failures --format json
     """
-    from closewatch.alerts.engine import backtest as replay
+    from closewatch.alerts.backtest import backtest as replay
 
     c = _context(ctx, rules_path)
     episodes = replay(c.store, c.ruleset(), parse_time(start, "--from"), parse_time(end, "--to"), list(rule_names) or None)
@@ -297,7 +298,7 @@ def outbox(ctx: click.Context, status_filter: str | None, limit: int, output: st
     Example:
         closewatch alerts outbox --status pending
     """
-    from closewatch.alerts.notify import outbox as read_outbox
+    from closewatch.alerts.outbox import outbox as read_outbox
 
     print_frame(read_outbox(existing_store(ctx), status_filter, limit), output)
 
@@ -313,7 +314,7 @@ def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
     Example:
         closewatch alerts deliver
     """
-    from closewatch.alerts.notify import deliver
+    from closewatch.alerts.outbox import deliver
 
     c = _context(ctx, rules_path)
     with _stop_on_signals() as stop:

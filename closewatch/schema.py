@@ -96,7 +96,7 @@ FROM closures GROUP BY client_id;
 """
 
 V2 = """
--- alerts (alerts/engine.py, alerts/notify.py, alerts/scheduler.py); see docs/alerts.md
+-- alerts (alerts/state.py, alerts/silences.py, alerts/outbox.py; jobs/scheduler.py); see docs/alerts.md
 CREATE TABLE alert_state (
     rule           VARCHAR NOT NULL,
     group_key      VARCHAR NOT NULL,   -- 'client_id=acme', '' when the rule has no group_by
@@ -220,7 +220,7 @@ ALTER TABLE closures ADD COLUMN labels VARCHAR;
 #: A claim on each outbox row before it is sent, so that any number of
 #: deliverers (the scheduler, `alerts run`, `alerts deliver`) send it once:
 #: the claimer's id and a lease that lets another deliverer take the row over
-#: if the claimer died (alerts/notify.py).
+#: if the claimer died (alerts/outbox.py).
 V6 = """
 ALTER TABLE alert_outbox ADD COLUMN claimed_by VARCHAR;
 ALTER TABLE alert_outbox ADD COLUMN claimed_until TIMESTAMPTZ;

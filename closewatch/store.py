@@ -238,7 +238,7 @@ class Store:
             con.close()
 
 
-def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple[Any, ...]:
+def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> tuple[Any, ...]:
     """The first row of a query that always returns one (an aggregate, a DML statement's count)."""
     row = con.execute(sql, params or []).fetchone()
     if row is None:
@@ -246,7 +246,7 @@ def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = No
     return row
 
 
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> Any:
     """The first column of ``first_row``: a count, a max, the number of rows a DML statement changed."""
     return first_row(con, sql, params)[0]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from closewatch.alerts.engine import EngineSettings
+from closewatch.alerts.model import EngineSettings
 from closewatch.alerts.rules import resolve_rules_path
 from closewatch.settings import Settings
 

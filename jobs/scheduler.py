@@ -27,7 +27,7 @@ Exactly once across restarts:
   file is never loaded again. ``watched_files`` remembers (path, size, mtime)
   so unchanged files are not even re-read. Files younger than ``settle`` are
   left for the next run: they may still be being written.
-* evaluate / deliver: see alerts/engine.py and alerts/notify.py (watermark
+* evaluate / deliver: see alerts/evaluation.py and alerts/outbox.py (watermark
   and outbox in the same transactions as the state they follow).
 
 One scheduler per database: an exclusive lock on ``<db>.scheduler.lock``
@@ -50,9 +50,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from closewatch.alerts.engine import evaluate
+from closewatch.alerts.evaluation import evaluate
 from closewatch.alerts.errors import AlertError
-from closewatch.alerts.notify import deliver
+from closewatch.alerts.outbox import deliver
 from closewatch.alerts.rules import load_rules
 from closewatch.durations import format_duration
 from closewatch.errors import ClosewatchError, StoreBusy

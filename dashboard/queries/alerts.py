@@ -85,7 +85,7 @@ class AlertConfig:
     rules_path: Path
     ruleset: Any  # alerts.rules.RuleSet
     intervals: dict[str, float]  # job -> seconds between runs
-    engine: Any  # alerts.engine.EngineSettings
+    engine: Any  # alerts.model.EngineSettings
 
 
 def alert_config() -> AlertConfig:

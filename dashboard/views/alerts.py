@@ -3,7 +3,7 @@
 The live part (states, history, silences, health) is a fragment that reruns
 on its own every few seconds (``[dashboard] alerts_refresh`` in
 closewatch.toml, default 10 s), so an on-call person can leave it open.
-Silences go through ``alerts.engine`` exactly like `closewatch alerts silence`.
+Silences go through ``alerts.silences`` exactly like `closewatch alerts silence`.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def live(config: queries.AlertConfig | None) -> None:
 
 def silence_form(config: queries.AlertConfig) -> None:
     """Silence a rule (or one group) for a while, or end a silence."""
-    from closewatch.alerts.engine import add_silence, end_silences
+    from closewatch.alerts.silences import add_silence, end_silences
     from closewatch.alerts.errors import AlertError
     from closewatch.alerts.rules import format_duration, parse_duration
 
@@ -190,7 +190,7 @@ def _done(message: str) -> None:
 
 def backtest_section(config: queries.AlertConfig) -> None:
     """Replay a rule over history and draw its would-be firings over the timeline."""
-    from closewatch.alerts.engine import backtest
+    from closewatch.alerts.backtest import backtest
 
     st.subheader("Backtest a rule")
     span = shared.cached(timespan.span)

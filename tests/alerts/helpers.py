@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from closewatch.alerts.model import EngineSettings
 from closewatch.alerts.rules import load_rules
 
 UTC = timezone.utc
@@ -155,3 +156,31 @@ class DeadEndpoint:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+# -- what the evaluation tests share ----------------------------------------------------
+
+#: Microseconds in a minute, the grid step of the tests' rules.
+MINUTE = 60 * 1_000_000
+#: Live evaluation that judges a window at once and starts an hour back.
+LIVE = EngineSettings(lateness_s=0, initial_lookback_s=3600)
+
+VIOLATIONS = """
+[[rules]]
+name = "violations"
+kind = "threshold"
+where = { category = ["input_duration_violation"] }
+group_by = ["client_id"]
+window = "5m"
+value = 3
+resolve = true
+runbook = "fix the chunks"
+"""
+
+
+def outbox_rows(store) -> list[tuple]:
+    return store.query("SELECT rule, group_key, kind, epoch_us(event_time) AS t, channel FROM alert_outbox ORDER BY event_time, kind").rows()
+
+
+def events(store) -> list[tuple]:
+    return store.query("SELECT group_key, to_state, event_time FROM alert_events ORDER BY event_time, to_state").rows()

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from closewatch.alerts.engine import EngineSettings, evaluate
-from closewatch.alerts.notify import _claim, deliver
+from closewatch.alerts.evaluation import evaluate
+from closewatch.alerts.model import EngineSettings
+from closewatch.alerts.outbox import _claim, deliver
 from closewatch.alerts.rules import check_rules, load_rules
 from closewatch.store import Store
 from tests.alerts.helpers import DeadEndpoint, Receiver, add, at, rules, steady

@@ -1,11 +1,11 @@
 """Notifications through an outbox: written with the alert's state, sent later, retried until delivered.
 
-The engine writes each notification into ``alert_outbox`` in the same
-transaction as the state change that caused it, so a notification exists if
-and only if its firing was recorded. ``deliver`` then sends what is due, one
-row at a time, and marks each row in its own short transaction right after
-the channel accepted it. A failed send stays ``pending`` with its error and a
-next attempt after an exponential backoff with jitter; nothing is dropped.
+Evaluation writes each notification into ``alert_outbox`` (``enqueue``) in
+the same transaction as the state change that caused it, so a notification
+exists if and only if its firing was recorded. ``deliver`` then sends what is
+due through ``channels.send`` and marks each answer in a short transaction. A
+failed send stays ``pending`` with its error and a next attempt after an
+exponential backoff with jitter; nothing is dropped.
 
 Exactly once: a notification's id is deterministic (rule, group, kind,
 evaluation time, channel), so re-evaluating a range cannot queue it twice,
@@ -14,9 +14,7 @@ alone -- the process dies after the receiver said 2xx and before the row is
 marked -- is covered by the receiver: webhooks carry the id in the body and
 in an ``Idempotency-Key`` header, file lines carry it too.
 
-Secrets stay out of the database: a row names its channel, and the channel's
-URL and headers are read from the environment variables the rules file names
-at the moment of sending.
+A row names its channel only; the channel's secrets stay in the environment.
 """
 
 from __future__ import annotations
@@ -31,26 +29,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
 import tenacity
 
-from closewatch.alerts.engine import NOTIFY_RESOLVED, EngineSettings, Notice, from_us, stable_id
+from closewatch.alerts.channels import MAX_ERROR_CHARS, new_client, send
 from closewatch.alerts.errors import DeliveryFailed
-from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration, header_problem, url_problem
-from closewatch import __version__
+from closewatch.alerts.messages import build_message
+from closewatch.alerts.model import EngineSettings, Notice, stable_id
+from closewatch.alerts.rules import Channel, Rule, RuleSet, format_duration
 from closewatch.errors import ClosewatchError
 from closewatch.redaction import redact_text
-from closewatch.store import Store
+from closewatch.store import Store, scalar
 
 log = logging.getLogger("closewatch.alerts")
-USER_AGENT = f"closewatch/{__version__}"
 #: Rows a single deliver run sends at most (the rest wait for the next run).
 DELIVER_BATCH = 200
-MAX_ERROR_CHARS = 300
 #: How much longer than a run's deadline (plus the store's lock timeout) a claim lasts.
 LEASE_MARGIN_S = 60.0
 #: How long a run that hit its deadline or was stopped waits for the calls in flight.
@@ -59,7 +55,7 @@ STOP_GRACE_S = 2.0
 MARK_EVERY_S = 0.5
 
 
-# -- queueing --------------------------------------------------------------------
+# -- queueing ------------------------------------------------------------------
 
 
 def enqueue(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, notices: list[Notice], now: datetime) -> int:
@@ -69,279 +65,18 @@ def enqueue(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, notice
         payload = json.dumps(build_message(rule, notice), default=str)
         for channel in rule.channels:
             notification_id = stable_id(rule.name, notice.group_key, notice.kind, notice.at, channel)
-            added += con.execute(
+            added += scalar(
+                con,
                 """INSERT OR IGNORE INTO alert_outbox
                        (notification_id, rule, group_key, kind, event_time, channel, payload, status, attempts,
                         created_at, next_attempt_at)
                    VALUES (?, ?, ?, ?, make_timestamptz(?::BIGINT), ?, ?, 'pending', 0, ?, ?)""",
                 [notification_id, rule.name, notice.group_key, notice.kind, notice.at, channel, payload, now, now],
-            ).fetchone()[0]
+            )
     return added
 
 
-# -- the message -----------------------------------------------------------------
-
-
-def build_message(rule: Rule, notice: Notice) -> dict[str, Any]:
-    """What fired, for whom, how many over which window, the top reasons, the action and the runbook."""
-    details = notice.details
-    group = notice.group_key or "all"
-    status = "RESOLVED" if notice.kind == NOTIFY_RESOLVED else "FIRING"
-    window_start, window_end = details.get("window_start"), details.get("window_end")
-    headline = _headline(rule, notice, group)
-    reasons = details.get("top_reasons", [])
-    context = {
-        "rule": rule.name, "description": rule.description, "severity": rule.severity, "status": status,
-        "group": group, "headline": headline, "value": _number(notice.value), "window": format_duration(rule.window_s),
-        "window_start": _when(window_start), "window_end": _when(window_end),
-        "top_reasons": "; ".join(_reason_text(r) for r in reasons) or "-",
-        "action": details.get("action") or "", "runbook": rule.runbook,
-        "labels": ", ".join(f"{k}={v}" for k, v in rule.labels.items()),
-        **{k: ("(none)" if v is None else v) for k, v in notice.group_values.items()},
-    }
-    summary = _render(rule.message, context, headline)
-    title = f"[{status}] {rule.name}{_whom_title(notice, group)}" + (f" ({rule.severity})" if status == "FIRING" else "")
-    lines = [title, summary]
-    if window_start is not None and notice.kind != NOTIFY_RESOLVED:
-        lines.append(f"Window: {_when(window_start)} to {_when(window_end)} ({format_duration(rule.window_s)})")
-    if reasons and notice.kind != NOTIFY_RESOLVED:
-        lines.append("Top reasons:")
-        lines += [f"  - {_reason_text(r)}" for r in reasons]
-    if context["action"] and notice.kind != NOTIFY_RESOLVED:
-        lines.append(f"Action: {context['action']}")
-    if rule.runbook:
-        lines.append(f"Runbook: {rule.runbook}")
-    if rule.labels:
-        lines.append(f"Labels: {context['labels']}")
-    return {
-        "rule": rule.name, "kind": notice.kind, "status": status, "severity": rule.severity,
-        "description": rule.description, "group": group, "group_values": notice.group_values,
-        "value": notice.value, "window": format_duration(rule.window_s),
-        "window_start": _iso(window_start), "window_end": _iso(window_end),
-        "event_time": from_us(notice.at).isoformat(),
-        "fired_at": from_us(notice.fired_at).isoformat() if notice.fired_at is not None else None,
-        "resolved_at": from_us(notice.resolved_at).isoformat() if notice.resolved_at is not None else None,
-        "headline": headline, "summary": summary, "top_reasons": reasons, "action": context["action"],
-        "runbook": rule.runbook, "labels": rule.labels, "title": title, "text": "\n".join(lines),
-    }
-
-
-def _whom_title(notice: Notice, group: str) -> str:
-    return f" for {group}" if notice.group_key else ""
-
-
-def _headline(rule: Rule, notice: Notice, group: str) -> str:
-    """One sentence with the numbers, worded for the rule's kind."""
-    details = notice.details
-    window = format_duration(rule.window_s)
-    whom = f" for {group}" if notice.group_key else ""
-    if notice.kind == NOTIFY_RESOLVED:
-        fired = from_us(notice.fired_at) if notice.fired_at is not None else None
-        resolved = from_us(notice.resolved_at if notice.resolved_at is not None else notice.at)
-        lasted = f" after {format_duration((resolved - fired).total_seconds())}" if fired else ""
-        return f"{rule.name} resolved{whom} at {_when(resolved)}{lasted}."
-    filters = _filters_text(rule)
-    if rule.kind == "threshold" and rule.metric == "count":
-        return f"{_number(notice.value)} closures{filters} in {window}{whom} (alert at {rule.op} {_number(rule.value)})."
-    if rule.kind == "threshold":
-        return f"{(notice.value or 0):.0%} of closures{filters} in {window}{whom} (alert at {rule.op} {rule.value:.0%})."
-    if rule.kind == "pattern":
-        findings = details.get("findings") or 1
-        return (f"{findings} {rule.pattern} finding{'s' if findings != 1 else ''}{whom} within {window}, "
-                f"the largest with {_number(notice.value)} closures.")
-    if rule.kind == "absence":
-        last = details.get("last_seen")
-        seen = f"last one at {_when(last)}" if last else "none within the lookback"
-        return f"No closures{filters}{whom or ' at all'} in the last {window} ({seen})."
-    return f"The query of {rule.name} returned {group} (value {_number(notice.value)})."
-
-
-def _filters_text(rule: Rule) -> str:
-    if not rule.where:
-        return ""
-    parts = [f"{k} {'/'.join(str(v) for v in values)}" for k, values in rule.where.items()]
-    return " with " + ", ".join(parts)
-
-
-def _render(template: str, context: dict[str, Any], fallback: str) -> str:
-    try:
-        return template.format_map(context)
-    except (KeyError, ValueError, IndexError, AttributeError, TypeError) as error:
-        return f"{fallback} (the rule's message template failed: {error})"
-
-
-def _reason_text(reason: dict[str, Any]) -> str:
-    count = reason.get("count")
-    category = reason.get("category")
-    text = str(reason.get("reason") or "(no reason text)")
-    suffix = f" [{category}]" if category and category not in text else ""
-    return f"{_number(count)} x {text}{suffix}" if count is not None else f"{text}{suffix}"
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "-" if value is None else str(value)
-
-
-def _when(moment: Any) -> str:
-    if not isinstance(moment, datetime):
-        return "-" if moment is None else str(moment)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _iso(moment: Any) -> str | None:
-    return moment.astimezone(UTC).isoformat() if isinstance(moment, datetime) else None
-
-
-# -- channels ----------------------------------------------------------------------
-
-
-def send(channel: Channel, payload: dict[str, Any], sleep=time.sleep, deadline: float | None = None,
-         stop: threading.Event | None = None, client: httpx.Client | None = None) -> None:
-    """Deliver one message through one channel, or raise DeliveryFailed with one sentence.
-
-    After ``deadline`` (a ``time.monotonic()`` value) a webhook starts no new
-    attempt; ``stop`` ends its retries early (SIGTERM). ``client`` is a shared
-    httpx client (building one costs about 0.1 s, so a run makes one).
-    """
-    if channel.type == "console":
-        print(payload["text"] + f"\n(notification {payload['id']})\n", flush=True)
-    elif channel.type == "log":
-        log.warning("%s | %s", payload["title"], payload["summary"], extra={"notification_id": payload["id"]})
-    elif channel.type == "file":
-        _append_line(Path(channel.path or "alerts.jsonl"), payload)
-    elif channel.type == "webhook":
-        if client is None:
-            with new_client() as own:
-                _post_with_retries(channel, payload, sleep, deadline, stop, own)
-        else:
-            _post_with_retries(channel, payload, sleep, deadline, stop, client)
-    elif channel.type == "apprise":
-        _apprise(channel, payload)
-    else:  # pragma: no cover - rules.py admits no other type
-        raise DeliveryFailed(f"channel '{channel.name}' has unknown type {channel.type!r}")
-
-
-def _append_line(path: Path, payload: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(payload, default=str) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as error:
-        raise DeliveryFailed(f"cannot append to {path}: {error.strerror or error}") from None
-
-
-def _secret(channel: Channel, env: str) -> str:
-    value = os.environ.get(env)
-    if not value:
-        raise DeliveryFailed(f"environment variable {env} (channel '{channel.name}') is not set")
-    return value
-
-
-class _NotAccepted(Exception):
-    """One webhook attempt that did not end in a 2xx; its text is the reason, already free of secrets."""
-
-
-def _webhook_request(channel: Channel) -> tuple[str, dict[str, str]]:
-    """The URL and headers of a webhook call, checked: a bad value is one sentence that names where it came from."""
-    url = channel.url or _secret(channel, channel.url_envs[0])
-    problem = url_problem(url)
-    if problem:
-        where = f"environment variable {channel.url_envs[0]}" if not channel.url else "its url"
-        raise DeliveryFailed(f"webhook '{channel.name}': the URL in {where} {problem}; fix it")
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **channel.headers}
-    sources = {name: "its headers" for name in channel.headers}
-    for name, env in channel.headers_env.items():
-        headers[name] = _secret(channel, env)
-        sources[name] = f"environment variable {env}"
-    for name, value in headers.items():
-        problem = header_problem(name, value)
-        if problem:
-            raise DeliveryFailed(f"webhook '{channel.name}': header {name!r} from {sources.get(name, 'closewatch')} {problem}; fix it")
-    return url, headers
-
-
-def new_client() -> httpx.Client:
-    """The HTTP client of webhooks: no redirects followed, no proxy or .netrc taken from the environment."""
-    return httpx.Client(follow_redirects=False, trust_env=False)
-
-
-def _post_with_retries(channel: Channel, payload: dict[str, Any], sleep, deadline: float | None,
-                       stop: threading.Event | None, client: httpx.Client) -> None:
-    """POST the JSON payload with httpx; retry with exponential backoff and full jitter (tenacity); only 2xx counts.
-
-    Redirects are not followed (a 3xx has not accepted the notification) and
-    the answer's body is never read. Each attempt has the channel's full
-    timeout (connect, write, read, pool): cutting it short near the run's
-    deadline would give up on calls the receiver then accepts, and send
-    them twice. No attempt starts after the deadline.
-    """
-    url, headers = _webhook_request(channel)
-    headers["Idempotency-Key"] = payload["id"]
-    body = json.dumps(payload, default=str).encode("utf-8")
-    deadline = deadline if deadline is not None else float("inf")
-    seconds = channel.timeout_s
-
-    def attempt(client: httpx.Client) -> None:
-        try:
-            with client.stream("POST", url, content=body, headers=headers, timeout=httpx.Timeout(seconds)) as response:
-                status = response.status_code
-        except httpx.TimeoutException:
-            raise _NotAccepted(f"timed out after {format_duration(seconds)}") from None
-        except (httpx.HTTPError, OSError, ValueError) as error:
-            raise _NotAccepted(f"connection failed ({_clean(str(error) or type(error).__name__, url)})") from None
-        if not 200 <= status < 300:
-            raise _NotAccepted(f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else ""))
-
-    stops = tenacity.stop_after_attempt(channel.retries + 1) | _StopAt(deadline)
-    if stop is not None:
-        stops = stops | tenacity.stop_when_event_set(stop)
-    retrying = tenacity.Retrying(
-        stop=stops, wait=tenacity.wait_random_exponential(multiplier=channel.backoff_s, max=max(channel.backoff_s, 60)),
-        retry=tenacity.retry_if_exception_type(_NotAccepted), sleep=sleep, reraise=True,
-    )
-    try:
-        retrying(attempt, client)
-    except _NotAccepted as error:
-        tries = retrying.statistics.get("attempt_number", 1)
-        raise DeliveryFailed(f"webhook '{channel.name}' did not accept it: {error} (after {tries} attempt{'s' if tries != 1 else ''})") from None
-
-
-class _StopAt(tenacity.stop.stop_base):
-    """Stop retrying once the run's deadline (a time.monotonic() value) has passed."""
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-
-    def __call__(self, retry_state) -> bool:
-        return time.monotonic() >= self.deadline
-
-
-def _apprise(channel: Channel, payload: dict[str, Any]) -> None:
-    import apprise
-
-    notifier = apprise.Apprise()
-    for env in channel.url_envs:
-        if not notifier.add(_secret(channel, env)):
-            raise DeliveryFailed(f"apprise does not understand the URL in {env} (channel '{channel.name}'); see https://github.com/caronc/apprise/wiki")
-    if not notifier.notify(title=payload["title"], body=payload["text"]):
-        raise DeliveryFailed(f"apprise could not deliver to channel '{channel.name}' (its log says why)")
-
-
-def _clean(text: str, *secrets: str) -> str:
-    """An error text without the secrets it might quote."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<secret>")
-    return text[:MAX_ERROR_CHARS]
-
-
-# -- delivering the outbox ---------------------------------------------------------------
+# -- delivering the outbox -----------------------------------------------------
 
 
 @dataclass
@@ -566,10 +301,10 @@ def _release(store: Store, claimer: str, keep: set[str]) -> int:
     """Give back every row this run claimed and did not finish (except the calls still in flight); returns how many."""
     try:
         with store.transaction() as con:
-            return con.execute("""
+            return scalar(con, """
                 UPDATE alert_outbox SET claimed_by = NULL, claimed_until = NULL
                 WHERE claimed_by = $claimer AND status = 'pending' AND NOT list_contains($keep, notification_id)
-            """, {"claimer": claimer, "keep": sorted(keep)}).fetchone()[0]
+            """, {"claimer": claimer, "keep": sorted(keep)})
     except ClosewatchError as problem:  # busy: the leases run out on their own
         log.warning("claims of %s not released: %s", claimer, problem)
         return 0
@@ -590,18 +325,18 @@ def _mark(store: Store, claimer: str, outcomes: list[tuple[str, str | None, int]
     with store.transaction() as con:
         changed = 0
         if delivered:
-            changed += con.execute("""
+            changed += scalar(con, """
                 UPDATE alert_outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $at,
                        last_attempt_at = $at, last_error = NULL, claimed_by = NULL, claimed_until = NULL
                 WHERE list_contains($ids, notification_id) AND claimed_by = $claimer
-            """, {"at": at, "ids": delivered, "claimer": claimer}).fetchone()[0]
+            """, {"at": at, "ids": delivered, "claimer": claimer})
         for notification_id, error, attempts in failed:
             delay = _backoff(attempts + 1, settings)
-            changed += con.execute("""
+            changed += scalar(con, """
                 UPDATE alert_outbox SET attempts = attempts + 1, last_attempt_at = ?, last_error = ?, next_attempt_at = ?,
                        claimed_by = NULL, claimed_until = NULL
                 WHERE notification_id = ? AND claimed_by = ?
-            """, [at, redact_text(error)[:MAX_ERROR_CHARS], now + timedelta(seconds=delay), notification_id, claimer]).fetchone()[0]
+            """, [at, redact_text(error)[:MAX_ERROR_CHARS], now + timedelta(seconds=delay), notification_id, claimer])
             log.info("notification %s not delivered (%s); next attempt in %s", notification_id, error, format_duration(delay))
     if changed < len(outcomes):
         log.warning("%d notifications: the claim of %s had ended before they were marked", len(outcomes) - changed, claimer)

@@ -1,4 +1,4 @@
-"""The outbox and its channels, against a real webhook receiver on 127.0.0.1 and a real DuckDB file."""
+"""The outbox: exactly-once delivery through its channels, against a real webhook receiver on 127.0.0.1 and a real DuckDB file."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from closewatch.alerts.engine import EngineSettings, Notice, evaluate
+from closewatch.alerts.channels import send
 from closewatch.alerts.errors import DeliveryFailed
-from closewatch.alerts.notify import build_message, deliver, send
-from closewatch.alerts.rules import Channel, Rule
-from tests.alerts.helpers import Receiver, T0, add, at, rules, steady
+from closewatch.alerts.evaluation import evaluate
+from closewatch.alerts.model import EngineSettings
+from closewatch.alerts.outbox import deliver
+from tests.alerts.helpers import Receiver, add, at, rules, steady
 
 LIVE = EngineSettings(lateness_s=0, initial_lookback_s=3600, retry_base_s=2, retry_max_s=16)
 
@@ -169,28 +170,3 @@ def test_file_and_console_channels(store, tmp_path, monkeypatch, capsys):
     assert [line["kind"] for line in lines] == ["firing", "resolved"] and {line["id"] for line in lines} <= set(ids)
     printed = capsys.readouterr().out
     assert "[FIRING] violations for client_id=a (error)" in printed and "[RESOLVED] violations for client_id=a" in printed
-
-
-def test_a_message_says_what_fired_for_whom_how_many_over_which_window_why_and_what_to_do():
-    rule = Rule(name="violations", kind="threshold", severity="error", group_by=("client_id",), window_s=900, value=5,
-                where={"category": ("input_duration_violation",)}, runbook="see the wiki", labels={"team": "voice"},
-                message="{client_id} broke the protocol {value} times ({headline})")
-    notice = Notice("violations", "client_id=kiosk", {"client_id": "kiosk"}, "firing", int(T0.timestamp() * 1e6), 12.0, None,
-                    details={"window_start": at(-15), "window_end": T0, "action": "send 50-1000 ms chunks",
-                             "top_reasons": [{"reason": "Input duration violation: 1200 ms", "category": "input_duration_violation", "count": 12}]})
-    message = build_message(rule, notice)
-    assert message["title"] == "[FIRING] violations for client_id=kiosk (error)"
-    assert message["summary"].startswith("kiosk broke the protocol 12 times (12 closures with category input_duration_violation in 15m for client_id=kiosk")
-    text = message["text"]
-    for part in ("Window: 2024-05-01 09:45 UTC to 2024-05-01 10:00 UTC (15m)", "12 x Input duration violation: 1200 ms",
-                 "Action: send 50-1000 ms chunks", "Runbook: see the wiki", "Labels: team=voice"):
-        assert part in text, part
-    broken = Rule(name="r", kind="threshold", window_s=60, message="{value:d}")
-    assert "message template failed" in build_message(broken, notice)["summary"]
-
-
-def test_an_unreachable_webhook_fails_in_one_sentence_without_its_url():
-    channel = Channel("hook", "webhook", url="http://127.0.0.1:9/secret-path", timeout_s=0.5, retries=0)
-    with pytest.raises(DeliveryFailed, match="webhook 'hook' did not accept it: connection failed") as caught:
-        send(channel, {"id": "x", "title": "t", "text": "t"})
-    assert "secret-path" not in str(caught.value)
