@@ -164,6 +164,8 @@ _CONDITION_SQL = {"threshold": _threshold_sql, "pattern": _pattern_sql, "absence
 
 def _sql_conditions(con: duckdb.DuckDBPyConnection, rule: Rule, grid: Grid) -> pl.DataFrame:
     """A sql rule runs its query once per evaluation time, with $start and $end bound to the window."""
+    if not rule.query:  # the rules file refuses a sql rule without one; a Rule built in code may lack it
+        raise RuleFailed(f"Rule '{rule.name}' is a sql rule without a query; give it one.")
     frames = []
     window = seconds_us(rule.window_s)
     for tick in range(grid.first, grid.last + 1, grid.step):
