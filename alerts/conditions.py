@@ -22,13 +22,21 @@ from closewatch.alerts.rules import Rule
 from closewatch.errors import first_line
 
 
-def conditions(con: duckdb.DuckDBPyConnection, rule: Rule, grid: Grid) -> pl.DataFrame:
-    """Rows (tick, group_key, value, group columns..., extra) for every time and group where the rule holds."""
+def conditions(con: duckdb.DuckDBPyConnection, rule: Rule, grid: Grid, every_value: bool = False) -> pl.DataFrame:
+    """Rows (tick, group_key, value, group columns..., extra) for every time and group where the rule holds.
+
+    With ``every_value`` the groups that were measured and do not hold come too,
+    with a ``holds`` column: the same query, the filter turned into a column,
+    so an explanation of why a group did not fire reads the very numbers
+    evaluation compared. (A sql rule's query returns only the groups that hold.)
+    """
     try:
         if rule.kind == "sql":
-            return _sql_conditions(con, rule, grid)
+            frame = _sql_conditions(con, rule, grid)
+            return frame.with_columns(holds=pl.lit(True)) if every_value else frame
         sql, params = _CONDITION_SQL[rule.kind](rule, grid)
-        return con.execute(sql, params).pl()
+        keep, drop = ("TRUE", "") if every_value else ("holds", " EXCLUDE (holds)")
+        return con.execute(f"SELECT *{drop} FROM ({sql}) WHERE {keep} ORDER BY group_key, tick", params).pl()
     except duckdb.Error as error:
         raise RuleFailed(f"Rule '{rule.name}' could not be evaluated: {first_line(error)}; check the rule (closewatch alerts check) and the schema.") from None
 
@@ -76,11 +84,10 @@ def _threshold_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
             WHERE ts > make_timestamptz($lo) AND ts <= make_timestamptz($t1) {filtered}
             GROUP BY ALL
         ), {_TICKS}
-        SELECT tick, {_group_key_sql(groups)} AS group_key, ({value})::DOUBLE AS value, {select}NULL::VARCHAR AS extra
+        SELECT tick, {_group_key_sql(groups)} AS group_key, ({value})::DOUBLE AS value, {select}NULL::VARCHAR AS extra,
+               coalesce({having}, FALSE) AS holds
         FROM ticks JOIN b ON b.bucket > tick - $win AND b.bucket <= tick
         GROUP BY ALL
-        HAVING {having}
-        ORDER BY group_key, tick
     """
     return sql, params
 
@@ -101,11 +108,10 @@ def _pattern_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
             WHERE pattern = $pattern AND count >= $min_count {severity}
               AND window_end > make_timestamptz($lo) AND window_start <= make_timestamptz($t1)
         ), {_TICKS}
-        SELECT tick, {_group_key_sql(groups, 'd.')} AS group_key, max(d.count)::DOUBLE AS value, {select}NULL::VARCHAR AS extra
+        SELECT tick, {_group_key_sql(groups, 'd.')} AS group_key, max(d.count)::DOUBLE AS value, {select}NULL::VARCHAR AS extra,
+               count(*) >= $min_findings AS holds
         FROM ticks JOIN d ON d.ws <= tick AND d.we > tick - $win
         GROUP BY ALL
-        HAVING count(*) >= $min_findings
-        ORDER BY group_key, tick
     """
     return sql, params
 
@@ -150,11 +156,9 @@ def _absence_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
             FROM g ASOF LEFT JOIN b ON {on}b.bucket <= g.tick
         )
         SELECT tick, {_group_key_sql(groups, 'g.')} AS group_key, 0.0::DOUBLE AS value, {out}
-               CAST(last_bucket AS VARCHAR) AS extra
+               CAST(last_bucket AS VARCHAR) AS extra,
+               coalesce((last_bucket IS NULL OR last_bucket <= tick - $win) AND ({expected} OR last_bucket > tick - $lookback), FALSE) AS holds
         FROM last AS g
-        WHERE (last_bucket IS NULL OR last_bucket <= tick - $win)
-          AND ({expected} OR last_bucket > tick - $lookback)
-        ORDER BY group_key, tick
     """
     return sql, params
 
