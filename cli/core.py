@@ -35,7 +35,9 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--follow", "follow_target", metavar="-|FILE",
+              help="Read standard input (-), a named pipe or a file as it grows, storing its lines every [follow] flush until Ctrl-C or its end.")
 @click.option("--format", "format_name", help="Read every input as this format (see `closewatch formats`); default: detect per file.")
 @click.option("--envelope", help="Read every input inside this envelope (docker-json, cri, journald, ...; see `closewatch formats`); default: detect per file.")
 @click.option("--client-from", "client_from", metavar="LABEL",
@@ -47,8 +49,9 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--master", help="With --engine spark: the Spark master URL (default: [spark] master, else local[*]).")
 @db_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, envelope: str | None, client_from: str | None,
-           tz: str, catalog_option: str | None, engine: str, lake_option: str | None, master: str | None) -> None:
+def ingest(ctx: click.Context, paths: tuple[str, ...], follow_target: str | None, format_name: str | None, envelope: str | None,
+           client_from: str | None, tz: str, catalog_option: str | None, engine: str, lake_option: str | None,
+           master: str | None) -> None:
     """Load session-close logs into the database (or, with --engine spark, into a Parquet lake).
 
     PATHS may be files, directories (read recursively), globs, or - for
@@ -60,9 +63,15 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
     partitions in one commit; read them with closewatch --lake DIR ...
     (docs/spark.md).
 
+    With --follow, the input is read as it arrives (kubectl logs -f,
+    docker logs -f, journalctl -f -o json) and its complete lines are stored
+    every [follow] flush (2 s); Ctrl-C or the end of the stream stores the
+    rest and exits. Lines sent again by a restarted pipe add nothing.
+
     \b
     Example:
         closewatch ingest sample_logs/
+        kubectl logs -f deploy/voicebot | closewatch ingest --follow -
         closewatch ingest 'logs/*.jsonl.gz' --tz Europe/Berlin
         zcat app.log.gz | closewatch ingest - --format assemblyai-python-v3
         closewatch ingest /var/log/pods/voice_voicebot-*/voicebot/0.log --envelope cri
@@ -70,9 +79,19 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], format_name: str | None, 
         closewatch ingest --engine spark --lake /data/closewatch-lake /mnt/logs/2024-05-01/
     """
     from closewatch import jobs
+    from closewatch.errors import ConfigError
     from closewatch.ingest.sources import expand_inputs
     from closewatch.ingest.staging import spool_folder
 
+    if follow_target is not None:
+        if paths or engine != "local":
+            raise ConfigError("--follow reads one input (- or a file) into the database; name no other paths and no --engine.")
+        from closewatch.cli.follow import follow_input
+
+        follow_input(ctx, follow_target, format_name, envelope, client_from, tz, catalog_path(ctx, catalog_option))
+        return
+    if not paths:
+        raise ConfigError("Name what to load: files, folders, globs or - for standard input (or --follow - to read it as it arrives).")
     if engine == "spark":
         _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master,
                            envelope, client_from)

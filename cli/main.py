@@ -14,6 +14,7 @@ from closewatch.cli.alerts import alerts, scheduler
 from closewatch.cli.analyze import analyze
 from closewatch.cli.generate import generate
 from closewatch.cli.dashboard import dashboard, up
+from closewatch.cli.follow import follow
 from closewatch.cli.kit import ClosewatchGroup
 from closewatch.cli.lake import lake
 
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
 
 
 
-for command in (core.ingest, core.sql, core.catalog, core.formats, core.info, core.reclassify,
+for command in (core.ingest, follow, core.sql, core.catalog, core.formats, core.info, core.reclassify,
                 alerts, scheduler,
                 analyze,
                 generate, lake,

@@ -226,6 +226,54 @@ ALTER TABLE alert_outbox ADD COLUMN claimed_by VARCHAR;
 ALTER TABLE alert_outbox ADD COLUMN claimed_until TIMESTAMPTZ;
 """
 
+#: Followed files and streams (closewatch.ingest.follow): per file its identity (device, inode and a
+#: fingerprint of its first bytes), how far it is read, the format found once from its first lines and its
+#: counts; and per follower the time up to which everything its sources wrote is stored, which lets the
+#: alert engine's frontier move with the clock while the store is fed live (closewatch.alerts).
+V7 = """
+CREATE TABLE follow_state (
+    follow_id          VARCHAR PRIMARY KEY,
+    kind               VARCHAR,      -- file / stream
+    path               VARCHAR,      -- where the file was last seen; a stream's name (<stdin>)
+    device             BIGINT,
+    inode              BIGINT,
+    fingerprint        VARCHAR,      -- sha256 of the first fingerprint_bytes bytes (decompressed)
+    fingerprint_bytes  INTEGER,
+    read_offset        BIGINT,       -- bytes read and stored
+    line_no            BIGINT,       -- lines before read_offset
+    format             VARCHAR,      -- found once, from the first lines
+    envelope           VARCHAR,
+    batch_id           VARCHAR,      -- its ingest_batches row
+    status             VARCHAR,      -- following / rotated / done / gone / truncated / moved / ended
+    lines              BIGINT,
+    accepted           BIGINT,
+    duplicates         BIGINT,
+    rejected           BIGINT,
+    size               BIGINT,       -- bytes in the file when last looked at: lag is size - read_offset
+    lines_per_s        DOUBLE,
+    last_close_at      TIMESTAMPTZ,  -- the newest close time read
+    last_read_at       TIMESTAMPTZ,  -- the last commit that stored lines
+    started_at         TIMESTAMPTZ,
+    updated_at         TIMESTAMPTZ,
+    error              VARCHAR,      -- the last problem, one sentence
+    continued_by       VARCHAR       -- status moved: the follow_id reading on (a rotated file compressed)
+);
+
+CREATE TABLE follow_marks (
+    follower     VARCHAR PRIMARY KEY,
+    live_until   TIMESTAMPTZ,        -- everything its sources wrote before this is stored
+    fresh_until  TIMESTAMPTZ,        -- the mark counts until then: a follower that died stops counting
+    pid          INTEGER,
+    updated_at   TIMESTAMPTZ
+);
+
+CREATE VIEW follow_health AS
+SELECT path, kind, status, read_offset, greatest(coalesce(size, read_offset) - read_offset, 0) AS lag_bytes,
+       lines, accepted, duplicates, rejected, lines_per_s, last_close_at, last_read_at,
+       date_diff('millisecond', last_close_at, now()) / 1000.0 AS close_age_s, format, envelope, error, updated_at
+FROM follow_state WHERE status IN ('following', 'rotated') OR updated_at > now() - INTERVAL 1 HOUR;
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
@@ -233,6 +281,7 @@ MIGRATIONS: dict[int, str] = {
     4: V4,
     5: V5,
     6: V6,
+    7: V7,
 }
 
 LATEST = max(MIGRATIONS)

@@ -115,6 +115,25 @@ class SchedulerSettings(Section):
     analyze_window_s: PositiveSeconds = Field(86400.0, alias="analyze_window")
     format: StrictStr | None = None
     tz: StrictStr = "UTC"
+    #: Globs of live log files the scheduler follows continuously (closewatch.ingest.follow), beside the watched folder.
+    follow: list[StrictStr] = []
+
+
+class FollowSettings(Section):
+    """[follow]: how followed files and streams are read (`closewatch follow`, `ingest --follow`, [scheduler] follow).
+
+    New complete lines are committed every ``flush``; a last line without its
+    newline is read once its file has not grown for ``settle``; a close line
+    is assumed written within ``lateness`` of its timestamp, so live rule
+    evaluation judges a window that much after its end (closewatch.alerts).
+    ``max_chunk`` bounds the bytes read from one file per commit.
+    """
+
+    flush_s: PositiveSeconds = Field(2.0, alias="flush")
+    settle_s: Seconds = Field(5.0, alias="settle")
+    lateness_s: Seconds = Field(10.0, alias="lateness")
+    max_chunk: ByteSize = Field(ByteSize(32 * 1024 * 1024), ge=64 * 1024, le=1024**3)
+    max_files: StrictInt = Field(1000, alias="max_files", ge=1)
 
 
 class SqlSettings(Section):
@@ -188,6 +207,7 @@ class Settings(Section):
     sql: SqlSettings = SqlSettings()
     spark: SparkSettings = SparkSettings()
     ingest: IngestSettings = IngestSettings()
+    follow: FollowSettings = FollowSettings()
 
     @property
     def lock_timeout_s(self) -> float:
@@ -277,4 +297,5 @@ def _relative_to(settings: Settings, folder: Path) -> Settings:
                 value = value.expanduser()
                 moved[key] = value if value.is_absolute() else folder / value
         settings = settings.overriding(section, **moved)
-    return settings
+    globs = [str(folder / Path(glob).expanduser()) for glob in settings.scheduler.follow]  # an absolute glob stays as it is
+    return settings.overriding("scheduler", follow=globs) if globs else settings

@@ -98,7 +98,7 @@ def test_a_closewatch_toml_in_the_working_directory_is_read(elsewhere):
     ("[alerts]\nstep = '0s'\n", "[alerts] step must be a duration longer than 0"),
     ("[alerts]\nlateness = 'later'\n", "[alerts] lateness must be a duration like \"30s\", not 'later'"),
     ("[dashboard]\nalerts_refresh = 'often'\n", "[dashboard] alerts_refresh must be a duration"),
-    ("[stores]\nlock_timeout_s = 3\n", "there is no [stores] section (the sections are store, analysis, alerts, scheduler, dashboard, sql, spark, ingest)"),
+    ("[stores]\nlock_timeout_s = 3\n", "there is no [stores] section (the sections are store, analysis, alerts, scheduler, dashboard, sql, spark, ingest, follow)"),
     ("analysis = 3\n", "[analysis] must be a table"),
 ])
 def test_a_mistake_is_one_sentence_naming_the_file_section_and_key(elsewhere, tmp_path, text, words):
