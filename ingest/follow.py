@@ -61,7 +61,7 @@ from closewatch.ingest.lines import GZIP_MAGIC, head_lines_of, stream_of
 from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, staged_input
 from closewatch.ingest.sources import bytes_input, expand_inputs
 from closewatch.settings import FollowSettings, IngestSettings
-from closewatch.store import Store
+from closewatch.store import Store, scalar
 
 #: A file is told apart from others by the sha256 of this many first bytes (fewer while it is shorter).
 FINGERPRINT_BYTES = 1024
@@ -240,10 +240,10 @@ def store_lines(store: Store, state: FollowState, data: bytes, lines: int, new_o
         with store.transaction(lake=False) as con:
             _check_offset(con, new, expected)
             if staged.closures is not None:
-                inserted = con.execute(_INSERT_SQL.format(final=staged.closures),
-                                       [new.path, _format_name(new), new.batch_id, new.line_no]).fetchone()[0]
+                inserted = scalar(con, _INSERT_SQL.format(final=staged.closures),
+                                  [new.path, _format_name(new), new.batch_id, new.line_no])
                 done.accepted, done.duplicates = inserted, result.accepted - inserted
-                newest = con.execute(f"SELECT max(ts) FROM read_parquet('{staged.closures}')").fetchone()[0]
+                newest = scalar(con, f"SELECT max(ts) FROM read_parquet('{staged.closures}')")
                 if newest is not None and (new.last_close_at is None or newest > new.last_close_at):
                     new.last_close_at = newest
             if staged.rejects:
@@ -518,6 +518,7 @@ class FileFollower:
             if tracked.key not in seen and tracked.detached_at is None:
                 tracked.detached_at = self.clock()
                 tracked.state.status = "rotated"
+                tracked.state.path = _current_name(tracked) or tracked.state.path
         for path, info in fresh:
             if len(self.tracked) >= self.options.follow.max_files:
                 report.errors.append(f"more than {self.options.follow.max_files} files to follow; raise [follow] max_files "
@@ -681,7 +682,16 @@ class FileFollower:
 
 def _raw(tracked: Tracked) -> BinaryIO:
     handle = tracked.handle
-    return handle.fileobj if isinstance(handle, gzip.GzipFile) else handle  # type: ignore[return-value]
+    return handle.fileobj if isinstance(handle, gzip.GzipFile) else handle
+
+
+def _current_name(tracked: Tracked) -> str | None:
+    """Where an open file is now (Linux's /proc names it, after a rename too); None if removed or unknown."""
+    try:
+        name = os.readlink(f"/proc/self/fd/{_raw(tracked).fileno()}")
+    except OSError:
+        return None
+    return None if name.endswith(" (deleted)") else name
 
 
 def _same_file_near(state: FollowState) -> Path | None:
