@@ -8,6 +8,7 @@ Stages that add tables append a migration here (never edit a released one).
 
 from __future__ import annotations
 
+from closewatch.summary_views import ERROR_RATE_VIEWS_V8
 from closewatch.summary_views import MIGRATION_SQL as SUMMARIES_V3
 
 CLOSURES_COLUMNS = """
@@ -282,6 +283,7 @@ MIGRATIONS: dict[int, str] = {
     5: V5,
     6: V6,
     7: V7,
+    8: ERROR_RATE_VIEWS_V8,  # closewatch/summary_views.py: errors are severity warning and above, as on the dashboard
 }
 
 LATEST = max(MIGRATIONS)

@@ -20,6 +20,8 @@ edited: if the masks change, add a migration that runs
 
 from __future__ import annotations
 
+from closewatch.vocabulary import ERROR_SEVERITIES
+
 # Each regexp_replace applies one entry of analysis.templates.MASKS, in order (RE2 syntax).
 REASON_TEMPLATE_MACRO = r"""
 CREATE OR REPLACE MACRO reason_template(reason) AS (
@@ -126,3 +128,36 @@ ORDER BY closures DESC, t.template;
 
 #: The migration that adds the summaries (appended to closewatch.schema.MIGRATIONS).
 MIGRATION_SQL = REASON_TEMPLATE_MACRO + SUMMARY_VIEWS
+
+
+#: Errors in the client views are what the dashboard calls errors: severity
+#: warning and above. The first views counted every closure whose category was
+#: not 'normal', so an expired session or a going-away of severity info was an
+#: error in SQL and not on the Overview; migration 8 redefines both views.
+IS_ERROR = "severity IN (" + ", ".join(f"'{name}'" for name in ERROR_SEVERITIES) + ")"
+
+ERROR_RATE_VIEWS_V8 = f"""
+CREATE OR REPLACE VIEW client_error_rates AS
+SELECT client_id,
+       count(*) AS closures,
+       count(*) FILTER (WHERE {IS_ERROR}) AS errors,
+       round(count(*) FILTER (WHERE {IS_ERROR}) / count(*), 4) AS error_rate,
+       min(ts) AS first_seen,
+       max(ts) AS last_seen
+FROM closures GROUP BY client_id;
+
+CREATE OR REPLACE VIEW client_daily_error_rates AS
+SELECT date_trunc('day', ts) AS day,
+       client_id,
+       count(*) AS closures,
+       count(*) FILTER (WHERE {IS_ERROR}) AS errors,
+       round(count(*) FILTER (WHERE {IS_ERROR}) / count(*), 4) AS error_rate,
+       count(*) FILTER (WHERE category IN ('network_abnormal', 'server_error', 'going_away')) AS disconnects,
+       count(*) FILTER (WHERE category IN ('input_duration_violation', 'audio_rate_exceeded', 'invalid_message')) AS violations,
+       count(*) FILTER (WHERE category IN ('auth_failed', 'account_issue')) AS refusals,
+       count(*) FILTER (WHERE category = 'concurrency_limit') AS concurrency_limited,
+       count(*) FILTER (WHERE category = 'session_expired') AS expired,
+       mode(category) FILTER (WHERE {IS_ERROR}) AS top_error_category
+FROM closures
+GROUP BY ALL;
+"""

@@ -73,6 +73,8 @@ class Pattern(StrEnum):
 
 CATEGORIES: tuple[str, ...] = tuple(Category)
 SEVERITIES: tuple[str, ...] = tuple(Severity)
+#: The severities that count as errors everywhere (dashboard, summary views): warning and above.
+ERROR_SEVERITIES: tuple[str, ...] = SEVERITIES[SEVERITIES.index(Severity.WARNING):]
 RETRY_SAFE: tuple[str, ...] = tuple(RetrySafe)
 ERAS: tuple[str, ...] = tuple(Era)
 PATTERNS: tuple[str, ...] = tuple(Pattern)

@@ -16,10 +16,8 @@ import polars as pl
 from closewatch.dashboard.queries.shared import reader, reading
 from closewatch.dashboard.queries.timespan import bucket_to_time, bucketed_counts, range_sql
 from closewatch.store import Store
-from closewatch.vocabulary import SEVERITIES, Severity
+from closewatch.vocabulary import ERROR_SEVERITIES, SEVERITIES
 
-#: The severities that count as errors: warning and above.
-ERROR_SEVERITIES: tuple[str, ...] = SEVERITIES[SEVERITIES.index(Severity.WARNING):]
 ERROR = "severity IN (" + ", ".join(f"'{name}'" for name in ERROR_SEVERITIES) + ")"
 TOP_N = 10
 MIN_CLIENT_CLOSURES = 10  # a client needs this many closures to be ranked by error rate

@@ -19,7 +19,12 @@ def store(tmp_path_factory) -> Store:
                      reason=f"Audio Transmission Rate Exceeded: Received {r} sec. audio in 1.0 sec") for r in (2.0, 2.4, 3.0)]
     rows += [closure(T0 + DAY + HOUR, client=c, category="invalid_message", reason=f"Invalid Message Type: {t}")
              for c, t in (("bot", "KeepAlive"), ("bot", "Foo"), ("web", "Bar"))]
+    rows += [closure(T0 + DAY, client="quiet", category="session_expired") for _ in range(3)]
+    rows += [closure(T0 + DAY, client="quiet", category="concurrency_limit")]
     write_closures(store, rows)
+    with store.transaction() as con:  # the catalog's severities of these categories
+        con.execute("""UPDATE closures SET severity = CASE WHEN category IN ('normal', 'session_expired') THEN 'info'
+                       WHEN category IN ('network_abnormal', 'concurrency_limit') THEN 'warning' ELSE 'error' END""")
     return store
 
 
@@ -30,6 +35,14 @@ def test_client_daily_error_rates(store):
     assert day_one["top_error_category"] == "network_abnormal"
     kiosk = store.query("SELECT violations, refusals, top_error_category FROM client_daily_error_rates WHERE client_id = 'kiosk'")
     assert kiosk.rows() == [(5, 0, "input_duration_violation")]
+
+
+def test_errors_are_warning_and_above_as_on_the_dashboard(store):
+    """An expired session (severity info) is no error; a concurrency refusal (warning) is, in both client views."""
+    daily = store.query("SELECT closures, errors, expired, top_error_category FROM client_daily_error_rates WHERE client_id = 'quiet'")
+    assert daily.rows() == [(4, 1, 3, "concurrency_limit")]
+    overall = store.query("SELECT closures, errors, error_rate FROM client_error_rates WHERE client_id = 'quiet'")
+    assert overall.rows() == [(4, 1, 0.25)]
 
 
 def test_violator_chunk_ms_stats_and_histogram(store):
