@@ -8,7 +8,16 @@ skipped, and never done twice. ``frontier`` says how far a rule may go:
 * pattern, threshold and sql rules: the newest closure's time (never later
   than the clock) minus ``lateness``: logs arrive in batches, and a window is
   judged once its data is there;
-* absence rules: the clock minus ``lateness``: silence is only visible on the clock.
+* absence rules: the clock minus ``lateness``: silence is only visible on the clock;
+* and, while the store is fed live (followed files and streams, which write
+  a *live mark* in ``follow_marks``: everything their sources wrote before it
+  is stored), every rule goes at least as far as that mark (never later than
+  the clock) minus ``[follow] lateness``. So a burst followed by silence is
+  evaluated to its end, and a window with nothing in it is evaluated as
+  nothing, as a backtest over the same range does. A follower that dies stops
+  counting once its mark is stale (``fresh_until``); with several followers
+  the oldest fresh mark counts. For logs uploaded or dropped whole, no mark
+  moves and the frontier stays the newest closure's time, as before.
 
 One transaction per rule and range writes the new states, the transitions
 (``alert_events``), the notifications (``alert_outbox``) and the watermark
@@ -63,6 +72,7 @@ class RunContext:
     now: datetime
     newest: int | None  # the newest closure's time (microseconds), None for an empty store
     silences: list[Silence]
+    live_until: int | None = None  # the oldest fresh live mark (microseconds): stored up to here; None when not fed live
 
 
 def evaluate(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSettings(),
@@ -75,8 +85,9 @@ def evaluate(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSe
     now = now or datetime.now(UTC)
     with store.transaction() as con:
         newest = scalar(con, "SELECT epoch_us(max(ts)) FROM closures")
+        live_until = scalar(con, "SELECT epoch_us(min(live_until)) FROM follow_marks WHERE fresh_until > now()")  # the real clock: marks are written on it
         silences = active_silences(con, now)
-    ctx = RunContext(store, ruleset, settings, now, newest, silences)
+    ctx = RunContext(store, ruleset, settings, now, newest, silences, live_until)
     report = EvalReport()
     for rule in ruleset.enabled:
         try:
@@ -95,13 +106,14 @@ def frontier(rule: Rule, ctx: RunContext) -> int | None:
     """
     step = seconds_us(rule.every_s)
     clock = to_us(ctx.now)
+    edges = []
     if rule.kind == "absence":
-        edge = clock
-    elif ctx.newest is None:
-        return None
-    else:
-        edge = min(clock, ctx.newest)
-    return floor_to(edge - seconds_us(ctx.settings.lateness_s), step)
+        edges.append(clock - seconds_us(ctx.settings.lateness_s))
+    elif ctx.newest is not None:
+        edges.append(min(clock, ctx.newest) - seconds_us(ctx.settings.lateness_s))
+    if ctx.live_until is not None:
+        edges.append(min(clock, ctx.live_until) - seconds_us(ctx.settings.live_lateness_s))
+    return floor_to(max(edges), step) if edges else None
 
 
 def _evaluate_rule(ctx: RunContext, rule: Rule, report: EvalReport) -> None:

@@ -36,6 +36,7 @@ class EngineSettings:
 
     step_s: float = 60.0              # default evaluation step of every rule
     lateness_s: float = 60.0          # how far behind the frontier evaluation stays
+    live_lateness_s: float = 10.0     # ... behind a live mark: how late a followed close line may be written ([follow] lateness)
     initial_lookback_s: float = 3600.0  # how far back a rule's first run starts
     retry_base_s: float = 30.0        # first delay after a failed delivery ...
     retry_max_s: float = 3600.0       # ... doubling up to this

@@ -17,7 +17,8 @@ from closewatch.settings import Settings
 def engine_settings(settings: Settings) -> EngineSettings:
     """The evaluation engine's timing from [alerts] (already validated, in seconds)."""
     alerts = settings.alerts
-    return EngineSettings(step_s=alerts.step_s, lateness_s=alerts.lateness_s, initial_lookback_s=alerts.initial_lookback_s,
+    return EngineSettings(step_s=alerts.step_s, lateness_s=alerts.lateness_s, live_lateness_s=settings.follow.lateness_s,
+                          initial_lookback_s=alerts.initial_lookback_s,
                           retry_base_s=alerts.retry_base_s, retry_max_s=alerts.retry_max_s,
                           deliver_deadline_s=alerts.deliver_deadline_s, deliver_failures=alerts.deliver_failures)
 
