@@ -184,7 +184,9 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
     """Stage the input's events and rejects; returns the content's sha256 ('' if unreadable)."""
     if fmt is None:
         result.status = "no_events"
-        result.message = "no known log format recognised; see `closewatch formats` or pass --format"
+        result.message = ("no known log format recognised; see `closewatch formats` or pass --format" if not options.envelope
+                          else f"no known log format recognised inside a {options.envelope} envelope; is it the right "
+                               "envelope? Leave it to detection or see `closewatch formats`")
         digest = _digest(source, limits)
         return "" if isinstance(digest, BaseException) else digest[0]
     result.format = fmt.name

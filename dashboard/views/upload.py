@@ -8,6 +8,8 @@ because their caches are keyed on the latest batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 import streamlit as st
 
@@ -16,6 +18,7 @@ from closewatch.errors import ClosewatchError
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import upload as queries
 from closewatch.dashboard.queries import shared
+from closewatch.ingest.envelopes import all_envelopes
 from closewatch.ingest.formats import all_formats
 from closewatch.ingest.sources import bytes_input
 
@@ -29,7 +32,17 @@ def limit_text() -> str:
             "`closewatch dashboard --max-upload-mb N`). Larger files: `closewatch ingest PATH`, or drop them in the scheduler's watched folder.")
 
 
-def load(files: list, format_name: str | None, tz: str) -> list[dict]:
+@dataclass(frozen=True)
+class Choices:
+    """What the form says about every file of an upload (None: detect per file / the line's own client)."""
+
+    format_name: str | None = None
+    envelope: str | None = None
+    tz: str = "UTC"
+    client_from: str | None = None
+
+
+def load(files: list, choices: Choices) -> list[dict]:
     """Ingest each uploaded file, showing its progress; returns one result row per file."""
     store = shared.get_store()
     settings = shared.get_settings()
@@ -39,7 +52,9 @@ def load(files: list, format_name: str | None, tz: str) -> list[dict]:
         source = bytes_input(upload.name, payload)
         bar = st.progress(0.0, text=f"{upload.name}: reading")
         try:
-            (result,) = jobs.ingest(store, [source], format_name, tz, settings.catalog, _progress(bar, upload.name, len(payload)))
+            (result,) = jobs.ingest(store, [source], choices.format_name, choices.tz, settings.catalog,
+                                    _progress(bar, upload.name, len(payload)), envelope=choices.envelope,
+                                    client_from=choices.client_from, limits=settings.ingest)
         except ClosewatchError as error:  # this file failed as a whole; the others still load
             bar.progress(1.0, text=f"{upload.name}: not loaded")
             results.append(_failed(upload.name, str(error)))
@@ -103,26 +118,40 @@ def show_results(results: list[dict]) -> None:
                     st.caption("The rest are in the `rejects` table (SQL page: `SELECT * FROM rejects`).")
 
 
+def form_choices() -> Choices:
+    """The form's options, as `closewatch ingest --format --envelope --tz --client-from` take them."""
+    left, right = st.columns(2)
+    format_choice = left.selectbox("Format", [AUTO] + [fmt.name for fmt in all_formats()], key="format",
+                                   help="Leave on 'detect per file' unless detection picks the wrong one.")
+    envelope_choice = right.selectbox("Envelope", [AUTO] + [envelope.name for envelope in all_envelopes()], key="envelope",
+                                      help="How the logs were shipped (docker, Kubernetes, journald, a cloud's logging). "
+                                           "Leave on 'detect per file' unless detection picks the wrong one.")
+    tz = left.text_input("Time zone of timestamps without one", value="UTC", help="An IANA name such as Europe/Berlin.")
+    client_from = right.text_input("Client from envelope label", value="", key="client_from",
+                                   help="For lines that name no client: the envelope label that does (pod, container, "
+                                        "host, unit, log_stream, service...). Empty: such lines have no client.")
+    return Choices(None if format_choice == AUTO else format_choice, None if envelope_choice == AUTO else envelope_choice,
+                   tz.strip() or "UTC", client_from.strip() or None)
+
+
 def main() -> None:
     st.title("Upload logs")
     st.markdown(
         "Load session-close logs: JSON lines, CSV, the API's own messages, and the logs of the common SDKs and "
-        "frameworks (the format is detected per file). Compressed `.gz` files are read as they are. "
+        "frameworks, also inside docker, Kubernetes, journald and cloud-logging envelopes (the format and the "
+        "envelope are detected per file). Compressed `.gz` files are read as they are. "
         "A file already loaded adds nothing (duplicates are counted, not stored twice)."
     )
     st.caption(limit_text())
     with st.form("upload", clear_on_submit=True):
         files = st.file_uploader("Log files", accept_multiple_files=True, key="files")
-        left, right = st.columns(2)
-        names = [AUTO] + [fmt.name for fmt in all_formats()]
-        format_choice = left.selectbox("Format", names, help="Leave on 'detect per file' unless detection picks the wrong one.")
-        tz = right.text_input("Time zone of timestamps without one", value="UTC", help="An IANA name such as Europe/Berlin.")
+        choices = form_choices()
         submitted = st.form_submit_button("Load files", type="primary", icon=":material/upload:")
     if submitted:
         if not files:
             st.warning("Choose one or more files first.")
         else:
-            st.session_state["upload_results"] = load(files, None if format_choice == AUTO else format_choice, tz.strip() or "UTC")
+            st.session_state["upload_results"] = load(files, choices)
     if st.session_state.get("upload_results"):
         show_results(st.session_state["upload_results"])
     batches = shared.cached(queries.recent_batches)

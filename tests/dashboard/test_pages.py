@@ -12,7 +12,7 @@ import gzip
 import json
 import re
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from closewatch.cli.main import cli
 from closewatch.store import Store
 from closewatch.dashboard import ui
 from closewatch.generator.traffic import GeneratorConfig, generate
+from closewatch.ingest.envelopes import get_envelope
 from closewatch.ingest.sources import bytes_input, expand_inputs
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -395,6 +396,42 @@ def test_upload_several_files_through_the_file_uploader(own_db, monkeypatch):
     at.button[0].click().run()
     again = table(at, "file", "accepted", "duplicates").iloc[0]
     assert (again["accepted"], again["duplicates"]) == (0, 3)
+
+
+def journald_export(closes: list[tuple[str, int, str]], unit: str) -> bytes:
+    """`journalctl -o json` lines of a service whose messages are JSON closes that name no client."""
+    envelope = get_envelope("journald")
+    timed = [(datetime.fromisoformat(ts), json.dumps({"ts": ts, "close_code": code, "close_reason": reason}))
+             for ts, code, reason in closes]
+    return ("\n".join(envelope.wrap(timed, {"unit": unit, "host": "voice-01"})) + "\n").encode()
+
+
+def test_upload_reads_inside_a_chosen_envelope_and_names_the_client_from_a_label(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "upload")
+    export = journald_export([("2026-12-01T12:00:00+00:00", 3008, "Session Expired: Maximum session duration exceeded"),
+                              ("2026-12-01T12:01:00+00:00", 1011, "Internal server error")], unit="dictation.service")
+    at.file_uploader(key="files").set_value(("journal.json", export, "application/json"))
+    at.selectbox(key="envelope").set_value("journald")
+    at.text_input(key="client_from").set_value("unit")
+    at.button[0].click().run()
+    no_failures(at)
+    result = table(at, "file", "accepted").iloc[0]
+    assert (result["accepted"], result["rejected"]) == (2, 0)
+    stored = sql(own_db, "SELECT client_id, close_code FROM closures WHERE source_file = 'journal.json' ORDER BY ts")
+    assert stored.rows() == [("dictation.service", 3008), ("dictation.service", 1011)]
+
+
+def test_upload_inside_the_wrong_envelope_says_so_and_stores_nothing(own_db, monkeypatch):
+    at = app(own_db, monkeypatch, "upload")
+    before = sql(own_db, "SELECT count(*) FROM closures").item()
+    at.file_uploader(key="files").set_value(("plain.jsonl", UPLOAD_A, "application/json"))
+    at.selectbox(key="envelope").set_value("docker-json")
+    at.button[0].click().run()
+    assert not at.exception
+    assert table(at, "file", "accepted").iloc[0]["accepted"] == 0
+    assert any("plain.jsonl" in w.value and "inside a docker-json envelope; is it the right envelope?" in w.value
+               for w in at.warning)
+    assert sql(own_db, "SELECT count(*) FROM closures").item() == before
 
 
 def test_upload_states_its_size_limit_and_reports_unreadable_files(own_db, monkeypatch):
