@@ -1,5 +1,5 @@
 """Alert commands: the `alerts` group (run, status, history, silence, silences, unsilence, check,
-backtest, outbox, deliver) and `scheduler`."""
+backtest, explain, outbox, deliver) and `scheduler`."""
 
 from __future__ import annotations
 
@@ -283,6 +283,84 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
     schema = {"rule": pl.String, "group": pl.String, "pending_at": pl.String, "fired_at": pl.String,
               "resolved_at": pl.String, "peak_value": pl.Float64, "notifications": pl.Int64}
     print_frame(pl.DataFrame([e.as_dict() for e in episodes], schema=schema), output)
+
+
+@alerts.command()
+@click.argument("rule")
+@click.option("--group", help="One group: client_id=acme, or just acme for a rule grouped by one column. Default: every group that did something.")
+@click.option("--at", "at", help="One moment: ISO time or a duration ago (default: the newest closure). Explains the last evaluation time at or before it.")
+@click.option("--from", "start", help="Start of a range to explain, instead of --at.")
+@click.option("--to", "end", help="End of the range (with --from).")
+@click.option("--warmup", help="How far before the first time the replay starts, to rebuild pending/firing/notified (default: 1d, or longer for long for/keep_firing_for/repeat_interval).")
+@click.option("--dashboard-url", default="http://localhost:8501", show_default=True, help="Where the dashboard runs, for the Explorer links of the closures counted.")
+@rules_option
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json: an array of {eval_time, rule, group, value, bound, holds, state_before, state_after, outcome, reason, notified, silence, sample}.")
+@db_option
+@click.pass_context
+def explain(ctx: click.Context, rule: str, group: str | None, at: str | None, start: str | None, end: str | None,
+            warmup: str | None, dashboard_url: str, rules_path: str | None, output: str) -> None:
+    """Why RULE fired, or did not: each evaluation time with the value, the bound, the state before and after, and the reason.
+
+    Replays the stored closures through the same conditions and state
+    machine as live evaluation (nothing is written or sent), so it answers
+    "why did this page me at 14:05" and "why didn't it fire at 14:05" alike.
+    Each row that counted closures carries a sample of them with links to
+    the dashboard's Explorer.
+
+    \b
+    Example:
+        closewatch alerts explain disconnect-storm --group acme --at 2024-05-03T14:05
+        closewatch alerts explain auth-failures --from 2024-05-03T14:00 --to 2024-05-03T15:00 --format json
+    """
+    from closewatch.alerts.errors import AlertError
+    from closewatch.alerts.explain import explain as replay, newest_time
+
+    if at is not None and (start is not None or end is not None):
+        raise AlertError("Give either --at or --from/--to, not both.")
+    if (start is None) != (end is None):
+        raise AlertError("A range needs both --from and --to (or use --at for one moment).")
+    c = _context(ctx, rules_path)
+    moment = parse_time(at, "--at") if at is not None else parse_time(start, "--from") if start is not None else newest_time(c.store)
+    until = parse_time(end, "--to") if end is not None else None
+    warmup_s = parse_duration(warmup) if warmup else None
+    if warmup and (warmup_s is None or warmup_s < 0):
+        raise AlertError(f"--warmup {warmup!r} is not a duration; use e.g. 6h or 2d.")
+    result = replay(c.store, c.ruleset(), rule, moment, until, group, warmup_s)
+    base = dashboard_url.rstrip("/") + "/"
+    rows = [step.as_dict() for step in result.steps]
+    for row in rows:
+        for closure in row["sample"]:
+            closure["link"] = base + closure["link"]
+    if output == "json":
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    _print_explanation(result, rows)
+
+
+def _print_explanation(result, rows: list[dict]) -> None:
+    """The rows as a table, then the closures counted at the first rows that did something, then the notes."""
+    console = Console()
+    if not rows:
+        console.print(f"{result.rule}: no group did anything in this range (replayed from {result.replayed_from:%Y-%m-%d %H:%M} UTC); "
+                      "--group or --at shows the numbers of quiet times.", highlight=False, markup=False, soft_wrap=True)
+    else:
+        frame = pl.DataFrame([{"eval_time": r["eval_time"][:16].replace("T", " "), "group": r["group"], "value": r["value"],
+                               "bound": r["bound"], "state": f"{r['state_before']} -> {r['state_after']}",
+                               "notified": r["notified"], "reason": r["reason"]} for r in rows],
+                             schema={"eval_time": pl.String, "group": pl.String, "value": pl.Float64, "bound": pl.Float64,
+                                     "state": pl.String, "notified": pl.Boolean, "reason": pl.String})
+        print_frame(frame, "table")
+    shown = [r for r in rows if r["sample"] and r["outcome"] != "quiet"][:3] or [r for r in rows if r["sample"]][:1]
+    for row in shown:
+        console.print(f"Closures counted at {row['eval_time'][:16].replace('T', ' ')} for {row['group'] or 'all'} (newest first):",
+                      highlight=False, markup=False, soft_wrap=True)
+        for closure in row["sample"]:
+            console.print(f"  {closure['ts'][:19].replace('T', ' ')}  {closure['client_id']}  {closure['close_code']}  "
+                          f"{(closure['close_reason'] or closure['category'] or '')[:60]}  {closure['link']}",
+                          highlight=False, markup=False, soft_wrap=True)
+    for note in result.notes:
+        err_console.print(f"note: {note}", style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
 @alerts.command()
