@@ -258,24 +258,39 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
 @click.option("--to", "end", required=True, help="End of the replay, same forms.")
 @click.option("--rule", "rule_names", multiple=True, help="Only this rule (repeatable).")
 @rules_option
-@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True, help="json: an array of {rule, group, pending_at, fired_at, resolved_at, peak_value, notifications}.")
+@click.option("--compare", "old_path", type=click.Path(dir_okay=False),
+              help="Another rules file (the old rules) to compare with --rules (the new): which firings the change loses, adds or moves.")
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True,
+              help="json: an array of {rule, group, pending_at, fired_at, resolved_at, peak_value, notifications}; "
+                   "with --compare, of {rule, group, change, old_fired_at, new_fired_at, old_resolved_at, new_resolved_at, ...}.")
 @db_option
 @click.pass_context
-def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ...], rules_path: str | None, output: str) -> None:
+def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ...], rules_path: str | None,
+             old_path: str | None, output: str) -> None:
     """Replay stored history through the rules: when each rule and group would have fired and resolved.
 
     Uses the same conditions and state machine as live evaluation; sends
     nothing and writes nothing. Pattern rules need detections for the range
     (run `closewatch analyze` first).
 
+    With --compare OLD.toml, replays both rule sets over the same history
+    and pairs their firings per rule and group: only_old (the new rules lose
+    it), only_new (they add it), same, or moved (both fire, at other times);
+    then, per rule, notifications per week and time spent firing, before and
+    after.
+
     \b
     Example:
         closewatch alerts backtest --from 2024-05-01 --to 2024-05-08
         closewatch alerts backtest --from 7d --to 0s --rule auth-failures --format json
+        closewatch alerts backtest --rules new.toml --compare alerts.toml --from 7d --to 0s
     """
     from closewatch.alerts.backtest import backtest as replay
 
     c = _context(ctx, rules_path)
+    if old_path is not None:
+        _compare(c, Path(old_path), parse_time(start, "--from"), parse_time(end, "--to"), list(rule_names) or None, output)
+        return
     episodes = replay(c.store, c.ruleset(), parse_time(start, "--from"), parse_time(end, "--to"), list(rule_names) or None)
     if output == "json":
         sys.stdout.write(json.dumps([e.as_dict() for e in episodes], indent=None) + "\n")
@@ -283,6 +298,29 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
     schema = {"rule": pl.String, "group": pl.String, "pending_at": pl.String, "fired_at": pl.String,
               "resolved_at": pl.String, "peak_value": pl.Float64, "notifications": pl.Int64}
     print_frame(pl.DataFrame([e.as_dict() for e in episodes], schema=schema), output)
+
+
+def _compare(c: _Context, old_path: Path, start, end, rule_names: list[str] | None, output: str) -> None:
+    """backtest --compare: the paired firings (JSON: one row per firing), then the per-rule summary."""
+    from closewatch.alerts.compare import compare
+    from closewatch.alerts.rules import load_rules
+
+    old = load_rules(old_path, c.engine.step_s)
+    result = compare(c.store, c.ruleset(), old, start, end, rule_names)
+    rows = [change.as_dict() for change in result.changes]
+    if output == "json":
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    schema = {"rule": pl.String, "group": pl.String, "change": pl.String, "old_fired_at": pl.String, "new_fired_at": pl.String,
+              "old_resolved_at": pl.String, "new_resolved_at": pl.String, "old_notifications": pl.Int64, "new_notifications": pl.Int64}
+    print_frame(pl.DataFrame(rows, schema=schema), output)
+    if output == "table":
+        summary = [{"rule": s.rule, "only_old": s.counts["only_old"], "only_new": s.counts["only_new"], "same": s.counts["same"],
+                    "moved": s.counts["moved"], "notifications/week old": round(s.old_notifications_per_week, 1),
+                    "notifications/week new": round(s.new_notifications_per_week, 1), "firing old": format_duration(s.old_firing_s),
+                    "firing new": format_duration(s.new_firing_s)} for s in result.summary]
+        if summary:
+            print_frame(pl.DataFrame(summary), output)
 
 
 @alerts.command()

@@ -14,9 +14,7 @@ from closewatch.alerts.explain import explain
 from closewatch.alerts.model import EngineSettings
 from closewatch.alerts.rules import load_rules
 from closewatch.alerts.silences import add_silence
-from closewatch.store import Store
 from tests.alerts.helpers import VIOLATIONS, add, at, rules, steady
-from tests.conftest import Invoker
 
 SLOW_RULE = VIOLATIONS.replace("value = 3", 'value = 3\nfor = "2m"\nkeep_firing_for = "3m"')
 
@@ -107,21 +105,6 @@ def test_bad_requests_are_one_sentence(store, tmp_path, run):
 
 
 # -- the generator's week --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def week(tmp_path_factory):
-    """A generated week with its incidents, ingested and analyzed (the detections feed the pattern rules)."""
-    from closewatch.analysis.detection import detect
-
-    folder = tmp_path_factory.mktemp("week")
-    run = Invoker(folder / "week.duckdb")
-    result = run("generate", str(folder / "gen"), "--days", "7", "--seed", "1", "--formats", "jsonl", db=False)
-    assert result.exit_code == 0, result.output
-    assert run("ingest", str(folder / "gen")).exit_code == 0
-    store = Store(folder / "week.duckdb", lock_timeout_s=10)
-    detect(store)
-    return run, store, json.loads((folder / "gen" / "manifest.json").read_text())
 
 
 def explain_json(run, *args: str) -> list[dict]:
