@@ -443,15 +443,20 @@ def deliver_command(ctx: click.Context, rules_path: str | None) -> None:
 
 @click.command()
 @click.option("--watch", type=click.Path(file_okay=False), help="Ingest new files dropped in this folder (default: `watch` under [scheduler]).")
+@click.option("--follow", "follow_globs", multiple=True, metavar="GLOB",
+              help="Follow live log files (repeatable; default: `follow` under [scheduler]): their lines are stored every [follow] flush.")
 @rules_option
 @click.option("--once", is_flag=True, help="Run every job once, in order, and exit (non-zero if one failed).")
 @db_option
 @click.pass_context
-def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, once: bool) -> None:
+def scheduler(ctx: click.Context, watch: str | None, follow_globs: tuple[str, ...], rules_path: str | None, once: bool) -> None:
     """Run the jobs on a schedule: ingest the watched folder, analyze, evaluate rules, deliver notifications.
 
     Intervals come from [scheduler] in closewatch.toml (ingest_every,
     analyze_every, evaluate_every, deliver_every, misfire_grace, settle).
+    Live log files named by [scheduler] follow (or --follow) are followed
+    continuously beside the watched folder, which stays for files dropped
+    whole; a close in them is evaluated within a step and a flush.
     The database is opened only while a job works, so the dashboard and the
     CLI can use it alongside. Stops cleanly on Ctrl-C or SIGTERM after the
     running job; every run is recorded in job_runs (view: scheduler_health).
@@ -459,6 +464,7 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
     \b
     Example:
         closewatch scheduler --watch incoming/
+        closewatch scheduler --follow '/var/log/voicebot/*.log'
         closewatch --config closewatch.toml scheduler --once
     """
     from closewatch.jobs.scheduler import JobRecorder, Jobs, SchedulerLock, run_forever, run_once
@@ -466,7 +472,8 @@ def scheduler(ctx: click.Context, watch: str | None, rules_path: str | None, onc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     c = _context(ctx, rules_path, open_store=get_store)  # it loads the watched folder, so it may start a database
-    settings = c.settings.overriding("scheduler", watch=Path(watch).expanduser() if watch else None)
+    settings = c.settings.overriding("scheduler", watch=Path(watch).expanduser() if watch else None,
+                                     follow=list(follow_globs) or None)
     c.ruleset()  # a broken rules file stops the start, with every problem named
     store = SerialStore.like(c.store)  # the deliver job runs in a thread of its own
     jobs = Jobs(store, c.rules_path, settings)

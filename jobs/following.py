@@ -47,8 +47,9 @@ def read_options(settings: Settings, format_name: str | None = None, envelope: s
 
 def follow_files(store: Store, globs: list[str], settings: Settings, stop: threading.Event,
                  options: ReadOptions | None = None, on_tick: Callable[[TickReport], None] | None = None,
-                 follower: FileFollower | None = None) -> None:
-    """Follow the files the globs match until ``stop`` is set; the live mark is dropped on the way out."""
+                 follower: FileFollower | None = None, keep_mark: bool = False) -> None:
+    """Follow the files the globs match until ``stop`` is set; the live mark is dropped on the way out
+    (``keep_mark``: left to go stale by itself, for one pass that an evaluation follows)."""
     follower = follower or FileFollower(store, globs, enrich_with_catalog(settings.catalog), options or read_options(settings))
     flush = settings.follow.flush_s
     try:
@@ -59,12 +60,17 @@ def follow_files(store: Store, globs: list[str], settings: Settings, stop: threa
                 log.warning("follow: %s", error)
                 stop.wait(RETRY_FLUSHES * flush)
                 continue
+            except Exception:  # a bug: keep following (the scheduler stays up), show the traceback in the log
+                log.exception("follow: a pass failed unexpectedly")
+                follower.loaded = False  # read the states again from the store
+                stop.wait(RETRY_FLUSHES * flush)
+                continue
             if on_tick is not None:
                 on_tick(report)
             if report.caught_up:
                 stop.wait(flush)
     finally:
-        follower.close()
+        follower.close(drop_mark_too=not keep_mark)
 
 
 def follow_stream(store: Store, stream: BinaryIO, name: str, settings: Settings, stop: threading.Event,

@@ -169,6 +169,20 @@ class Jobs:
     _analyzed: str | None = None
     #: Set on SIGTERM/SIGINT: a deliver run starts no more sends and releases what it has not tried.
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Runs a job now (set by run_forever): the follower asks for an evaluation as soon as its live mark passes
+    #: an evaluation time, and an evaluation that queued notifications asks for a delivery (issue 13's latency).
+    nudge: Callable[[str], None] | None = None
+
+    def follow(self) -> str:
+        """One pass over the [scheduler] follow files (``--once``; run_forever follows them in a thread of their own)."""
+        from closewatch.jobs.following import follow_files, read_options
+
+        reports: list[str] = []
+        once = threading.Event()
+        scheduler = self.settings.scheduler
+        follow_files(self.store, scheduler.follow, self.settings, once, read_options(self.settings, scheduler.format, tz=scheduler.tz),
+                     on_tick=lambda report: (reports.append(report.summary()), once.set()), keep_mark=True)
+        return reports[0] if reports else "no pass"
 
     def ingest(self) -> str:
         scheduler = self.settings.scheduler
@@ -192,6 +206,8 @@ class Jobs:
         engine = engine_settings(self.settings)
         ruleset = load_rules(self.rules_path, engine.step_s)
         report = evaluate(self.store, ruleset, engine)
+        if report.notifications and self.nudge is not None:
+            self.nudge("deliver")
         if report.failures:
             raise AlertError(f"{report.summary()}: {report.failures[0]}")
         return report.summary()
@@ -325,8 +341,39 @@ class SchedulerLock:
 
 
 def run_once(jobs: Jobs, recorder: JobRecorder) -> dict[str, str]:
-    """Every job once, in order (ingest, analyze, evaluate, deliver); returns job -> outcome."""
-    return {name: recorder.run(name, getattr(jobs, name))[0] for name in JOBS}
+    """Every job once, in order (follow if configured, ingest, analyze, evaluate, deliver); returns job -> outcome."""
+    names = (("follow",) if jobs.settings.scheduler.follow else ()) + JOBS
+    return {name: recorder.run(name, getattr(jobs, name))[0] for name in names}
+
+
+def start_following(jobs: Jobs) -> threading.Thread | None:
+    """Follow the [scheduler] follow globs in a thread until ``jobs.stop`` is set (closewatch.jobs.following).
+
+    After each pass that read every file to its end, an evaluation is asked
+    for as soon as the live mark has passed a new evaluation time, so a close
+    is judged within a step and a flush of being written, not at the next
+    evaluate interval.
+    """
+    scheduler = jobs.settings.scheduler
+    if not scheduler.follow:
+        return None
+    from closewatch.jobs.following import follow_files, read_options
+
+    options = read_options(jobs.settings, scheduler.format, tz=scheduler.tz)
+    step, lateness = jobs.settings.alerts.step_s, jobs.settings.follow.lateness_s
+    judged = {"tick": -1}
+
+    def on_tick(report) -> None:
+        tick = int((time.time() - lateness) // step)
+        if report.caught_up and tick != judged["tick"] and jobs.nudge is not None:
+            judged["tick"] = tick
+            jobs.nudge("evaluate")
+
+    thread = threading.Thread(target=follow_files, name="follow", daemon=True,
+                              args=(jobs.store, list(scheduler.follow), jobs.settings, jobs.stop, options, on_tick))
+    thread.start()
+    log.info("following %s every %s", ", ".join(scheduler.follow), format_duration(jobs.settings.follow.flush_s))
+    return thread
 
 
 def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
@@ -355,6 +402,15 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
                           executor="deliver" if name == "deliver" else "default")
         log.info("job %s every %s", name, format_duration(every))
 
+    def nudge(name: str) -> None:
+        try:
+            scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        except Exception:  # the scheduler is stopping (or not started yet): the job's interval runs it anyway
+            log.debug("could not bring %s forward", name)
+
+    jobs.nudge = nudge
+    following = start_following(jobs)
+
     def stop(signum, _frame) -> None:
         log.info("%s received: finishing the running job, then stopping", signal.Signals(signum).name)
         recorder.stopping = True
@@ -365,4 +421,7 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     scheduler.start()
+    if following is not None:
+        jobs.stop.set()
+        following.join(timeout=60)  # the pass under way commits; the live mark is dropped
     log.info("scheduler stopped")
