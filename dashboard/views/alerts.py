@@ -1,4 +1,4 @@
-"""Alerts: the rules and their current state, history, silences, scheduler health, and backtests.
+"""Alerts: the rules and their current state, history, silences, scheduler health, "Why?", backtests and compares.
 
 The live part (states, history, silences, health) is a fragment that reruns
 on its own every few seconds (``[dashboard] alerts_refresh`` in
@@ -9,12 +9,17 @@ Silences go through ``alerts.silences`` exactly like `closewatch alerts silence`
 from __future__ import annotations
 
 import getpass
+import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import altair as alt
 import polars as pl
 import streamlit as st
 
+from closewatch.durations import parse_time
 from closewatch.errors import ClosewatchError
 from closewatch.dashboard import ui
 from closewatch.dashboard.queries import alerts as queries
@@ -189,8 +194,9 @@ def _done(message: str) -> None:
 
 
 def backtest_section(config: queries.AlertConfig) -> None:
-    """Replay a rule over history and draw its would-be firings over the timeline."""
+    """Replay a rule over history (and, with edited rules, compare) and draw its would-be firings over the timeline."""
     from closewatch.alerts.backtest import backtest
+    from closewatch.alerts.compare import compare
 
     st.subheader("Backtest a rule")
     span = shared.cached(timespan.span)
@@ -201,40 +207,216 @@ def backtest_section(config: queries.AlertConfig) -> None:
                "Empty dates: the whole span.")
     rule = st.selectbox("Rule", [r.name for r in config.ruleset.enabled], key="backtest_rule")
     start, end = ui.time_range(span, "bt_from", "bt_to")
-    if not st.button("Backtest", icon=":material/history:", key="run_backtest"):
-        return
-    first = start or span.first
-    last = end or (span.last + timedelta(minutes=1))
-    episodes = backtest(shared.get_store(), config.ruleset, first, last, [rule])
-    bucket_s, frame = shared.cached(queries.timeline, start, end)
-    st.altair_chart(backtest_chart(frame, bucket_s, episodes, last))
-    if episodes:
+    with st.expander("Compare with edited rules"):
+        st.caption("Edit a bound, a window or a `for` here (nothing is saved): the backtest then replays both the rules "
+                   "in force and the edited ones, and draws both as bands on the same timeline.")
+        edited = st.text_area("Edited rules (TOML)", value=_rules_text(config), height=260, max_chars=MAX_RULES_CHARS,
+                              key="bt_candidate")
+    if st.button("Backtest", icon=":material/history:", key="run_backtest"):
+        first = start or span.first
+        last = end or (span.last + timedelta(minutes=1))
+        candidate = _candidate_rules(config, edited)
+        if candidate is None:
+            result = BacktestResult(rule, first, last, backtest(shared.get_store(), config.ruleset, first, last, [rule]), start, end)
+        else:
+            comparison = compare(shared.get_store(), candidate, config.ruleset, first, last, [rule])
+            result = BacktestResult(rule, first, last, comparison.old, start, end, comparison, candidate)
+        st.session_state["backtest_result"] = result
+    result = st.session_state.get("backtest_result")
+    if result is not None and result.rule == rule:
+        show_backtest(config, result)
+
+
+#: The longest rules text the page takes to compare (the shipped defaults are about 6 kB).
+MAX_RULES_CHARS = 200_000
+
+
+@dataclass
+class BacktestResult:
+    """A backtest (or compare) kept across reruns, so that picking a band to explain does not lose it."""
+
+    rule: str
+    first: datetime
+    last: datetime
+    episodes: list
+    start: datetime | None
+    end: datetime | None
+    comparison: Any = None  # alerts.compare.Comparison, when edited rules were compared
+    candidate: Any = None  # the edited RuleSet
+
+
+def _rules_text(config: queries.AlertConfig) -> str:
+    try:
+        return Path(config.rules_path).read_text(encoding="utf-8")[:MAX_RULES_CHARS]
+    except OSError:
+        return ""
+
+
+def _candidate_rules(config: queries.AlertConfig, text: str) -> Any:
+    """The edited rules as a RuleSet, or None when they are the rules in force; a broken edit raises one sentence."""
+    from closewatch.alerts.rules import load_rules
+
+    if not text.strip() or text == _rules_text(config):
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "edited rules.toml"
+        path.write_text(text, encoding="utf-8")
+        return load_rules(path, config.engine.step_s)
+
+
+def show_backtest(config: queries.AlertConfig, result: BacktestResult) -> None:
+    """The chart, the firings (or the paired firings of a compare), and a "Why?" for any band."""
+    bucket_s, frame = shared.cached(queries.timeline, result.start, result.end)
+    comparison = result.comparison
+    st.altair_chart(backtest_chart(frame, bucket_s, result.episodes, result.last,
+                                   comparison.new if comparison is not None else None))
+    when = f"between {ui.fmt_time(result.first)} and {ui.fmt_time(result.last)} UTC"
+    if comparison is not None:
+        compare_tables(comparison, result.rule, when)
+    elif result.episodes:
         ui.table(pl.DataFrame([{"rule": e.rule, "group": e.group or "(all)", "pending_at": e.pending_at, "fired_at": e.fired_at,
                                 "resolved_at": e.resolved_at, "peak_value": e.peak_value, "notifications": e.notifications}
-                               for e in episodes]), "episodes_table")
-        st.caption(f"{rule} would have fired {len(episodes)} time(s) between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
+                               for e in result.episodes]), "episodes_table")
+        st.caption(f"{result.rule} would have fired {len(result.episodes)} time(s) {when}.")
     else:
-        st.info(f"{rule} would not have fired between {ui.fmt_time(first)} and {ui.fmt_time(last)} UTC.")
+        st.info(f"{result.rule} would not have fired {when}.")
+    band_why(config, result)
 
 
-def backtest_chart(frame: pl.DataFrame, bucket_s: int, episodes: list, last: datetime) -> alt.LayerChart:
-    """Closures per bucket by severity, with each would-be firing as a shaded band."""
+def compare_tables(comparison: Any, rule: str, when: str) -> None:
+    """Every firing of either rule set with its change, and the rule's notifications per week and time firing, before and after."""
+    changes = pl.DataFrame([c.as_dict() for c in comparison.changes],
+                           schema={"rule": pl.String, "group": pl.String, "change": pl.String, "old_fired_at": pl.String,
+                                   "new_fired_at": pl.String, "old_resolved_at": pl.String, "new_resolved_at": pl.String,
+                                   "old_notifications": pl.Int64, "new_notifications": pl.Int64})
+    if changes.height:
+        ui.table(changes, "compare_table")
+    for summary in comparison.summary:
+        counts = summary.counts
+        st.caption(f"{summary.rule} {when}: {counts['same']} same, {counts['moved']} moved, {counts['only_old']} lost by the "
+                   f"edit (only_old), {counts['only_new']} added (only_new); notifications per week "
+                   f"{summary.old_notifications_per_week:.1f} now, {summary.new_notifications_per_week:.1f} edited; time firing "
+                   f"{ui.fmt_duration(summary.old_firing_s)} now, {ui.fmt_duration(summary.new_firing_s)} edited.")
+    if not comparison.summary:
+        st.info(f"Neither the rules in force nor the edited rules would have fired {rule} {when}.")
+
+
+def backtest_chart(frame: pl.DataFrame, bucket_s: int, episodes: list, last: datetime, edited: list | None = None) -> alt.LayerChart:
+    """Closures per bucket by severity, with each would-be firing as a shaded band.
+
+    With ``edited`` (a compare), the firings of the rules in force fill the
+    upper half of the chart and those of the edited rules the lower half, on
+    the same timeline.
+    """
     bars = alt.Chart(frame).mark_bar().encode(
         x=ui.time_axis(bucket_s),
         y=alt.Y("sum(closures):Q", title="closures"),
         color=alt.Color("severity:N", scale=alt.Scale(domain=list(ui.SEVERITY_COLORS), range=list(ui.SEVERITY_COLORS.values()))),
     )
-    if not episodes:
-        return bars.properties(height=280)
-    bands = pl.DataFrame({
-        "fired": [e.fired_at for e in episodes],
-        "resolved": [e.resolved_at or last for e in episodes],
-        "group": [e.group or "(all)" for e in episodes],
-    })
-    shade = alt.Chart(bands).mark_rect(opacity=0.25, color="#e45756").encode(
-        x=alt.X("fired:T", scale=alt.Scale(type="utc")), x2="resolved:T", tooltip=["group:N", alt.Tooltip("fired:T", format="%Y-%m-%d %H:%M"),
-                                                alt.Tooltip("resolved:T", format="%Y-%m-%d %H:%M")])
-    return (shade + bars).properties(height=280)
+    height = 280
+    layers: list[Any] = []
+    lanes = [(episodes, "rules in force", "#e45756", (0, height))] if edited is None else [
+        (episodes, "rules in force", "#4c78a8", (0, height // 2)), (edited, "edited rules", "#e45756", (height // 2, height))]
+    for found, name, color, (top, bottom) in lanes:
+        if not found:
+            continue
+        bands = pl.DataFrame({
+            "fired": [e.fired_at for e in found],
+            "resolved": [e.resolved_at or last for e in found],
+            "group": [e.group or "(all)" for e in found],
+            "rules": [name] * len(found),
+        })
+        layers.append(alt.Chart(bands).mark_rect(opacity=0.3, color=color).encode(
+            x=alt.X("fired:T", scale=alt.Scale(type="utc")), x2="resolved:T", y=alt.value(top), y2=alt.value(bottom),
+            tooltip=["rules:N", "group:N", alt.Tooltip("fired:T", format="%Y-%m-%d %H:%M"),
+                     alt.Tooltip("resolved:T", format="%Y-%m-%d %H:%M")]))
+    if not layers:
+        return bars.properties(height=height)
+    return alt.layer(*layers, bars).properties(height=height)
+
+
+def band_why(config: queries.AlertConfig, result: BacktestResult) -> None:
+    """Pick a band: each evaluation time around it explained (value, bound, state, reason), as `alerts explain` does."""
+    bands = [("rules in force", config.ruleset, e) for e in result.episodes]
+    if result.comparison is not None:
+        bands += [("edited rules", result.candidate, e) for e in result.comparison.new]
+    if not bands:
+        return
+    labels = [f"{name}: {e.group or '(all)'} fired {ui.fmt_time(e.fired_at)}, resolved {ui.fmt_time(e.resolved_at)}"
+              for name, _, e in bands]
+    choice = st.selectbox("Why? Pick a band", ["-"] + labels, key="band_why")
+    if choice == "-":
+        return
+    _, ruleset, episode = bands[labels.index(choice)]
+    rule = ruleset.rule(episode.rule)
+    step = timedelta(seconds=rule.every_s)
+    begin = (episode.pending_at or episode.fired_at) - 2 * step
+    finish = min(episode.resolved_at or result.last, begin + WHY_TIMES * step)
+    show_explanation(ruleset, episode.rule, episode.group or None, begin, finish, f"why_band_{labels.index(choice)}")
+
+
+#: Evaluation times a "Why?" shows at most (the CLI's `alerts explain --from --to` has no such limit).
+WHY_TIMES = 240
+
+
+def show_explanation(ruleset: Any, rule: str, group: str | None, start: datetime, end: datetime | None, key: str) -> None:
+    """The rows of an explanation, the closures counted where the rule fired, with links to the Explorer."""
+    from closewatch.alerts.explain import explain
+
+    explained = explain(shared.get_store(), ruleset, rule, start, end, group)
+    if not explained.steps:
+        st.info(f"{rule}: no group held or changed state in this range.")
+        return
+    frame = pl.DataFrame([{"eval_time": s.eval_time, "group": s.group, "value": s.value, "bound": s.bound,
+                           "state": f"{s.state_before} → {s.state_after}", "notified": s.notified, "reason": s.reason}
+                          for s in explained.steps],
+                         schema={"eval_time": pl.Datetime("us", "UTC"), "group": pl.String, "value": pl.Float64,
+                                 "bound": pl.Float64, "state": pl.String, "notified": pl.Boolean, "reason": pl.String})
+    ui.table(frame, key, column_config={"reason": st.column_config.TextColumn(width="large")})
+    for note in explained.notes:
+        st.caption(note)
+    shown = next((s for s in explained.steps if s.sample and s.outcome == "fired"), None) or next(
+        (s for s in explained.steps if s.sample), None)
+    if shown is not None:
+        st.caption(f"Closures counted at {ui.fmt_time(shown.eval_time)} UTC for {shown.group or 'all'} (newest first):")
+        for closure in shown.sample:
+            ui.explorer_link(f"{closure['ts'][:19].replace('T', ' ')} · {closure['client_id']} · {closure['close_code']} · "
+                             f"{(closure['close_reason'] or closure['category'] or '')[:80]}",
+                             event=closure["event_id"], at=closure["link"].rsplit("at=", 1)[1])
+
+
+def why_section(config: queries.AlertConfig) -> None:
+    """"Why?" for each pending or firing group, or for any rule, group and moment (also where nothing fired)."""
+    st.subheader("Why?")
+    st.caption("Replays the stored closures through the same conditions and state machine as live evaluation and says, "
+               "for each evaluation time, the value and the bound, the state before and after, and why a notification "
+               "was or was not sent (`closewatch alerts explain`).")
+    alerts = queries.alert_data(shared.get_store())
+    active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"])) if alerts.available and alerts.states.height else pl.DataFrame()
+    rows = list(active.iter_rows(named=True)) if active.height else []
+    other = "Another rule, group or moment"
+    labels = [f"{r['rule']} · {r['group'] or '(all)'} ({r['state']})" for r in rows]
+    choice = st.selectbox("Group", labels + [other], key="why_group_choice")
+    if choice != other:
+        row = rows[labels.index(choice)]
+        rule = config.ruleset.rule(row["rule"])
+        if rule is None:
+            st.info(f"{row['rule']} is no longer in the rules file.")
+            return
+        until = row["evaluated_to"] or datetime.now(UTC)
+        step = timedelta(seconds=rule.every_s)
+        since = max((row["pending_since"] or row["fired_at"] or until) - 2 * step, until - WHY_TIMES * step)
+        show_explanation(config.ruleset, rule.name, row["group"] or None, since, until, "why_group_table")
+        return
+    left, middle, right = st.columns(3)
+    name = left.selectbox("Rule", [r.name for r in config.ruleset.rules], key="why_rule")
+    group = middle.text_input("Group (optional)", key="why_group", help="'client_id=acme', or just 'acme'; empty: every group.")
+    moment = right.text_input("At (UTC)", key="why_at", help="e.g. 2024-05-03 14:05, or 2h (ago); empty: the newest closure.")
+    if st.button("Why?", icon=":material/help:", key="run_why"):
+        from closewatch.alerts.explain import newest_time
+
+        at = parse_time(moment.strip(), "At") if moment.strip() else newest_time(shared.get_store())
+        show_explanation(config.ruleset, name, group.strip() or None, at, None, "why_table")
 
 
 def _user() -> str:
@@ -265,6 +447,8 @@ def main() -> None:
         return
     with st.expander("Silence or unsilence"):
         silence_form(config)
+    with ui.guard():
+        why_section(config)
     with ui.guard():
         backtest_section(config)
 

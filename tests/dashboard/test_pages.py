@@ -626,6 +626,62 @@ def test_backtest_draws_a_rules_firings_over_the_timeline(demo_db, monkeypatch):
     assert len(episodes) >= 1 and set(episodes["rule"]) == {"concurrency-saturation"}
 
 
+def test_a_backtest_band_says_why_it_fired(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "alerts")
+    at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
+    at.button(key="run_backtest").click().run()
+    no_failures(at)
+    episodes = table(at, "rule", "fired_at")
+    bands = at.selectbox(key="band_why")
+    assert len(bands.options) == len(episodes) + 1
+    bands.set_value(bands.options[1]).run()  # the first band
+    no_failures(at)
+    assert len(table(at, "rule", "fired_at")) == len(episodes)  # the backtest stays while a band is explained
+    why = table(at, "eval_time", "reason")
+    fired = why[why["state"].str.endswith("→ firing") & why["state"].str.startswith(("inactive", "pending", "resolved"))]
+    assert len(fired) == 1 and "holds; fired" in fired["reason"].iloc[0]
+    assert fired["eval_time"].iloc[0].to_pydatetime() == episodes["fired_at"].iloc[0].to_pydatetime()
+    assert any("explorer" in str(link.proto.page) for link in at.get("page_link"))
+
+
+def test_backtest_compares_the_rules_in_force_with_edited_rules(demo_db, monkeypatch):
+    from closewatch.alerts.rules import DEFAULT_RULES
+
+    text = DEFAULT_RULES.read_text(encoding="utf-8")
+    head, tail = text.split('name = "concurrency-saturation"', 1)
+    edited = head + 'name = "concurrency-saturation"' + tail.replace("\nvalue = 5\n", "\nvalue = 100000\n", 1)  # a bound it never reaches
+    at = app(demo_db, monkeypatch, "alerts")
+    at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
+    at.text_area(key="bt_candidate").set_value(edited)
+    at.button(key="run_backtest").click().run()
+    no_failures(at)
+    assert len(at.get("vega_lite_chart")) >= 1
+    changes = table(at, "change", "old_fired_at", "new_fired_at")
+    assert len(changes) >= 1 and set(changes["change"]) == {"only_old"}
+    assert any("lost by the edit (only_old)" in caption.value for caption in at.caption)
+    at.text_area(key="bt_candidate").set_value("[[rules]]\nname = 'x'\nkind = 'nope'\n")
+    at.button(key="run_backtest").click().run()
+    assert not at.exception and at.error and "edited rules.toml" in at.error[0].value
+
+
+def test_why_explains_a_firing_group_and_a_quiet_moment(alerted_db, monkeypatch):
+    at = app(alerted_db, monkeypatch, "alerts")
+    no_failures(at)
+    firing = sql(alerted_db, "SELECT rule, group_key FROM alert_state WHERE state = 'firing' ORDER BY rule, group_key").rows()
+    choices = at.selectbox(key="why_group_choice").options
+    assert len(choices) >= len(firing) + 1 and choices[-1] == "Another rule, group or moment"
+    if firing:  # the first choice is shown at once: the group's recent evaluation times, ending firing
+        why = table(at, "eval_time", "reason")
+        assert why["state"].iloc[-1].endswith("firing")
+    at.selectbox(key="why_group_choice").set_value("Another rule, group or moment").run()
+    at.selectbox(key="why_rule").set_value("auth-failures")
+    at.text_input(key="why_at").set_value("2000-01-01 00:00")
+    at.button(key="run_why").click().run()
+    no_failures(at)
+    quiet = table(at, "eval_time", "reason")
+    assert len(quiet) == 1 and quiet["notified"].tolist() == [False] and "does not hold" in quiet["reason"].iloc[0]
+
+
 # ---------------------------------------------------------------- SQL
 
 
