@@ -305,12 +305,19 @@ def dashboard(ctx: click.Context, port: int, address: str, max_upload_mb: int | 
 @click.command()
 @click.option("--port", type=int, default=8501, show_default=True, help=PORT_HELP)
 @click.option("--address", default="localhost", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--demo/--no-demo", default=True, show_default=True, help="Load the demo logs (sample_logs/demo/) when the database is empty.")
+@click.option("--demo/--no-demo", default=True, show_default=True,
+              help="When the database is empty: load the demo week (moved to end now) and write live demo traffic to a log the scheduler follows.")
 @click.option("--max-upload-mb", type=click.IntRange(1, 10_000), help="Largest file the Upload page accepts, in MB (default 1024).")
 @db_option
 @click.pass_context
 def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: int | None) -> None:
     """Run everything: open the database (loading the demo logs if it is empty), the scheduler and the dashboard.
+
+    With the demo, the demo week ends at the moment it is loaded, and a small
+    writer appends live traffic (an incident every five minutes) to
+    <database>-logs/demo/live.log, which the scheduler follows: the dashboard
+    moves and an alert fires and resolves within minutes. --no-demo starts
+    neither.
 
     Prints the dashboard's address, then runs until Ctrl-C or SIGTERM, which
     stop the dashboard and the scheduler cleanly. Their logs go to
@@ -327,15 +334,21 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
     closures = store.query("SELECT count(*) FROM closures").item()  # creates or migrates the file
     check_port(address, port)
     db = store.path.resolve()
+    from closewatch.jobs.demo import is_demo_database, live_log
+
+    live = demo and (closures == 0 or is_demo_database(store, db))  # never demo traffic into a database of real logs
     if closures == 0 and demo:
         _load_demo(settings, store, console)
     logs = _log_dir(db)
     env = child_env(ctx, db)
     app = Child("dashboard", streamlit_argv(port, address, max_upload_mb), env, logs / "dashboard.log")
+    follow = ["--follow", str(live_log(db))] if live else []
     children = [
-        Child("scheduler", launcher("closewatch.cli", *_lock_option(ctx), "scheduler"), env, logs / "scheduler.log"),
+        Child("scheduler", launcher("closewatch.cli", *_lock_option(ctx), "scheduler", *follow), env, logs / "scheduler.log"),
         app,
     ]
+    if live:
+        children.insert(0, Child("demo writer", launcher("closewatch.generator.live", str(live_log(db))), env, logs / "demo-writer.log"))
     try:
         for child in children:
             child.start()
@@ -346,24 +359,23 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
         raise
     console.print(f"closewatch is up: [bold]{url_of(address, port)}[/]", highlight=False)
     console.print(f"  database {db}; scheduler and dashboard logs in {logs}/; Ctrl-C stops both.", highlight=False)
+    if live:
+        console.print(f"  live demo traffic is written to {live_log(db)} and followed (an incident every 5 minutes).", highlight=False)
     supervise(children, console, PageWatch(url_of(address, port), app, settings.dashboard, console))
 
 
 def _load_demo(settings: Settings, store: Store, console: Console) -> None:
-    """Load sample_logs/demo/ and run the detectors once (the analysis job, with the configured thresholds)."""
-    from closewatch import jobs
-    from closewatch.ingest.sources import expand_inputs
-    from closewatch.jobs.analysis import analyze
+    """Load sample_logs/demo/ moved to end now, and run the detectors once (closewatch.jobs.demo)."""
+    from closewatch.jobs.demo import load_demo
 
     if not DEMO.is_dir():
         err_console.print(f"No demo logs at {DEMO}; starting with an empty database (upload logs in the dashboard).", style="yellow", highlight=False)
         return
     console.print(f"Empty database: loading the demo logs from {DEMO}...", highlight=False)
-    results = jobs.ingest(store, expand_inputs([str(DEMO)]), catalog_path=settings.catalog)
-    accepted = sum(result.accepted for result in results)
-    console.print(f"  loaded {accepted:,} closures from {len(results)} files.", highlight=False)
-    run = analyze(store, settings)
-    console.print(f"  found {run.findings.height:,} patterns.", highlight=False)
+    loaded = load_demo(store, settings, DEMO)
+    console.print(f"  loaded {loaded.closures:,} closures from {loaded.files} files, moved {loaded.shifted_days} days "
+                  "forward so the week ends now.", highlight=False)
+    console.print(f"  found {loaded.findings:,} patterns.", highlight=False)
 
 
 def _lock_option(ctx: click.Context) -> list[str]:

@@ -376,6 +376,11 @@ def start_following(jobs: Jobs) -> threading.Thread | None:
     return thread
 
 
+def _already_running_is_fine(record: logging.LogRecord) -> bool:
+    """A job brought forward while it runs is skipped by APScheduler with a warning; that is expected, not news."""
+    return "maximum number of running instances reached" not in record.getMessage()
+
+
 def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
     """Run the jobs on their [scheduler] intervals until SIGTERM or SIGINT.
 
@@ -401,6 +406,8 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
                           seconds=every, next_run_time=start + timedelta(milliseconds=100 * order),
                           executor="deliver" if name == "deliver" else "default")
         log.info("job %s every %s", name, format_duration(every))
+
+    logging.getLogger("apscheduler.scheduler").addFilter(_already_running_is_fine)
 
     def nudge(name: str) -> None:
         try:
