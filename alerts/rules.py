@@ -74,7 +74,9 @@ WHERE_KEYS: dict[str, tuple[str, ...] | None] = {
     "retry_safe": RETRY_SAFE,
 }
 OPERATORS = (">=", ">", "<=", "<")
-METRICS = ("count", "rate")
+#: What a threshold rule measures per group and window (docs/alerts.md): matching closures; their share of the
+#: group's closures; matching closures per 1,000 sessions of the group; clients with matching closures.
+METRICS = ("count", "rate", "per_1k_sessions", "clients")
 CHANNEL_TYPES = ("console", "log", "file", "webhook", "apprise")
 BUILTIN_CHANNELS = ("console", "log")
 #: Parameters a sql rule's query may use.
@@ -84,7 +86,9 @@ TEMPLATE_FIELDS = (
     "rule", "description", "severity", "status", "group", "headline", "value", "window",
     "window_start", "window_end", "top_reasons", "action", "runbook", "labels",
 )
-TOP_LEVEL = ("rules", "channels", "defaults")
+TOP_LEVEL = ("rules", "channels", "defaults", "inhibit")
+#: Keys an inhibit entry's matchers may name besides the group_by columns and labels of the rules: the where keys.
+MATCH_KEYS = tuple(WHERE_KEYS)
 
 #: Placeholder widths and precisions a message template may ask for ("{rule:>40}"); more is a mistake or an attack.
 MAX_TEMPLATE_WIDTH = 200
@@ -99,6 +103,7 @@ _NEEDS = {
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rules[ \t]*\]\]", re.MULTILINE)
+_INHIBIT_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*inhibit[ \t]*\]\]", re.MULTILINE)
 _CHANNEL_HEADER = re.compile(r"^[ \t]*\[[ \t]*channels\.\"?([^\]\"]+)\"?\s*\]", re.MULTILINE)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 _FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[+\- ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?$")
@@ -173,11 +178,29 @@ class Rule:
     op: str = ">="
     value: float = 0.0
     min_total: int = 1
+    min_sessions: int = 1  # per_1k_sessions: groups with fewer sessions in the window are not judged
+    min_per_client: int = 1  # clients: a client counts with at least this many matching closures
     lookback_s: float = 86400.0
     expected: tuple[str, ...] = ()
     # sql
     query: str | None = None
     query_params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Inhibit:
+    """One [[inhibit]] entry: while a group of ``source`` fires, groups of the ``target`` rules that match are held back.
+
+    Matchers and ``equal`` read a group's labels (alerts/inhibition.py): its
+    group_by values, the rule's ``labels`` and its ``where`` filters.
+    """
+
+    source: str
+    target: tuple[str, ...]
+    source_match: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    target_match: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    equal: tuple[str, ...] = ()
+    line: int | None = None
 
 
 @dataclass
@@ -190,6 +213,8 @@ class RuleSet:
     warnings: list[str] = field(default_factory=list)
     #: Channel settings from the environment that cannot work (`alerts check` fails on them; delivery says why per row).
     env_problems: list[str] = field(default_factory=list)
+    #: The [[inhibit]] entries, in file order.
+    inhibit: list[Inhibit] = field(default_factory=list)
 
     def rule(self, name: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.name == name), None)
@@ -636,21 +661,35 @@ class ThresholdRuleSpec(RuleSpec):
     where: WhereTable = Where()
     window_s: PositiveDuration = Field(alias="window")
     metric: Annotated[str, BeforeValidator(_one_of(
-        METRICS, "must be \"count\" (closures in the window) or \"rate\" (share of the group's closures)"))] = "count"
+        METRICS, "must be \"count\" (closures in the window), \"rate\" (share of the group's closures), "
+                 "\"per_1k_sessions\" (closures per 1,000 sessions of the group) or \"clients\" (clients with closures)"))] = "count"
     op: Annotated[str, BeforeValidator(_one_of(OPERATORS, "must be one of {choices}"))] = ">="
     value: Annotated[float, BeforeValidator(_threshold_value)]
     min_total: Whole = 1
+    min_sessions: Whole = 1
+    min_per_client: Whole = 1
+
+    #: The metric each of these keys belongs to (elsewhere it would be ignored, so it is an error).
+    metric_keys: ClassVar[dict[str, str]] = {"min_sessions": "per_1k_sessions", "min_per_client": "clients"}
 
     @field_validator("window_s")
     @classmethod
     def _steps(cls, seconds: float | None, info: ValidationInfo) -> float:
         return cls._window(seconds, info, 900.0)
 
+    @field_validator("metric")
+    @classmethod
+    def _metric_fits(cls, metric: str, info: ValidationInfo) -> str:
+        if metric == "clients" and "client_id" in (info.data.get("group_by") or ()):
+            raise Problems("counts clients, so group_by cannot list client_id (group by category, say)")
+        return metric
+
     @field_validator("op")
     @classmethod
     def _op_fits(cls, op: str, info: ValidationInfo) -> str:
-        if info.data.get("metric") == "count" and op not in (">=", ">"):
-            raise Problems("a count can only be compared with >= or >; for 'too few closures' use an absence rule")
+        if info.data.get("metric") in ("count", "clients") and op not in (">=", ">"):
+            what = "count" if info.data["metric"] == "count" else "number of clients"
+            raise Problems(f"a {what} can only be compared with >= or >; for 'too few closures' use an absence rule")
         return op
 
     @field_validator("value")
@@ -658,7 +697,17 @@ class ThresholdRuleSpec(RuleSpec):
     def _value_fits(cls, value: float, info: ValidationInfo) -> float:
         if info.data.get("metric") == "rate" and value > 1:
             raise Problems("a rate is a share between 0 and 1 (0.3 means 30 %)")
+        if info.data.get("metric") == "per_1k_sessions" and value > 1000:
+            raise Problems("closures per 1,000 sessions are at most 1000 (every session closed that way)")
         return value
+
+    @field_validator("min_sessions", "min_per_client")
+    @classmethod
+    def _for_its_metric(cls, number: int, info: ValidationInfo) -> int:
+        wanted = cls.metric_keys[info.field_name or ""]
+        if "metric" in info.data and info.data["metric"] != wanted:
+            raise Problems(f"applies to metric = \"{wanted}\" only; remove it or set that metric")
+        return number
 
 
 class AbsenceRuleSpec(RuleSpec):
@@ -861,6 +910,53 @@ def _rule_tables(value: Any) -> Any:
     return value
 
 
+def _inhibit_tables(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise Problems("inhibit must be written as tables headed inhibit in double brackets")
+    return value
+
+
+def _matchers(value: Any) -> dict[str, tuple[str, ...]]:
+    """label = value or [values]: a group matches when its label has one of the values."""
+    words = "must be a table of label = text or list of texts, e.g. { category = [\"network_abnormal\"] }"
+    if not isinstance(value, dict):
+        raise Problems(words)
+    out = {}
+    for key, values in value.items():
+        values = _as_list(values)
+        if not isinstance(values, list) or not values or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise Problems(words)
+        out[str(key)] = tuple(str(v) for v in values)
+    return out
+
+
+class InhibitSpec(Spec):
+    """An [[inhibit]] table (as Alertmanager's inhibit_rules): source rule and matchers, target rules, equal labels."""
+
+    needs: ClassVar[dict[str, str]] = {
+        "source": "an inhibit entry needs source = the name of the rule whose firing holds others back",
+        "target": "an inhibit entry needs target = [the names of the rules it holds back]",
+    }
+
+    source: Annotated[str, BeforeValidator(_text)]
+    source_match: Annotated[dict[str, tuple[str, ...]], BeforeValidator(_matchers)] = {}
+    target: Annotated[tuple[str, ...], BeforeValidator(_names("must be a list of rule names"))]
+    target_match: Annotated[dict[str, tuple[str, ...]], BeforeValidator(_matchers)] = {}
+    equal: Annotated[tuple[str, ...], BeforeValidator(_names("must be a list of label names, e.g. [\"category\"]"))] = ()
+
+    @field_validator("target")
+    @classmethod
+    def _not_itself(cls, target: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not target:
+            raise Problems(cls.needs["target"])
+        if info.data.get("source") in target:
+            raise Problems("lists the source rule itself; a rule cannot hold back its own groups")
+        return target
+
+
+_INHIBIT: TypeAdapter[InhibitSpec] = TypeAdapter(InhibitSpec)
+
+
 def _defaults(value: Any) -> Any:
     if not isinstance(value, dict):
         raise Problems("defaults must be a table of rule fields")
@@ -875,6 +971,7 @@ class RulesFile(Spec):
     rules: Annotated[list[dict[str, Any]], BeforeValidator(_rule_tables)] = []
     channels: Annotated[dict[str, Any], BeforeValidator(_table("channels must be tables like channels.oncall"))] = {}
     defaults: Annotated[dict[str, Any], BeforeValidator(_defaults)] = {}
+    inhibit: Annotated[list[dict[str, Any]], BeforeValidator(_inhibit_tables)] = []
 
 
 def aliases(model: type[BaseModel]) -> set[str]:
@@ -924,6 +1021,7 @@ class _FileChecker:
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.rule_lines = [line for line, _ in _headers(_RULE_HEADER, text)]
+        self.inhibit_lines = [line for line, _ in _headers(_INHIBIT_HEADER, text)]
         self.channel_lines = {match.group(1).strip(): line for line, match in _headers(_CHANNEL_HEADER, text)}
 
     def check(self, data: dict[str, Any]) -> tuple[RuleSet | None, list[str]]:
@@ -940,10 +1038,52 @@ class _FileChecker:
             if any(other.name == rule.name for other in rules):
                 self.problems.append(f"rule '{rule.name}' (line {rule.line}), field 'name': another rule has the same name; names must be unique")
             rules.append(rule)
+        inhibit = [entry for index, raw in enumerate(sections.get("inhibit", []))
+                   if (entry := self._inhibit(index, raw, rules)) is not None]
+        self._acyclic(inhibit)
         if self.problems:
             return None, self.problems
         env_problems = [problem for channel in channels.values() for problem in channel.env_problems()]
-        return RuleSet(self.path, rules, channels, self.warnings + env_problems, env_problems), []
+        return RuleSet(self.path, rules, channels, self.warnings + env_problems, env_problems, inhibit), []
+
+    def _inhibit(self, index: int, raw: dict[str, Any], rules: list[Rule]) -> Inhibit | None:
+        line = self.inhibit_lines[index] if index < len(self.inhibit_lines) else None
+        label = f"inhibit #{index + 1}" + (f" (line {line})" if line else "")
+        try:
+            spec = _INHIBIT.validate_python(raw)
+        except ValidationError as error:
+            unknown = f"unknown field of an inhibit entry (allowed: {', '.join(sorted(aliases(InhibitSpec)))})"
+            for key, text in _phrases(error, InhibitSpec.needs, lambda _: unknown):
+                self.problems.append(f"{label}, field '{key}': {text}")
+            return None
+        names = [rule.name for rule in rules]
+        before = len(self.problems)
+        for key, wanted in (("source", (spec.source,)), ("target", spec.target)):
+            for name in wanted:
+                if name not in names:
+                    self.problems.append(f"{label}, field '{key}': no rule named '{name}' (rules: {', '.join(names)})")
+        if len(self.problems) > before:
+            return None
+        return Inhibit(spec.source, spec.target, spec.source_match, spec.target_match, spec.equal, line)
+
+    def _acyclic(self, entries: list[Inhibit]) -> None:
+        """Sources are evaluated before their targets, so no rule may (through others) hold back a rule that holds it back."""
+        targets: dict[str, set[str]] = {}
+        for entry in entries:
+            targets.setdefault(entry.source, set()).update(entry.target)
+        for entry in entries:
+            seen: set[str] = set()
+            todo = list(entry.target)
+            while todo:
+                name = todo.pop()
+                if name == entry.source:
+                    where = f" (line {entry.line})" if entry.line else ""
+                    self.problems.append(f"inhibit entries{where}: rule '{entry.source}' holds back a rule that holds it back; "
+                                         "remove one of the entries")
+                    return
+                if name not in seen:
+                    seen.add(name)
+                    todo.extend(targets.get(name, ()))
 
     def _top_level(self, data: dict[str, Any]) -> dict[str, Any]:
         """The sections that have the right shape (the others are reported and left out)."""
@@ -951,7 +1091,7 @@ class _FileChecker:
             RulesFile.model_validate(data)
             return data
         except ValidationError as error:
-            unknown = "unknown top-level key '{}' (expected rules, channels or defaults tables)".format
+            unknown = "unknown top-level key '{}' (expected rules, channels, defaults or inhibit tables)".format
             phrases = _phrases(error, {}, unknown)
             self.problems += [text for _, text in phrases]
             return {key: value for key, value in data.items() if key in TOP_LEVEL and key not in {f.split(".")[0] for f, _ in phrases}}

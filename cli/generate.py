@@ -30,11 +30,14 @@ def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:
               show_default=True, help="First day (UTC) of the generated period.")
 @click.option("--gzip", "compress", is_flag=True, help="Write every log gzip-compressed (.gz).")
 @click.option("--no-incidents", is_flag=True, help="Background traffic only: no injected incidents.")
+@click.option("--platform-outage", metavar="CATEGORY", type=click.Choice(generator.PLATFORM_CATEGORIES),
+              help="Also a platform-wide outage: for 30 minutes every client's sessions close with this category "
+                   "(network_abnormal, server_error, concurrency_limit) and reconnect in loops.")
 @click.option("--envelope", metavar="NAME",
               help="Wrap every file as a collector ships it (docker-json, cri, syslog, journald, loki, gcp-logging, "
                    "cloudwatch, otlp-json, pino, ...; see `closewatch formats`), under OUTDIR/NAME/<format>/.")
 def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: int, formats: tuple[str, ...],
-             start, compress: bool, no_incidents: bool, envelope: str | None) -> None:
+             start, compress: bool, no_incidents: bool, platform_outage: str | None, envelope: str | None) -> None:
     """Write realistic session-close logs and OUTDIR/manifest.json.
 
     One file per client and format under OUTDIR/<format>/, with a diurnal
@@ -54,7 +57,7 @@ def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: 
     config = generator.GeneratorConfig(
         days=days, sessions_per_day=sessions_per_day, clients=clients, seed=seed,
         formats=_parse_formats(formats), start=date(start.year, start.month, start.day), gzip=compress,
-        incidents=not no_incidents, envelope=envelope,
+        incidents=not no_incidents, envelope=envelope, platform_outage=platform_outage,
     )
     config.check()
     manifest = generator.generate(outdir, config)

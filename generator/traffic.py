@@ -45,7 +45,7 @@ import math
 import random
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -256,6 +256,14 @@ INCIDENTS: tuple[IncidentSpec, ...] = (
 )
 INCIDENT_KINDS = tuple(spec.kind for spec in INCIDENTS)
 
+#: The categories a platform-wide outage (``GeneratorConfig.platform_outage``) can have.
+PLATFORM_CATEGORIES = ("network_abnormal", "server_error", "concurrency_limit")
+#: A platform-wide outage: every client at once (off by default, so the demo set and its manifest stay as they are).
+PLATFORM_OUTAGE = IncidentSpec(
+    "platform_outage", "*", "v3", "network_abnormal", "error_spike", 0.55, "15:00", 30, (), exclusive=False,
+    story="the API or the network in front of it fails for everyone: every client's sessions drop and reconnect in loops",
+)
+
 # ---------------------------------------------------------------- configuration
 
 
@@ -273,6 +281,7 @@ class GeneratorConfig:
     incidents: bool = True
     noise_per_event: float = 1.0  # unrelated application lines per close, in text formats
     envelope: str | None = None  # wrap every file in this envelope (ingest.envelopes: docker-json, cri, journald, ...)
+    platform_outage: str | None = None  # a category of PLATFORM_CATEGORIES: every client drops that way at once
 
     def check(self) -> None:
         """Refuse impossible settings with one sentence naming the option."""
@@ -280,6 +289,8 @@ class GeneratorConfig:
             from closewatch.ingest.envelopes import get_envelope
 
             get_envelope(self.envelope)  # an unknown name is one sentence listing the known ones
+        if self.platform_outage is not None and self.platform_outage not in PLATFORM_CATEGORIES:
+            raise IngestError(f"--platform-outage must be one of {', '.join(PLATFORM_CATEGORIES)}, not {self.platform_outage!r}.")
         if self.days < 1:
             raise IngestError(f"--days must be at least 1, not {self.days}.")
         if self.sessions_per_day < 1:
@@ -861,6 +872,36 @@ def _inject(frame: pl.DataFrame, roster: list[ClientSpec], start: date, days: in
     return pl.concat([frame.filter(pl.Series(~replaced)), *added]), incidents
 
 
+def _platform_outage(frame: pl.DataFrame, roster: list[ClientSpec], config: GeneratorConfig) -> tuple[pl.DataFrame, dict]:
+    """Every client's sessions in the window drop with one category and reconnect in loops (as a network outage each).
+
+    A client whose own incident keeps that category exclusive is left out, so
+    its incident's ground truth stays exact. Returns the frame and the
+    manifest item (its ``clients`` lists who was hit).
+    """
+    spec = replace(PLATFORM_OUTAGE, category=config.platform_outage or PLATFORM_OUTAGE.category)
+    window = incident_window(spec, config.start, config.days)
+    traffic = Traffic.of(frame)
+    replaced = np.zeros(frame.height, dtype=bool)
+    added, hit_clients = [], []
+    rng = _rng(config.seed, f"platform:{spec.category}")
+    for index, client in enumerate(roster):
+        if spec.category in _excluded(client) or spec.category not in _categories_of(client.era):
+            continue
+        hit, events, _ = _network_outage(traffic, index, spec, window, client, rng)
+        replaced |= hit
+        added.append(events)
+        hit_clients.append(client.client_id)
+    frame = pl.concat([frame.filter(pl.Series(~replaced)), *added]) if added else frame
+    return frame, {"spec": spec, "window": window, "details": {"clients": hit_clients}}
+
+
+def _categories_of(era: str) -> set[str]:
+    """The categories an era's variants can close with."""
+    variants = _variant_frame()
+    return set(variants.filter(pl.col("era") == era)["category"].to_list())
+
+
 # ---------------------------------------------------------------- the plan: canonical closures with truth
 
 
@@ -874,6 +915,9 @@ def plan(config: GeneratorConfig, roster: list[ClientSpec] | None = None) -> tup
     incidents: list[dict] = []
     if config.incidents:
         frame, incidents = _inject(frame, roster, config.start, config.days, config.seed)
+    if config.platform_outage:
+        frame, outage = _platform_outage(frame, roster, config)
+        incidents.append(outage)
     return _finish(frame, roster, config.seed), roster, incidents
 
 
@@ -1368,7 +1412,7 @@ def build_manifest(config: GeneratorConfig, formats: tuple[str, ...], roster: li
     start_ms = _epoch_ms(config.start)
     entries = []
     for item in incidents:
-        entries += _incident_entries(item, frame, files)
+        entries += _platform_entries(item, frame) if item["spec"].kind == PLATFORM_OUTAGE.kind else _incident_entries(item, frame, files)
     return {
         "generator": "closewatch.generator.traffic",
         "version": MANIFEST_VERSION,
@@ -1419,6 +1463,19 @@ def _incident_entries(item: dict, frame: pl.DataFrame, files: list[dict]) -> lis
              "details": {"category": spec.category, "key": spec.category, "events": mine.height,
                          "implied_by": spec.kind, "required": False, "exclusive": spec.exclusive}}
     return [main, spike]
+
+
+def _platform_entries(item: dict, frame: pl.DataFrame) -> list[dict]:
+    """The platform outage's manifest entry: its window, category and every client it hit (``client`` is "*")."""
+    spec: IncidentSpec = item["spec"]
+    start, end = item["window"].iso()
+    mine = frame.filter(pl.col("incident") == spec.kind)
+    per_client = {client: int(n) for client, n in mine.group_by("client_id").len().sort("client_id").iter_rows()}
+    details = {"category": spec.category, "events": mine.height, "sessions": mine["session_id"].n_unique(),
+               "clients": item["details"]["clients"], "events_per_client": per_client, "story": spec.story,
+               "required": True, "exclusive": False}
+    return [{"kind": spec.kind, "client": "*", "start": start, "end": end, "expected_pattern": spec.expected_pattern,
+             "details": details}]
 
 
 def background_levels(frame: pl.DataFrame) -> dict:
