@@ -11,6 +11,7 @@ import polars as pl
 
 from closewatch.alerts.conditions import conditions
 from closewatch.alerts.errors import AlertError
+from closewatch.alerts.inhibition import Firing, Inhibitor, firings_from_transitions, sources_first, sources_of
 from closewatch.alerts.model import (
     FIRING, INACTIVE, PENDING, RESOLVED, Grid, GroupState, Notice, Transition, ceil_to, floor_to, from_us, seconds_us,
     to_us,
@@ -49,14 +50,21 @@ def backtest(store: Store, ruleset: RuleSet, start: datetime, end: datetime, rul
         unknown = set(rules) - {r.name for r in ruleset.rules}
         if unknown:
             raise AlertError(f"No rule named {', '.join(sorted(unknown))} in {ruleset.path}; check the name.")
+    names = {rule.name for rule in chosen}
+    replayed = names | sources_of(ruleset, names)  # the rules whose firings hold back a chosen one are replayed too
     episodes: list[Episode] = []
+    firings: list[Firing] = []
     with store.connect(read_only=True) as con:
-        for rule in chosen:
-            episodes += _backtest_rule(con, rule, start, end)
+        for rule in sources_first([r for r in ruleset.enabled if r.name in replayed], ruleset.inhibit):
+            found, fired = _backtest_rule(con, rule, start, end, Inhibitor(ruleset, firings))
+            firings += fired
+            episodes += found if rule.name in names else []
     return sorted(episodes, key=lambda e: (e.fired_at, e.rule, e.group))
 
 
-def _backtest_rule(con: duckdb.DuckDBPyConnection, rule: Rule, start: datetime, end: datetime) -> list[Episode]:
+def _backtest_rule(con: duckdb.DuckDBPyConnection, rule: Rule, start: datetime, end: datetime,
+                   inhibitor: Inhibitor | None = None) -> tuple[list[Episode], list[Firing]]:
+    """One rule's episodes over the range, and its firings (for the rules it holds back), held back by ``inhibitor``."""
     step = seconds_us(rule.every_s)
     full = Grid(ceil_to(to_us(start), step), floor_to(to_us(end), step), step)
     states: dict[str, GroupState] = {}
@@ -65,11 +73,19 @@ def _backtest_rule(con: duckdb.DuckDBPyConnection, rule: Rule, start: datetime, 
     held: list[pl.DataFrame] = []
     for grid in full.chunks():
         cond = conditions(con, rule, grid)
-        found, sent = walk(rule, cond, states, grid, set())
+        found, sent = walk(rule, cond, states, grid, set(), _checker(inhibitor, rule))
         transitions += found
         notices += sent
         held.append(cond.select("tick", "group_key", "value"))
-    return _episodes(rule, transitions, notices, pl.concat(held) if held else None)
+    values = {key: st.group_values for key, st in states.items()}
+    return _episodes(rule, transitions, notices, pl.concat(held) if held else None), firings_from_transitions(rule, transitions, values)
+
+
+def _checker(inhibitor: Inhibitor | None, rule: Rule):
+    """``walk``'s held_back for a rule some [[inhibit]] entry targets (None for the others: no cost)."""
+    if inhibitor is None or not any(rule.name in entry.target for entry in inhibitor.entries):
+        return None
+    return lambda values: inhibitor.check(rule, values)
 
 
 def _episodes(rule: Rule, transitions: list[Transition], notices: list[Notice], held: pl.DataFrame | None) -> list[Episode]:

@@ -64,14 +64,24 @@ _BUCKET = "((epoch_us(ts) + $step - 1) // $step) * $step"
 
 
 def _threshold_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
+    if rule.metric == "clients":
+        return _clients_sql(rule, grid)
     params = _grid_params(rule, grid, rule.window_s)
     where = where_sql(rule, params)
     groups = list(rule.group_by)
     select = "".join(f"{c}, " for c in groups)
     params["bound"] = rule.value
+    extra = "NULL::VARCHAR"
     if rule.metric == "count":
         counts, filtered = "count(*) AS n, 0 AS total", f"AND {where}"
         having, value = f"sum(n) {rule.op} $bound", "sum(n)"
+    elif rule.metric == "per_1k_sessions":
+        # Every closure is one session closed: the group's closures in the window are its sessions.
+        counts, filtered = f"count(*) FILTER (WHERE {where}) AS n, count(*) AS total", ""
+        params["min_sessions"] = rule.min_sessions
+        value = "1000.0 * sum(n) / sum(total)"
+        having = f"sum(total) >= $min_sessions AND {value} {rule.op} $bound"
+        extra = "json_object('matching', sum(n), 'sessions', sum(total))::VARCHAR"
     else:
         counts, filtered = f"count(*) FILTER (WHERE {where}) AS n, count(*) AS total", ""
         params["min_total"] = rule.min_total
@@ -84,9 +94,47 @@ def _threshold_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
             WHERE ts > make_timestamptz($lo) AND ts <= make_timestamptz($t1) {filtered}
             GROUP BY ALL
         ), {_TICKS}
-        SELECT tick, {_group_key_sql(groups)} AS group_key, ({value})::DOUBLE AS value, {select}NULL::VARCHAR AS extra,
+        SELECT tick, {_group_key_sql(groups)} AS group_key, ({value})::DOUBLE AS value, {select}{extra} AS extra,
                coalesce({having}, FALSE) AS holds
         FROM ticks JOIN b ON b.bucket > tick - $win AND b.bucket <= tick
+        GROUP BY ALL
+    """
+    return sql, params
+
+
+#: Clients a "clients" condition names in its extra (the rest are counted): a message lists who is affected.
+MAX_CLIENTS_NAMED = 20
+
+
+def _clients_sql(rule: Rule, grid: Grid) -> tuple[str, dict]:
+    """metric = "clients": per group, how many clients had at least ``min_per_client`` matching closures in the window.
+
+    The extra names them (most closures first) and counts them and their
+    closures, so a platform-wide alert can say who is affected.
+    """
+    params = _grid_params(rule, grid, rule.window_s)
+    where = where_sql(rule, params)
+    groups = list(rule.group_by)
+    select = "".join(f"{c}, " for c in groups)
+    params.update(bound=rule.value, min_per_client=rule.min_per_client, named=MAX_CLIENTS_NAMED)
+    sql = f"""
+        WITH b AS (
+            SELECT {select}client_id, {_BUCKET} AS bucket, count(*) AS n
+            FROM closures
+            WHERE ts > make_timestamptz($lo) AND ts <= make_timestamptz($t1) AND client_id IS NOT NULL AND {where}
+            GROUP BY ALL
+        ), {_TICKS},
+        per_client AS (
+            SELECT tick, {select}client_id, sum(n) AS n
+            FROM ticks JOIN b ON b.bucket > tick - $win AND b.bucket <= tick
+            GROUP BY ALL
+            HAVING sum(n) >= $min_per_client
+        )
+        SELECT tick, {_group_key_sql(groups)} AS group_key, count(*)::DOUBLE AS value, {select}
+               json_object('clients', list(client_id ORDER BY n DESC, client_id)[1:$named], 'clients_total', count(*),
+                           'matching', sum(n))::VARCHAR AS extra,
+               count(*) {rule.op} $bound AS holds
+        FROM per_client
         GROUP BY ALL
     """
     return sql, params

@@ -35,6 +35,7 @@ import duckdb
 from closewatch.alerts import outbox
 from closewatch.alerts.conditions import conditions
 from closewatch.alerts.errors import RuleFailed
+from closewatch.alerts.inhibition import Inhibitor, sources_first, stored_firings
 from closewatch.alerts.messages import notice_details
 from closewatch.alerts.model import EngineSettings, Grid, ceil_to, floor_to, seconds_us, to_us
 from closewatch.alerts.rules import Rule, RuleSet
@@ -89,7 +90,7 @@ def evaluate(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSe
         silences = active_silences(con, now)
     ctx = RunContext(store, ruleset, settings, now, newest, silences, live_until)
     report = EvalReport()
-    for rule in ruleset.enabled:
+    for rule in sources_first(ruleset.enabled, ruleset.inhibit):  # a source's firings are known before its targets run
         try:
             _evaluate_rule(ctx, rule, report)
         except RuleFailed as error:
@@ -131,7 +132,7 @@ def _evaluate_rule(ctx: RunContext, rule: Rule, report: EvalReport) -> None:
             states = load_states(con, rule.name)
             cond = conditions(con, rule, grid)
             silenced = {key for key in set(cond["group_key"].to_list()) | set(states) if is_silenced(ctx.silences, rule.name, key)}
-            transitions, notices = walk(rule, cond, states, grid, silenced)
+            transitions, notices = walk(rule, cond, states, grid, silenced, _held_back(con, ctx.ruleset, rule, grid))
             for notice in notices:
                 notice.details = notice_details(con, rule, notice)
             queued = outbox.enqueue(con, ctx.ruleset, rule, notices, ctx.now)
@@ -142,6 +143,16 @@ def _evaluate_rule(ctx: RunContext, rule: Rule, report: EvalReport) -> None:
             if grid.last >= last:
                 report.firing[rule.name] = firing_groups(con, rule.name)
                 return
+
+
+def _held_back(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, grid: Grid):
+    """For a target of [[inhibit]] entries: what holds each group back when, from its sources' stored firings."""
+    sources = {entry.source for entry in ruleset.inhibit if rule.name in entry.target}
+    if not sources:
+        return None
+    firings, known = stored_firings(con, ruleset, sources, grid.first, grid.last)
+    inhibitor = Inhibitor(ruleset, firings, known)
+    return lambda values: inhibitor.check(rule, values)
 
 
 def _next_range(con: duckdb.DuckDBPyConnection, rule: Rule, settings: EngineSettings, last: int) -> Grid | None:

@@ -194,11 +194,11 @@ def stored_firings(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, sources: It
         if row is None:
             continue
         events = con.execute("""
-            WITH e AS (SELECT group_key, to_state, epoch_us(event_time) AS at FROM alert_events WHERE rule = $rule)
-            SELECT * FROM e WHERE at > $lo AND at <= $hi
+            WITH e AS (SELECT group_key, to_state, epoch_us(event_time) AS t FROM alert_events WHERE rule = $rule)
+            SELECT * FROM e WHERE t > $lo AND t <= $hi
             UNION ALL
-            (SELECT * FROM e WHERE at <= $lo QUALIFY row_number() OVER (PARTITION BY group_key ORDER BY at DESC) = 1)
-            ORDER BY at
+            (SELECT * FROM e WHERE t <= $lo QUALIFY row_number() OVER (PARTITION BY group_key ORDER BY t DESC) = 1)
+            ORDER BY t
         """, {"rule": name, "lo": lo, "hi": hi}).fetchall()
         values = {key: json.loads(text or "{}") for key, text in con.execute(
             "SELECT group_key, group_values FROM alert_state WHERE rule = ?", [name]).fetchall()}

@@ -144,6 +144,8 @@ def _headline(rule: Rule, notice: Notice, group: str) -> str:
         lasted = f" after {format_duration((resolved - fired).total_seconds())}" if fired else ""
         return f"{rule.name} resolved{whom} at {_when(resolved)}{lasted}."
     filters = _filters_text(rule)
+    if rule.kind == "threshold" and rule.metric in ("per_1k_sessions", "clients"):
+        return _traffic_headline(rule, notice, filters, window, whom)
     if rule.kind == "threshold" and rule.metric == "count":
         return f"{_number(notice.value)} closures{filters} in {window}{whom} (alert at {rule.op} {_number(rule.value)})."
     if rule.kind == "threshold":
@@ -157,6 +159,35 @@ def _headline(rule: Rule, notice: Notice, group: str) -> str:
         seen = f"last one at {_when(last)}" if last else "none within the lookback"
         return f"No closures{filters}{whom or ' at all'} in the last {window} ({seen})."
     return f"The query of {rule.name} returned {group} (value {_number(notice.value)})."
+
+
+def _traffic_headline(rule: Rule, notice: Notice, filters: str, window: str, whom: str) -> str:
+    """Both numbers of a per-traffic metric: the rate and what it is made of, or the clients and who they are."""
+    bound = f"alert at {rule.op} {_number(rule.value)}"
+    detail = traffic_detail(rule, notice.extra, notice.value)
+    if rule.metric == "per_1k_sessions":
+        parts = f": {detail}" if detail else ""
+        return f"{_number(notice.value)} closures{filters} per 1,000 sessions in {window}{whom}{parts} ({bound})."
+    return f"{detail} had closures{filters} in {window}{whom} ({bound}, at least {rule.min_per_client} each)."
+
+
+def traffic_detail(rule: Rule, extra: str | None, value: float | None) -> str | None:
+    """What a per-traffic value is made of, from its condition's extra: "4 of 20 sessions", or "3 clients (a, b, c)"."""
+    numbers = json.loads(extra) if extra else {}
+    if rule.metric == "per_1k_sessions":
+        return f"{_number(numbers['matching'])} of {_number(numbers['sessions'])} sessions" if "sessions" in numbers else None
+    if rule.metric == "clients":
+        return clients_text(numbers, value)
+    return None
+
+
+def clients_text(extra: dict[str, Any], value: float | None) -> str:
+    """'7 clients (a, b, c, ...)': how many and which, from a "clients" condition's extra."""
+    names = [str(name) for name in extra.get("clients") or []]
+    total = int(extra.get("clients_total") or value or len(names))
+    more = f" and {total - len(names)} more" if total > len(names) else ""
+    listed = f" ({', '.join(names)}{more})" if names else ""
+    return f"{total} client{'s' if total != 1 else ''}{listed}"
 
 
 def _filters_text(rule: Rule) -> str:

@@ -12,8 +12,11 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from closewatch.alerts.model import GroupState, Transition, stable_id
-from closewatch.alerts.rules import Rule
+from closewatch.alerts.conditions import conditions
+from closewatch.alerts.inhibition import held_back_now
+from closewatch.alerts.messages import traffic_detail
+from closewatch.alerts.model import Grid, GroupState, Transition, seconds_us, stable_id
+from closewatch.alerts.rules import Rule, RuleSet
 from closewatch.store import Store
 
 
@@ -91,6 +94,33 @@ def current_states(store: Store, all_states: bool = False) -> pl.DataFrame:
         WHERE {condition}
         ORDER BY CASE s.state WHEN 'firing' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, s.rule, s.group_key
     """)
+
+
+def status(store: Store, ruleset: RuleSet, all_states: bool = False) -> pl.DataFrame:
+    """``current_states`` and, per group, what it is made of and what holds it back.
+
+    ``detail``: both numbers of a per-traffic rule at the group's last true
+    evaluation ("4 of 20 sessions", "7 clients (a, b, ...)"), recomputed by
+    the same condition code as evaluation; ``inhibited_by``: the firing
+    source groups that keep a pending or firing group from notifying
+    (alerts/inhibition.py). Both are empty where they do not apply.
+    """
+    states = current_states(store, all_states)
+    with store.connect(read_only=True) as con:
+        states = held_back_now(con, ruleset, states)
+        details = [_detail(con, ruleset.rule(row["rule"]), row["group"]) for row in states.iter_rows(named=True)]
+    return states.with_columns(pl.Series("detail", details, dtype=pl.String))
+
+
+def _detail(con: duckdb.DuckDBPyConnection, rule: Rule | None, group_key: str) -> str | None:
+    if rule is None or rule.kind != "threshold" or rule.metric not in ("per_1k_sessions", "clients"):
+        return None
+    row = con.execute("SELECT epoch_us(last_true) FROM alert_state WHERE rule = ? AND group_key = ?", [rule.name, group_key]).fetchone()
+    if row is None or row[0] is None:
+        return None
+    step = seconds_us(rule.every_s)
+    held = conditions(con, rule, Grid(row[0], row[0], step)).filter(pl.col("group_key") == group_key)
+    return traffic_detail(rule, held["extra"][0], held["value"][0]) if held.height else None
 
 
 def history(store: Store, rule: str | None = None, since: datetime | None = None, limit: int = 100) -> pl.DataFrame:

@@ -11,6 +11,9 @@ evaluation would have done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import polars as pl
 
 from closewatch.alerts.model import (
@@ -20,13 +23,20 @@ from closewatch.alerts.model import (
 from closewatch.alerts.rules import Rule
 
 
+#: For one group: a function of evaluation time saying what holds it back then (None: nothing), or None when nothing ever can.
+HeldBack = Callable[[int], object] | None
+
+
 def advance(rule: Rule, st: GroupState, ticks: list[int], values: list[float], extras: list[str | None],
-            grid: Grid, silenced: bool) -> tuple[list[Transition], list[Notice]]:
+            grid: Grid, silenced: bool, held_back: HeldBack = None) -> tuple[list[Transition], list[Notice]]:
     """Walk one group through the grid, given the times at which its condition held.
 
     The condition is false at every grid time not in ``ticks``. Only the true
     times and the first false time after each run of them matter, so the cost
     is the number of firing (time, group) pairs, not the grid's length.
+    ``held_back`` (inhibition) mutes the group's firing and repeat
+    notifications at the times it says; its states change as always, and a
+    group still firing when it is let go notifies then, as after a silence.
     """
     transitions: list[Transition] = []
     notices: list[Notice] = []
@@ -61,7 +71,7 @@ def advance(rule: Rule, st: GroupState, ticks: list[int], values: list[float], e
         if st.state in (INACTIVE, RESOLVED, PENDING) and at - since >= for_us:
             st.fired_at = at
             move(FIRING, at)
-        if st.state == FIRING and not silenced:
+        if st.state == FIRING and not silenced and not (held_back is not None and held_back(at)):
             if st.notified_at is None:
                 notify(NOTIFY_FIRING, at, extra)
                 st.notified_at = at
@@ -89,8 +99,13 @@ def advance(rule: Rule, st: GroupState, ticks: list[int], values: list[float], e
 
 
 def walk(rule: Rule, cond: pl.DataFrame, states: dict[str, GroupState], grid: Grid,
-          silenced_keys: set[str]) -> tuple[list[Transition], list[Notice]]:
-    """Run the state machine for every group that holds somewhere in the grid or was active before it."""
+          silenced_keys: set[str], held_back: Callable[[dict[str, Any]], HeldBack] | None = None
+          ) -> tuple[list[Transition], list[Notice]]:
+    """Run the state machine for every group that holds somewhere in the grid or was active before it.
+
+    ``held_back`` gives, from a group's values, what holds it back when
+    (``Inhibitor.check``); None: nothing holds this rule back.
+    """
     transitions: list[Transition] = []
     notices: list[Notice] = []
     touched: set[str] = set()
@@ -102,13 +117,13 @@ def walk(rule: Rule, cond: pl.DataFrame, states: dict[str, GroupState], grid: Gr
                 row = part.row(0, named=True)
                 st = states[key] = GroupState(key, {c: row.get(c) for c in group_columns})
             t, n = advance(rule, st, part["tick"].to_list(), part["value"].to_list(), part["extra"].to_list(),
-                           grid, key in silenced_keys)
+                           grid, key in silenced_keys, held_back(st.group_values) if held_back else None)
             transitions += t
             notices += n
             touched.add(key)
     for key, st in states.items():
         if key not in touched and st.state in (PENDING, FIRING):
-            t, n = advance(rule, st, [], [], [], grid, key in silenced_keys)
+            t, n = advance(rule, st, [], [], [], grid, key in silenced_keys, held_back(st.group_values) if held_back else None)
             transitions += t
             notices += n
     return transitions, notices

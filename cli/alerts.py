@@ -122,19 +122,33 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
 
 @alerts.command()
 @click.option("--all", "all_states", is_flag=True, help="Include inactive and resolved groups.")
+@rules_option
 @click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True)
 @db_option
 @click.pass_context
-def status(ctx: click.Context, all_states: bool, output: str) -> None:
+def status(ctx: click.Context, all_states: bool, rules_path: str | None, output: str) -> None:
     """Show pending and firing alerts per rule and group, with each rule's watermark.
+
+    `inhibited_by` names the firing alert that keeps a group from notifying
+    ([[inhibit]] in the rules file); `detail` gives both numbers of a rate
+    per 1,000 sessions, or the clients a "clients" rule counted.
 
     \b
     Example:
         closewatch alerts status --all --format json
     """
-    from closewatch.alerts.state import current_states
+    from closewatch.alerts.errors import RulesInvalid
+    from closewatch.alerts.state import current_states, status as annotated
 
-    print_frame(current_states(existing_store(ctx), all_states), output)
+    c = _context(ctx, rules_path)
+    try:
+        ruleset = c.ruleset()
+    except RulesInvalid as error:  # the states are still worth seeing; only the annotations need the rules
+        err_console.print(f"warning: {error} Showing the states without inhibited_by and detail.", style="yellow",
+                          highlight=False, markup=False, soft_wrap=True)
+        print_frame(current_states(c.store, all_states), output)
+        return
+    print_frame(annotated(c.store, ruleset, all_states), output)
 
 
 @alerts.command()

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from closewatch.alerts.evaluation import evaluate
+from closewatch.alerts.state import status
 from tests.alerts.helpers import LIVE, add, at, events, rules, steady
 
 
@@ -96,3 +97,54 @@ def test_sql_rules_fire_on_returned_rows_and_a_broken_rule_does_not_stop_the_oth
     assert store.query("SELECT rule FROM alert_watermarks").to_series().to_list() == ["busy-clients"]
     payload = json.loads(store.query("SELECT payload FROM alert_outbox").item())
     assert payload["value"] == 4 and "too busy" in payload["text"]
+
+
+PER_TRAFFIC = """
+[[rules]]
+name = "drops-per-1k"
+kind = "threshold"
+where = { category = ["network_abnormal"] }
+group_by = ["client_id"]
+window = "10m"
+metric = "per_1k_sessions"
+value = 100
+min_sessions = 10
+
+[[rules]]
+name = "drops-everywhere"
+kind = "threshold"
+where = { category = ["network_abnormal"] }
+group_by = ["category"]
+window = "10m"
+metric = "clients"
+min_per_client = 2
+value = 3
+"""
+
+
+def test_per_1k_sessions_scales_with_the_client_traffic_and_states_both_numbers(store, tmp_path):
+    ruleset = rules(tmp_path, PER_TRAFFIC)
+    drops = [(at(5.2 + i / 10), client, "network_abnormal") for client in ("small", "big", "tiny") for i in range(4)]
+    normal = ([(at(i / 4 + 0.1), "small", "normal") for i in range(16)]  # 16 + 4 = 20 sessions: 200 per 1,000
+              + [(at(i / 40 + 0.01), "big", "normal") for i in range(196)])  # 196 + 4 = 200 sessions: 20 per 1,000
+    add(store, drops + normal + [(at(8.5), "other", "normal")])  # tiny: 4 sessions, all dropped, but fewer than min_sessions
+    evaluate(store, ruleset, LIVE, now=at(9))
+    fired = store.query("SELECT group_key, value FROM alert_state WHERE rule = 'drops-per-1k' AND state = 'firing'").rows()
+    assert fired == [("client_id=small", 200.0)]
+    payload = json.loads(store.query("SELECT payload FROM alert_outbox WHERE rule = 'drops-per-1k'").item())
+    assert ("200 closures with category network_abnormal per 1,000 sessions in 10m for client_id=small: 4 of 20 sessions "
+            "(alert at >= 100)") in payload["text"]
+    shown = status(store, ruleset).filter(rule="drops-per-1k").select("group", "value", "detail").rows()
+    assert shown == [("client_id=small", 200.0, "4 of 20 sessions")]  # alerts status: both numbers
+
+
+def test_the_clients_metric_counts_clients_and_names_them(store, tmp_path):
+    ruleset = rules(tmp_path, PER_TRAFFIC)
+    rows = [(at(3 + i / 10), client, "network_abnormal") for client in ("a", "b", "c") for i in range(2)]
+    add(store, rows + [(at(3.5), "d", "network_abnormal"), (at(8.5), "e", "normal")])  # d: one drop, below min_per_client
+    evaluate(store, ruleset, LIVE, now=at(8))
+    assert store.query("SELECT group_key, value FROM alert_state WHERE rule = 'drops-everywhere'").rows() == [
+        ("category=network_abnormal", 3.0)]
+    payload = json.loads(store.query("SELECT payload FROM alert_outbox WHERE rule = 'drops-everywhere'").item())
+    assert "3 clients (a, b, c) had closures with category network_abnormal in 10m" in payload["text"]
+    assert status(store, ruleset)["detail"].to_list() == ["3 clients (a, b, c)"]

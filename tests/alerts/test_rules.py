@@ -229,6 +229,9 @@ def test_load_rules_raises_one_sentence_naming_the_first_problem(tmp_path):
     assert isinstance(caught.value, AlertError) and len(caught.value.problems) == 16
 
 
+INHIBITED = "[[rules]]\nname = 'a'\nkind = 'absence'\nwindow = '5m'\n[[rules]]\nname = 'b'\nkind = 'absence'\nwindow = '5m'\n"
+
+
 @pytest.mark.parametrize("text, words", [
     ("[[rules]]\nname = 'x'\nkind = 'sql'\nquery = 'SELECT 1; SELECT 2'\n", "exactly one statement"),
     ("[[rules]]\nname = 'x'\nkind = 'sql'\nquery = 'SELEC 1'\n", "not valid SQL"),
@@ -244,11 +247,30 @@ def test_load_rules_raises_one_sentence_naming_the_first_problem(tmp_path):
     ("[[rules]]\nname = 'x'\nkind = 'absence'\nwindow = '5m'\nmessage = '{group'\n", "not a valid template"),
     ("stray = 1\n[[rules]]\nname = 'x'\nkind = 'absence'\nwindow = '5m'\n", "top-level key 'stray'"),
     ("", "defines no rules"),
+    ("[[rules]]\nname = 'x'\nkind = 'threshold'\nwindow = '5m'\nmetric = 'per_1k_sessions'\nvalue = 2000\n", "at most 1000"),
+    ("[[rules]]\nname = 'x'\nkind = 'threshold'\nwindow = '5m'\nvalue = 2\nmin_sessions = 50\n", "applies to metric = \"per_1k_sessions\""),
+    ("[[rules]]\nname = 'x'\nkind = 'threshold'\nwindow = '5m'\nmetric = 'clients'\nvalue = 3\ngroup_by = ['client_id']\n",
+     "cannot list client_id"),
+    ("[[rules]]\nname = 'x'\nkind = 'threshold'\nwindow = '5m'\nmetric = 'clients'\nvalue = 3\nop = '<'\n", "number of clients"),
+    (INHIBITED + "[[inhibit]]\nsource = 'nope'\ntarget = ['b']\n", "field 'source': no rule named 'nope'"),
+    (INHIBITED + "[[inhibit]]\nsource = 'a'\ntarget = ['a', 'b']\n", "cannot hold back its own groups"),
+    (INHIBITED + "[[inhibit]]\nsource = 'a'\n", "needs target"),
+    (INHIBITED + "[[inhibit]]\nsource = 'a'\ntarget = ['b']\nequals = ['x']\n", "unknown field of an inhibit entry"),
+    (INHIBITED + "[[inhibit]]\nsource = 'a'\ntarget = ['b']\n[[inhibit]]\nsource = 'b'\ntarget = ['a']\n", "holds it back"),
     ("[[rules]\n", "not valid TOML"),
 ])
 def test_single_problems_are_named(tmp_path, text, words):
     _, problems = check_rules(write(tmp_path, text))
     assert any(words in p for p in problems), problems
+
+
+def test_inhibit_entries_are_parsed_with_their_lines(tmp_path):
+    text = INHIBITED + "\n[[inhibit]]\nsource = 'a'\nsource_match = { category = 'network_abnormal' }\ntarget = 'b'\nequal = ['category']\n"
+    ruleset = load_rules(write(tmp_path, text))
+    [entry] = ruleset.inhibit
+    assert (entry.source, entry.target, entry.source_match, entry.target_match, entry.equal) == (
+        "a", ("b",), {"category": ("network_abnormal",)}, {}, ("category",))
+    assert entry.line == text.splitlines().index("[[inhibit]]") + 1
 
 
 def test_a_missing_file_is_one_problem(tmp_path):
@@ -311,7 +333,7 @@ def test_alerts_check_command_lists_every_problem_and_exits_1(run, tmp_path):
 def test_alerts_check_command_accepts_the_defaults_and_shows_warnings(run, tmp_path, monkeypatch):
     result = run("alerts", "check")
     assert result.exit_code == 0, result.stderr
-    assert "OK, 8 rules" in result.stdout
+    assert "OK, 9 rules" in result.stdout
     monkeypatch.delenv("TEST_HOOK_URL", raising=False)
     result = run("alerts", "check", "--rules", str(write(tmp_path, FULL)))
     assert result.exit_code == 0 and "TEST_HOOK_URL" in result.stderr

@@ -399,3 +399,18 @@ def test_demo_set_loads_whole(sample_results, fmt):
     for entry in files:
         result = sample_results[f"demo/{entry['path']}"]
         assert (result.format, result.accepted, result.rejected) == (fmt, entry["events"], 0), entry["path"]
+
+
+def test_a_platform_outage_hits_every_client_at_once_and_is_in_the_manifest(tmp_path):
+    manifest = generate(tmp_path, GeneratorConfig(days=7, formats=("jsonl",), platform_outage="server_error"))
+    [outage] = [item for item in manifest["incidents"] if item["kind"] == "platform_outage"]
+    assert outage["client"] == "*" and outage["details"]["category"] == "server_error"
+    clients = outage["details"]["clients"]
+    assert len(clients) == len(manifest["clients"]) == len(outage["details"]["events_per_client"])
+    assert all(count >= 20 for count in outage["details"]["events_per_client"].values())  # reconnect loops, not one drop
+    begins, ends = datetime.fromisoformat(outage["start"]), datetime.fromisoformat(outage["end"])
+    assert (ends - begins).total_seconds() == 30 * 60
+    assert [item["kind"] for item in manifest["incidents"] if item["kind"] != "platform_outage"] == [
+        item["kind"] for item in generate(tmp_path / "plain", GeneratorConfig(days=7, formats=("jsonl",)))["incidents"]]
+    with pytest.raises(IngestError, match="--platform-outage must be one of"):
+        GeneratorConfig(platform_outage="asteroid").check()
