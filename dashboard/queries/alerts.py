@@ -27,6 +27,7 @@ class AlertData:
     silences: pl.DataFrame = field(default_factory=pl.DataFrame)
     health: pl.DataFrame = field(default_factory=pl.DataFrame)
     outbox: pl.DataFrame = field(default_factory=pl.DataFrame)
+    followed: pl.DataFrame = field(default_factory=pl.DataFrame)  # followed files and streams (follow_health)
 
 
 def alert_data(store: Store, now: datetime | None = None, history_rows: int = 200) -> AlertData:
@@ -65,7 +66,12 @@ def alert_data(store: Store, now: datetime | None = None, history_rows: int = 20
             SELECT status, count(*) AS notifications, max(last_error) FILTER (WHERE status <> 'delivered') AS last_error
             FROM alert_outbox GROUP BY status ORDER BY status
         """).pl() if "alert_outbox" in present else pl.DataFrame()
-    return AlertData(True, states, history, silences, health, outbox)
+        followed = con.execute("""
+            SELECT path, kind, status, read_offset, lag_bytes, lines, accepted, rejected, lines_per_s, last_close_at,
+                   close_age_s, format, error, updated_at
+            FROM follow_health ORDER BY status <> 'following', path
+        """).pl() if "follow_state" in present else pl.DataFrame()
+    return AlertData(True, states, history, silences, health, outbox, followed)
 
 
 @reader()

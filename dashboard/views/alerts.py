@@ -91,6 +91,25 @@ def open_findings(opened: pl.DataFrame) -> None:
     st.page_link(ui.page_path("patterns"), label="Their evidence on the Patterns page", icon=":material/troubleshoot:")
 
 
+def followed_logs(followed: pl.DataFrame) -> None:
+    """The live logs the scheduler, `closewatch follow` or `ingest --follow` read: how far, how fast, how late."""
+    st.subheader("Followed logs")
+    if followed.height == 0:
+        st.caption("No log is followed: name live files in [scheduler] follow, run `closewatch follow GLOB`, "
+                   "or pipe a stream into `closewatch ingest --follow -`.")
+        return
+    if followed.filter(pl.col("error").is_not_null()).height:
+        st.warning("A followed log has a problem; see its error.")
+    ui.table(followed, "followed_table", column_config={
+        "read_offset": st.column_config.NumberColumn("offset (bytes)", format=ui.COUNT_FORMAT),
+        "lag_bytes": st.column_config.NumberColumn("lag (bytes)", format=ui.COUNT_FORMAT, help="Written but not yet stored."),
+        "lines_per_s": st.column_config.NumberColumn("lines/s", format="%.1f"),
+        "last_close_at": st.column_config.DatetimeColumn("last line's close (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        "close_age_s": st.column_config.NumberColumn("lag (s)", format="%.0f", help="How long ago the newest close read happened."),
+        "error": st.column_config.TextColumn(width="large"),
+    })
+
+
 def live(config: queries.AlertConfig | None) -> None:
     """States, history, silences and scheduler health: reread on every refresh (``config`` None: the rules file is broken)."""
     now = datetime.now(UTC)
@@ -141,6 +160,7 @@ def live(config: queries.AlertConfig | None) -> None:
     elif (health["health"] != "ok").any():
         st.warning("Some jobs are late or failing; see the table.")
     ui.table(health, "health_table")
+    followed_logs(alerts.followed)
 
     st.subheader("Silences")
     if alerts.silences.height:

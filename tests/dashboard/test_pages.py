@@ -525,6 +525,25 @@ def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monk
     assert list(zip(history["rule"], history["to_state"], strict=True)) == list(transitions.head(200).iter_rows())
 
 
+def test_alerts_page_shows_the_followed_logs_with_offset_rate_and_lag(own_db, monkeypatch, tmp_path):
+    at = app(own_db, monkeypatch, "alerts")
+    no_failures(at)
+    assert "No log is followed" in texts(at)
+    log = tmp_path / "live.log"
+    log.write_text("".join(json.dumps({"ts": f"2026-03-02T09:00:{n:02d}Z", "session_id": f"s{n}", "close_code": 1000,
+                                       "client_id": "web"}) + "\n" for n in range(30)))
+    from closewatch.ingest.follow import FileFollower
+    from closewatch.jobs.following import enrich_with_catalog
+
+    FileFollower(Store(own_db), [str(log)], enrich_with_catalog(None)).tick()  # one pass of `closewatch follow`
+    at.run()
+    no_failures(at)
+    followed = table(at, "path", "read_offset", "lines_per_s", "last_close_at", "close_age_s", "lag_bytes", "error")
+    assert followed["path"].tolist() == [str(log)]
+    assert followed["read_offset"].tolist() == [log.stat().st_size] and followed["lines"].tolist() == [30]
+    assert followed["lag_bytes"].tolist() == [0] and followed["status"].tolist() == ["following"]
+
+
 def data_rules():
     from closewatch.alerts.rules import load_rules
 
