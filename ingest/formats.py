@@ -49,6 +49,7 @@ class ParseOptions:
     envelope: str | None = None  # read every input inside this envelope (see ingest.envelopes); None: detect
     client_from: str | None = None  # the envelope label that names the client where a line names none
     reference_time: datetime | None = None  # no line is later than this (the file's mtime): syslog's year
+    source_name: str | None = None  # the input's path as given: the kubelet's log file layout names the pod in it
     scratch: Path | None = None  # a private folder beside the database for a parser's temporary files (the run's staging)
 
 

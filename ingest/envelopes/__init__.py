@@ -104,7 +104,10 @@ def detect_envelope(head: list[str], kinds: tuple[str, ...] | None = None) -> En
 
 
 def with_reference_time(options: ParseOptions, source: Input) -> ParseOptions:
-    """The time no line of this input can be later than: its file's modification time, or now."""
+    """The options of one input: its path, and the time no line of it can be later than
+    (its file's modification time, or now)."""
+    if options.source_name is None and source.path is not None:
+        options = replace(options, source_name=str(source.path))
     if options.reference_time is not None:
         return options
     moment = datetime.now(UTC)
@@ -133,7 +136,7 @@ def reader_for_head(head: list[str], format_name: str | None, options: ParseOpti
     outer = forced or detect_envelope(head)
     if outer is None:
         return get_format(format_name) if format_name else detect_format(head[:50])
-    ctx = UnwrapContext(tz=options.tz, reference_time=options.reference_time)
+    ctx = UnwrapContext(tz=options.tz, reference_time=options.reference_time, source_name=options.source_name)
     chain, records = [outer], _head_records(outer, head, ctx)
     texts = _texts(records)
     if outer.kind != "logger":
@@ -210,7 +213,7 @@ class _Run:
 
     def __init__(self, folder: Path, chain: tuple[Envelope, ...], options: ParseOptions):
         self.folder, self.chain, self.options = folder, chain, options
-        self.ctx = UnwrapContext(tz=options.tz, reference_time=options.reference_time)
+        self.ctx = UnwrapContext(tz=options.tz, reference_time=options.reference_time, source_name=options.source_name)
         self.lines = self.events = self.rejects = 0
         self.next_record = 1
         self.parts = 0

@@ -46,11 +46,13 @@ MAX_LABEL_CHARS = 256
 
 @dataclass(frozen=True)
 class UnwrapContext:
-    """What a reader may need beyond the lines: the zone of times written without one, and the
-    time no line can be later than (the file's modification time; syslog's year is inferred from it)."""
+    """What a reader may need beyond the lines: the zone of times written without one, the
+    time no line can be later than (the file's modification time; syslog's year is inferred from it),
+    and the input's path (a CRI log file's path names its pod, namespace and container)."""
 
     tz: str = "UTC"
     reference_time: datetime | None = None
+    source_name: str | None = None
 
 
 Unwrap = Callable[[Iterator[pl.DataFrame], UnwrapContext], Iterator[pl.DataFrame]]

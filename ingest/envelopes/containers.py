@@ -8,6 +8,7 @@ application's text on unchanged.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -210,9 +211,34 @@ KUBERNETES = Envelope(
 # <tag> <log>", tags split by ":" whose first is P (partial: more of the line follows) or F (full);
 # kubernetes/cri-api pkg/apis/runtime/v1/constants.go LogTagPartial = "P", LogTagFull = "F".
 CRI_SRC = ("kubernetes/kubernetes pkg/kubelet/kuberuntime/logs/logs.go (parseCRILog: time stream tag log); "
-           "kubernetes/cri-api pkg/apis/runtime/v1/constants.go (LogTagPartial P, LogTagFull F)")
+           "kubernetes/cri-api pkg/apis/runtime/v1/constants.go (LogTagPartial P, LogTagFull F); "
+           "pkg/kubelet/kuberuntime/helpers.go (BuildContainerLogsDirectory: <namespace>_<pod>_<uid>/<container>/<n>.log)")
 
 CRI_LINE = r"^(?P<ts>\d{4}-\d\d-\d\dT\S+) (?P<stream>stdout|stderr) (?P<tag>[PF])(?::\S*)?(?: (?P<msg>.*))?$"
+
+
+# The kubelet names a container's log file after its pod (kubernetes/kubernetes
+# pkg/kubelet/kuberuntime/helpers.go BuildContainerLogsDirectory and
+# buildContainerLogsPath: <pod logs dir>/<namespace>_<pod>_<uid>/<container>/<restart>.log,
+# rotated as <restart>.log.<time>[.gz]; kuberuntime_container.go logSymlink:
+# /var/log/containers/<pod>_<namespace>_<container>-<container id>.log). Namespaces,
+# pod and container names are DNS names, so "_" only separates.
+_POD_LOG_PATH = re.compile(
+    r"(?:^|/)(?P<namespace>[a-z0-9][a-z0-9-]*)_(?P<pod>[a-z0-9][a-z0-9.-]*)_(?P<uid>[0-9a-f-]+)"
+    r"/(?P<container>[a-z0-9][a-z0-9-]*)/\d+\.log(?:\.[^/]*)?$")
+_CONTAINER_LOG_LINK = re.compile(
+    r"(?:^|/)(?P<pod>[a-z0-9][a-z0-9.-]*)_(?P<namespace>[a-z0-9][a-z0-9-]*)_(?P<container>[a-z0-9][a-z0-9-]*)"
+    r"-(?P<container_id>[0-9a-f]{64})\.log$")
+
+
+def kubelet_path_labels(path: str | None) -> str | None:
+    """The pod, namespace and container that a CRI log file's path names (JSON), or None for another path."""
+    if not path:
+        return None
+    found = _POD_LOG_PATH.search(path) or _CONTAINER_LOG_LINK.search(path)
+    if found is None:
+        return None
+    return json.dumps({key: found[key] for key in ("pod", "namespace", "container")})
 
 
 def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
@@ -222,7 +248,7 @@ def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
     return got.select(
         "source_line", pl.col("msg").fill_null("").alias("text"), ts.alias("env_ts"),
         pl.col("ts").str.extract(r"([+-]\d\d:\d\d|Z)$").replace({"Z": "+00:00"}).alias("zone"),
-        pl.lit(None, pl.String).alias("labels"),
+        pl.lit(kubelet_path_labels(ctx.source_name), pl.String).alias("labels"),
         pl.when(pl.col("ts").is_null()).then(pl.lit("not a CRI log line (<RFC 3339 time> <stdout|stderr> <P|F> <text>)"))
         .when(ts.is_null()).then(pl.format("its time '{}' is not an RFC 3339 time", pl.col("ts").str.slice(0, 40)))
         .alias("reject"),
@@ -263,7 +289,8 @@ def _wrap_cri(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]
 
 CRI = Envelope(
     name="cri",
-    description="CRI container logs (containerd, CRI-O; /var/log/pods): <time> <stream> <P|F> <text>, partial records joined.",
+    description="CRI container logs (containerd, CRI-O; /var/log/pods): <time> <stream> <P|F> <text>, partial records joined; "
+                "pod, namespace and container from the kubelet's file path.",
     example="2026-11-20T10:00:03.300000000Z stdout F WebSocket Disconnected: Status=3008, Msg=Session Expired: Maximum session duration exceeded",
     source=CRI_SRC, sniff=_sniff_cri, unwrap=_unwrap_cri, wrap=_wrap_cri, kind="container",
 )

@@ -29,11 +29,12 @@ NEEDS_A_DATABASE = {
     ("alerts", "silences"): [],
     ("alerts", "unsilence"): ["auth-failures"],
     ("alerts", "backtest"): ["--from", "7d", "--to", "0s"],
+    ("alerts", "explain"): ["auth-failures"],
     ("alerts", "outbox"): [],
     ("alerts", "deliver"): [],
 }
 # The commands that load logs, and so may start a new database.
-CREATE_A_DATABASE = {("ingest",), ("up",), ("scheduler",)}
+CREATE_A_DATABASE = {("ingest",), ("up",), ("scheduler",), ("follow",)}
 # The commands that never open one (lake drop works on the Parquet lake's folders).
 NO_DATABASE = {("alerts",), ("alerts", "check"), ("catalog",), ("formats",), ("generate",), ("lake",), ("lake", "drop")}
 

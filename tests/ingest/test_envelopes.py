@@ -300,6 +300,46 @@ def test_labels_are_kept_and_name_the_client_unless_the_line_does():
     assert set(own["client_id"]) == {"tenant-7"}
 
 
+POD_UID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+CONTAINER_ID = "4f3c2b1a" * 8
+
+
+@pytest.mark.parametrize("relative", [
+    f"var/log/pods/voice_voicebot-7d9f8b6c5d-x2x9k_{POD_UID}/voicebot/0.log",
+    f"var/log/pods/voice_voicebot-7d9f8b6c5d-x2x9k_{POD_UID}/voicebot/0.log.20261201-101500.gz",
+    f"var/log/containers/voicebot-7d9f8b6c5d-x2x9k_voice_voicebot-{CONTAINER_ID}.log",
+])
+def test_a_cri_file_in_the_kubelets_layout_is_labelled_with_its_pod(run, tmp_path, relative):
+    """The kubelet writes no pod into a CRI line; the file's path names it, and a label names the client."""
+    import gzip
+
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True)
+    text = "\n".join(get_envelope("cri").wrap(rendered("websocket-client", "plain", noise=False), {})) + "\n"
+    path.write_bytes(gzip.compress(text.encode()) if path.name.endswith(".gz") else text.encode())
+    result = run("ingest", str(path), "--client-from", "pod")
+    assert result.exit_code == 0, result.output
+    stored = run.json("SELECT DISTINCT client_id, labels FROM closures")
+    assert len(stored) == 1
+    assert stored[0]["client_id"] == "voicebot-7d9f8b6c5d-x2x9k"
+    assert json.loads(stored[0]["labels"]) == {"pod": "voicebot-7d9f8b6c5d-x2x9k", "namespace": "voice", "container": "voicebot"}
+
+
+def test_a_cri_file_in_the_kubelets_layout_names_its_container_as_client_by_default(run, tmp_path):
+    path = tmp_path / f"var/log/pods/voice_voicebot-7d9f8b6c5d-x2x9k_{POD_UID}/recognizer/0.log"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(get_envelope("cri").wrap(rendered("websocket-client", "plain", noise=False), {})) + "\n")
+    assert run("ingest", str(path)).exit_code == 0
+    assert run.json("SELECT DISTINCT client_id FROM closures") == [{"client_id": "recognizer"}]  # container before pod
+
+
+def test_a_cri_file_elsewhere_has_no_labels(run, tmp_path):
+    path = tmp_path / "exported.log"
+    path.write_text("\n".join(get_envelope("cri").wrap(rendered("websocket-client", "plain", noise=False), {})) + "\n")
+    assert run("ingest", str(path)).exit_code == 0
+    assert run.json("SELECT DISTINCT labels FROM closures") == [{"labels": None}]
+
+
 def test_pick_client_order():
     assert pick_client('{"host":"h","pod":"p"}') == "p"
     assert pick_client('{"host":"h","unit":"u.service"}') == "u.service"
