@@ -133,7 +133,7 @@ class FollowSettings(Section):
     settle_s: Seconds = Field(5.0, alias="settle")
     lateness_s: Seconds = Field(10.0, alias="lateness")
     max_chunk: ByteSize = Field(ByteSize(32 * 1024 * 1024), ge=64 * 1024, le=1024**3)
-    max_files: StrictInt = Field(1000, alias="max_files", ge=1)
+    max_files: StrictInt = Field(500, alias="max_files", ge=1, le=100_000)
 
 
 class SqlSettings(Section):
