@@ -1,5 +1,5 @@
 """Alert commands: the `alerts` group (run, status, history, silence, silences, unsilence, check,
-backtest, explain, outbox, deliver) and `scheduler`."""
+backtest, noise, explain, outbox, deliver) and `scheduler`."""
 
 from __future__ import annotations
 
@@ -335,6 +335,58 @@ def _compare(c: _Context, old_path: Path, start, end, rule_names: list[str] | No
                     "firing new": format_duration(s.new_firing_s)} for s in result.summary]
         if summary:
             print_frame(pl.DataFrame(summary), output)
+
+
+@alerts.command()
+@click.option("--from", "start", required=True, help="Start of the range: ISO time (UTC unless it says otherwise) or a duration ago like 7d.")
+@click.option("--to", "end", required=True, help="End of the range, same forms.")
+@click.option("--target", help="A budget of notifications, like 5/w (or 1/d, 10/2w): sweep each rule's bound for the one that meets it.")
+@click.option("--rule", "rule_names", multiple=True, help="Only this rule (repeatable).")
+@rules_option
+@click.option("--format", "output", type=OUTPUT_FORMATS, default="table", show_default=True,
+              help="json: an array of one object per rule (the table's columns, and `missed`: the detections the suggested bound misses).")
+@db_option
+@click.pass_context
+def noise(ctx: click.Context, start: str, end: str, target: str | None, rule_names: tuple[str, ...], rules_path: str | None,
+          output: str) -> None:
+    """How noisy each rule would have been over a stored range, and (with --target) the bound that meets a budget.
+
+    Per rule, from backtests (nothing is written or sent): firings and
+    notifications per week, median and longest firing, flaps (fired again
+    within an hour of resolving) and the share of the time firing. With
+    --target, each threshold rule's `value` (a pattern rule's `min_count`) is
+    swept: the most sensitive bound whose notifications per week stay within
+    the target, the count a backtest with it gives, and the stored detections
+    it would have missed.
+
+    \b
+    Example:
+        closewatch alerts noise --from 28d --to 0s
+        closewatch alerts noise --from 2024-05-01 --to 2024-05-29 --target 5/w --rule disconnect-storm
+    """
+    from closewatch.alerts.noise import noise_report, parse_target
+
+    c = _context(ctx, rules_path)
+    per_week = parse_target(target) if target else None
+    rows = [row.as_dict() for row in noise_report(c.store, c.ruleset(), parse_time(start, "--from"), parse_time(end, "--to"),
+                                                  per_week, list(rule_names) or None)]
+    if output == "json":
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    shown = [{k: v for k, v in row.items() if k != "missed" and (per_week is not None or k in _NOISE_PLAIN)} for row in rows]
+    print_frame(pl.DataFrame(shown, infer_schema_length=None), output)
+    for row in rows if output == "table" else []:
+        if row["note"]:
+            err_console.print(f"{row['rule']}: {row['note']}.", highlight=False, markup=False, soft_wrap=True)
+        for found in row["missed"]:
+            Console().print(f"{row['rule']} with {row['suggested_bound']} would miss: {found['pattern']} {found['key']} "
+                            f"{found['window_start']} to {found['window_end']} ({found['count']})", highlight=False, markup=False,
+                            soft_wrap=True)
+
+
+#: The noise table's columns without --target.
+_NOISE_PLAIN = ("rule", "firings", "notifications", "firings_per_week", "notifications_per_week", "median_firing",
+                "longest_firing", "flaps", "firing_share")
 
 
 @alerts.command()
