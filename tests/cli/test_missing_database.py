@@ -29,6 +29,7 @@ NEEDS_A_DATABASE = {
     ("alerts", "silences"): [],
     ("alerts", "unsilence"): ["auth-failures"],
     ("alerts", "backtest"): ["--from", "7d", "--to", "0s"],
+    ("alerts", "noise"): ["--from", "7d", "--to", "0s"],
     ("alerts", "explain"): ["auth-failures"],
     ("alerts", "outbox"): [],
     ("alerts", "deliver"): [],
