@@ -314,12 +314,35 @@ def _upsert_batch(con: duckdb.DuckDBPyConnection, state: FollowState, done: Stor
           done.duplicates, done.rejected, state.error or "followed"])
 
 
+#: A close's identity as the pipeline computes it for its event_id (ingest/pipeline.py: time, session, code as
+#: logged, reason and client, after redaction), rebuilt from a row's columns.
+_IDENTITY = """concat_ws(chr(31), epoch_us(ts)::VARCHAR, coalesce(session_id, ''),
+                         coalesce((CASE WHEN code_inferred THEN NULL ELSE close_code END)::VARCHAR, ''),
+                         coalesce(close_reason, ''), coalesce(client_id, ''))"""
+
+#: The staged rows, their source_line moved to the file's numbering ($4 lines before the chunk). The pipeline
+#: numbers identical closes (alike in every field) within one chunk; a followed input is never read twice (its
+#: offset commits with its rows), so a row whose id this input ($3) already stored is the next occurrence of an
+#: identical close, numbered on from those stored: the id a whole-file ingest of the same lines gives it.
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
+WITH staged AS (
+    SELECT *, {_IDENTITY} AS identity FROM read_parquet('{{final}}')
+), earlier AS (
+    SELECT {_IDENTITY} AS identity, count(*) AS seen FROM closures
+    WHERE batch_id = $3 AND ts IN (SELECT ts FROM staged WHERE event_id IN (SELECT event_id FROM closures WHERE batch_id = $3))
+    GROUP BY ALL
+), numbered AS (
+    SELECT s.* EXCLUDE (identity) REPLACE (CASE
+               WHEN e.seen IS NULL THEN s.event_id  -- also every close without a time: its id is its chunk's (see pipeline)
+               ELSE md5(s.identity || '#' || (e.seen + row_number() OVER (PARTITION BY s.identity ORDER BY s.source_line) - 1)::VARCHAR)
+           END AS event_id)
+    FROM staged s LEFT JOIN earlier e ON e.identity = s.identity
+)
 SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id"
                   else "source_line + $4" if c == "source_line" else c for c in STORED_CLOSURE_COLUMNS)}, now()
-FROM read_parquet('{{final}}') AS staged
-WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = staged.event_id)
+FROM numbered
+WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = numbered.event_id)
 """
 
 

@@ -94,6 +94,32 @@ def test_new_lines_only_a_partial_last_line_waits_and_the_format_stays_with_the_
     assert store.query("SELECT min(source_line), max(source_line) FROM closures").row(0) == (1, 30)
 
 
+def test_identical_closes_read_in_two_passes_are_two_closes_but_a_restarted_reader_adds_nothing(store, tmp_path):
+    log = tmp_path / "app.log"
+    same = close_line(7).replace("sess-000007", "")  # no session id: two such closes in one second are alike in every field
+    log.write_text(lines(0, 25) + same)
+    follow = follower(store, [str(log)])
+    follow.tick()
+    with log.open("a") as handle:
+        handle.write(same)
+    follow.tick()
+    assert store.query("SELECT count(*) FROM closures WHERE session_id = ''").item() == 2
+    assert store.query("SELECT count(DISTINCT event_id) FROM closures").item() == 27
+    from closewatch.ingest.follow import StreamFollower  # the same log sent again by a restarted pipe
+
+    with log.open("rb") as stream:
+        again = StreamFollower(store, stream, "<stdin>", enrich_with_catalog(None)).start()
+        assert again.wait(30), "the stream ends"
+        assert again.flush(final=True).lines == 27
+        again.close()
+    assert store.query("SELECT count(*) FROM closures").item() == 27
+    from closewatch import jobs
+    from closewatch.ingest.sources import expand_inputs
+
+    whole = jobs.ingest(store, expand_inputs([str(log)]))[0]  # the same file loaded whole later: the same ids
+    assert (whole.accepted, whole.duplicates) == (0, 27)
+
+
 def test_a_last_line_without_newline_is_read_once_the_file_settles(store, tmp_path):
     log = tmp_path / "app.log"
     log.write_text(lines(0, 25) + close_line(25).rstrip("\n"))
