@@ -694,13 +694,16 @@ class FileFollower:
         """Every followed file's size, rate and status, and the live mark, in one short transaction."""
         with self.store.transaction() as con:
             for tracked in self.tracked.values():
-                if tracked.state.last_read_at is not None:
-                    idle = (datetime.now(UTC) - tracked.state.last_read_at).total_seconds()
-                    if idle > 2 * self.options.follow.flush_s:
-                        tracked.state.lines_per_s = 0.0
+                if _idle(tracked.state, self.options.follow.flush_s):
+                    tracked.state.lines_per_s = 0.0
                 touch_state(con, tracked.state)
             if live_until is not None:
                 write_mark(con, self.follower, live_until, self.options.follow.flush_s)
+
+
+def _idle(state: FollowState, flush_s: float) -> bool:
+    """Nothing read for two flushes: its rate is 0 lines a second now."""
+    return state.last_read_at is not None and (datetime.now(UTC) - state.last_read_at).total_seconds() > 2 * flush_s
 
 
 def _raw(tracked: Tracked) -> BinaryIO:
@@ -820,6 +823,9 @@ class StreamFollower:
         elif mark is not None:
             with self.store.transaction() as con:
                 write_mark(con, self.follower, mark, self.options.follow.flush_s)
+                if self.state.lines_per_s and _idle(self.state, self.options.follow.flush_s):
+                    self.state.lines_per_s = 0.0
+                    touch_state(con, self.state)
         with self.condition:
             del self.buffer[: len(take)]
             self.condition.notify_all()

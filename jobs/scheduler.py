@@ -174,15 +174,23 @@ class Jobs:
     nudge: Callable[[str], None] | None = None
 
     def follow(self) -> str:
-        """One pass over the [scheduler] follow files (``--once``; run_forever follows them in a thread of their own)."""
-        from closewatch.jobs.following import follow_files, read_options
+        """One pass over the [scheduler] follow files (``--once``; run_forever follows them in a thread of their own).
 
-        reports: list[str] = []
-        once = threading.Event()
+        The live mark is left to go stale by itself, so the evaluation after it judges up to now.
+        """
+        from closewatch.jobs.following import enrich_with_catalog, read_options
+        from closewatch.ingest.follow import FileFollower
+
         scheduler = self.settings.scheduler
-        follow_files(self.store, scheduler.follow, self.settings, once, read_options(self.settings, scheduler.format, tz=scheduler.tz),
-                     on_tick=lambda report: (reports.append(report.summary()), once.set()), keep_mark=True)
-        return reports[0] if reports else "no pass"
+        follower = FileFollower(self.store, scheduler.follow, enrich_with_catalog(self.settings.catalog),
+                                read_options(self.settings, scheduler.format, tz=scheduler.tz))
+        try:
+            report = follower.tick()
+        finally:
+            follower.close(drop_mark_too=False)
+        if report.errors:
+            raise AlertError(report.summary())
+        return report.summary()
 
     def ingest(self) -> str:
         scheduler = self.settings.scheduler

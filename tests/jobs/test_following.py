@@ -176,3 +176,19 @@ def test_follow_globs_in_the_config_file_are_relative_to_it_and_flush_is_a_durat
     config.write_text('[follow]\nflush = "0s"\n')
     with pytest.raises(ConfigError, match=r"\[follow\] flush must be a duration longer than 0"):
         load_settings(config)
+
+
+def test_scheduler_once_reads_the_followed_files_first_and_records_the_pass(run, store, tmp_path):
+    from tests.ingest.test_follow import lines
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.log").write_text(lines(0, 30))
+    (tmp_path / "alerts.toml").write_text(RULES)
+    result = run("scheduler", "--once", "--follow", str(tmp_path / "logs" / "*.log"), "--rules", str(tmp_path / "alerts.toml"))
+    assert result.exit_code == 0, result.output
+    assert store.query("SELECT count(*) FROM closures").item() == 30
+    runs = dict(store.query("SELECT job, outcome FROM job_runs").rows())
+    assert runs["follow"] == "ok" and runs["evaluate"] == "ok"
+    assert store.query("SELECT status FROM follow_state").item() == "following"
+    assert run("scheduler", "--once", "--follow", str(tmp_path / "logs" / "*.log"), "--rules", str(tmp_path / "alerts.toml")).exit_code == 0
+    assert store.query("SELECT count(*) FROM closures").item() == 30, "the second pass resumes at the stored offset"
