@@ -327,7 +327,11 @@ def _compare(c: _Context, old_path: Path, start, end, rule_names: list[str] | No
         return
     schema = {"rule": pl.String, "group": pl.String, "change": pl.String, "old_fired_at": pl.String, "new_fired_at": pl.String,
               "old_resolved_at": pl.String, "new_resolved_at": pl.String, "old_notifications": pl.Int64, "new_notifications": pl.Int64}
-    print_frame(pl.DataFrame(rows, schema=schema), output)
+    frame = pl.DataFrame(rows, schema=schema)
+    if output == "table":  # minutes in UTC are what a person compares; csv keeps the full ISO times
+        times = ["old_fired_at", "new_fired_at", "old_resolved_at", "new_resolved_at"]
+        frame = frame.with_columns(pl.col(times).str.slice(0, 16).str.replace("T", " "))
+    print_frame(frame, output)
     if output == "table":
         summary = [{"rule": s.rule, "only_old": s.counts["only_old"], "only_new": s.counts["only_new"], "same": s.counts["same"],
                     "moved": s.counts["moved"], "notifications/week old": round(s.old_notifications_per_week, 1),
@@ -449,7 +453,8 @@ def _print_explanation(result, rows: list[dict]) -> None:
         console.print(f"{result.rule}: no group did anything in this range (replayed from {result.replayed_from:%Y-%m-%d %H:%M} UTC); "
                       "--group or --at shows the numbers of quiet times.", highlight=False, markup=False, soft_wrap=True)
     else:
-        frame = pl.DataFrame([{"eval_time": r["eval_time"][:16].replace("T", " "), "group": r["group"], "value": r["value"],
+        frame = pl.DataFrame([{"eval_time": r["eval_time"][:16].replace("T", " "), "group": r["group"],
+                               "value": None if r["value"] is None else round(r["value"], 4),
                                "bound": r["bound"], "state": f"{r['state_before']} -> {r['state_after']}",
                                "notified": r["notified"], "reason": r["reason"]} for r in rows],
                              schema={"eval_time": pl.String, "group": pl.String, "value": pl.Float64, "bound": pl.Float64,

@@ -292,6 +292,8 @@ def show_backtest(config: queries.AlertConfig, result: BacktestResult) -> None:
                                    comparison.new if comparison is not None else None))
     when = f"between {ui.fmt_time(result.first)} and {ui.fmt_time(result.last)} UTC"
     if comparison is not None:
+        st.caption("Bands: the upper half (blue) are the firings of the rules in force, the lower half (red) those of the "
+                   "edited rules, on the same timeline; hover a band for its group and times.")
         compare_tables(comparison, result.rule, when)
     elif result.episodes:
         ui.table(pl.DataFrame([{"rule": e.rule, "group": e.group or "(all)", "pending_at": e.pending_at, "fired_at": e.fired_at,
@@ -380,10 +382,18 @@ WHY_TIMES = 240
 
 
 def show_explanation(ruleset: Any, rule: str, group: str | None, start: datetime, end: datetime | None, key: str) -> None:
-    """The rows of an explanation, the closures counted where the rule fired, with links to the Explorer."""
+    """The rows of an explanation, the closures counted where the rule fired, with links to the Explorer.
+
+    An explanation replays up to a day of warm-up, so it is kept in the session
+    (per table, rule, group and range) and the page's other reruns redraw it.
+    """
     from closewatch.alerts.explain import explain
 
-    explained = explain(shared.get_store(), ruleset, rule, start, end, group)
+    memo = st.session_state.setdefault("explanations", {})
+    asked = (key, id(ruleset), rule, group, start, end, shared.data_token(shared.get_store()))
+    if memo.get(key, (None,))[0] != asked:
+        memo[key] = (asked, explain(shared.get_store(), ruleset, rule, start, end, group))
+    explained = memo[key][1]
     if not explained.steps:
         st.info(f"{rule}: no group held or changed state in this range.")
         return
@@ -426,17 +436,23 @@ def why_section(config: queries.AlertConfig) -> None:
         until = row["evaluated_to"] or datetime.now(UTC)
         step = timedelta(seconds=rule.every_s)
         since = max((row["pending_since"] or row["fired_at"] or until) - 2 * step, until - WHY_TIMES * step)
-        show_explanation(config.ruleset, rule.name, row["group"] or None, since, until, "why_group_table")
-        return
-    left, middle, right = st.columns(3)
-    name = left.selectbox("Rule", [r.name for r in config.ruleset.rules], key="why_rule")
-    group = middle.text_input("Group (optional)", key="why_group", help="'client_id=acme', or just 'acme'; empty: every group.")
-    moment = right.text_input("At (UTC)", key="why_at", help="e.g. 2024-05-03 14:05, or 2h (ago); empty: the newest closure.")
+        asked = ("group", rule.name, row["group"] or None, since, until)
+    else:
+        left, middle, right = st.columns(3)
+        name = left.selectbox("Rule", [r.name for r in config.ruleset.rules], key="why_rule")
+        group = middle.text_input("Group (optional)", key="why_group", help="'client_id=acme', or just 'acme'; empty: every group.")
+        moment = right.text_input("At (UTC)", key="why_at", help="e.g. 2024-05-03 14:05, or 2h (ago); empty: the newest closure.")
+        asked = ("moment", name, group.strip() or None, moment.strip(), None)
     if st.button("Why?", icon=":material/help:", key="run_why"):
+        st.session_state["why_asked"] = asked
+    if st.session_state.get("why_asked") != asked:
+        return
+    _, name, group_key, since, until = asked
+    if isinstance(since, str):  # a moment typed by hand: empty is the newest closure
         from closewatch.alerts.explain import newest_time
 
-        at = parse_time(moment.strip(), "At") if moment.strip() else newest_time(shared.get_store())
-        show_explanation(config.ruleset, name, group.strip() or None, at, None, "why_table")
+        since = parse_time(since, "At") if since else newest_time(shared.get_store())
+    show_explanation(config.ruleset, name, group_key, since, until, "why_table")
 
 
 def _user() -> str:

@@ -687,11 +687,15 @@ def test_why_explains_a_firing_group_and_a_quiet_moment(alerted_db, monkeypatch)
     at = app(alerted_db, monkeypatch, "alerts")
     no_failures(at)
     firing = sql(alerted_db, "SELECT rule, group_key FROM alert_state WHERE state = 'firing' ORDER BY rule, group_key").rows()
+    assert firing, "the scheduler's run over the demo data left nothing firing to explain"
     choices = at.selectbox(key="why_group_choice").options
     assert len(choices) >= len(firing) + 1 and choices[-1] == "Another rule, group or moment"
-    if firing:  # the first choice is shown at once: the group's recent evaluation times, ending firing
-        why = table(at, "eval_time", "reason")
-        assert why["state"].iloc[-1].endswith("firing")
+    at.button(key="run_why").click().run()  # the first choice: the group's recent evaluation times, ending firing
+    no_failures(at)
+    why = table(at, "eval_time", "reason")
+    assert why["state"].iloc[-1].endswith("firing") and why["group"].iloc[-1] == (firing[0][1] or "")
+    at.button(key="run_backtest").click().run()  # another action: the explanation stays
+    assert table(at, "eval_time", "reason")["state"].iloc[-1].endswith("firing")
     at.selectbox(key="why_group_choice").set_value("Another rule, group or moment").run()
     at.selectbox(key="why_rule").set_value("auth-failures")
     at.text_input(key="why_at").set_value("2000-01-01 00:00")
