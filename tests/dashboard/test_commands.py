@@ -129,6 +129,52 @@ def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_pa
 
 
 @pytest.mark.slow
+def test_closewatch_up_with_the_demo_moves_the_week_to_now_and_follows_live_demo_traffic(tmp_path):
+    """The demo week ends at load time; the writer appends live traffic that the scheduler follows; SIGTERM stops all three."""
+    from datetime import UTC, datetime, timedelta
+
+    db = tmp_path / "demo.duckdb"
+    process = start(["up", "--db", str(db), "--port", str(free_port())], tmp_path)
+    try:
+        lines = wait_for_line(process, "closewatch is up:", timeout_s=240)
+        assert any("so the week ends now" in line for line in lines)
+        live = tmp_path / "demo.duckdb-logs" / "demo" / "live.log"
+
+        def followed() -> int:
+            try:
+                return Store(db).query("SELECT coalesce(sum(lines), 0) FROM follow_state WHERE path = ?", [str(live)]).item()
+            except Exception:  # the scheduler holds the file this instant
+                return 0
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and followed() < 5:
+            time.sleep(1)
+        assert followed() >= 5, "the scheduler stores the live demo traffic as it is written"
+        newest = Store(db).query("SELECT max(ts) FROM closures").item()
+        assert datetime.now(UTC) - newest < timedelta(minutes=2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert "demo writer stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_closewatch_up_without_the_demo_starts_no_writer(tmp_path):
+    port = free_port()
+    process = start(["up", "--db", str(tmp_path / "empty.duckdb"), "--port", str(port), "--no-demo"], tmp_path)
+    try:
+        wait_for_line(process, "closewatch is up:")
+        commands = [" ".join(child.cmdline()) for child in psutil.Process(process.pid).children(recursive=True)]
+        assert not any("generator.live" in c for c in commands) and not any("--follow" in c for c in commands)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
 def test_children_die_with_a_killed_parent(tmp_path):
     """SIGKILL cannot be handled, so the children ask the kernel to stop them when `closewatch` dies."""
     port = free_port()
