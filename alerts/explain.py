@@ -12,6 +12,8 @@ state was before and after that time.
 Silences are matched to evaluation times by their wall-clock span (created
 until expired or ended): live evaluation applies the silences active when it
 runs, which for logs that arrive as they happen is the same time.
+Inhibition ([[inhibit]]) is read as live evaluation reads it: from the
+source rules' stored transitions, up to their watermarks.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import polars as pl
 
 from closewatch.alerts.conditions import conditions, where_sql
 from closewatch.alerts.errors import AlertError
+from closewatch.alerts.inhibition import Firing, Inhibitor, stored_firings
+from closewatch.alerts.messages import traffic_detail
 from closewatch.alerts.model import (
     FIRING, INACTIVE, MAX_TICKS, PENDING, RESOLVED, Grid, GroupState, Notice, Transition, ceil_to, floor_to, from_us,
     seconds_us, to_us,
@@ -74,12 +78,14 @@ class Step:
     notified: bool
     silence: str | None = None
     sample: list[dict[str, Any]] = field(default_factory=list)
+    inhibited_by: str | None = None  # the firing source group that held this group back ([[inhibit]])
 
     def as_dict(self) -> dict[str, Any]:
         return {"eval_time": self.eval_time.isoformat(), "rule": self.rule, "group": self.group, "value": self.value,
                 "bound": self.bound, "holds": self.holds, "state_before": self.state_before,
                 "state_after": self.state_after, "outcome": self.outcome, "reason": self.reason,
-                "notified": self.notified, "silence": self.silence, "sample": self.sample}
+                "notified": self.notified, "silence": self.silence, "inhibited_by": self.inhibited_by,
+                "sample": self.sample}
 
 
 @dataclass
@@ -105,7 +111,8 @@ def explain(store: Store, ruleset: RuleSet, rule_name: str, start: datetime, end
     report = _report_grid(rule, start, end)
     warm = floor_to(report.first - seconds_us(warmup_s if warmup_s is not None else warmup_for(rule)), report.step)
     with store.connect(read_only=True) as con:
-        replay = _Replay(rule, group, _silences(con, rule.name), single=end is None)
+        replay = _Replay(rule, group, _silences(con, rule.name), single=end is None,
+                         inhibitor=_inhibitor(con, ruleset, rule, warm, report.last))
         if warm < report.first:
             for chunk in Grid(warm, report.first - report.step, report.step).chunks():
                 replay.run(con, chunk, report=False)
@@ -120,6 +127,15 @@ def explain(store: Store, ruleset: RuleSet, rule_name: str, start: datetime, end
                      f"({from_us(warm):%Y-%m-%d %H:%M} UTC): pending, fired and notified times before it are not known; "
                      f"a longer --warmup tells more.")
     return Explanation(rule.name, steps, from_us(warm), notes)
+
+
+def _inhibitor(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, first: int, last: int) -> Inhibitor | None:
+    """The stored firings of the rules that can hold this one back, as live evaluation read them; None if none can."""
+    sources = {entry.source for entry in ruleset.inhibit if rule.name in entry.target}
+    if not sources:
+        return None
+    firings, known = stored_firings(con, ruleset, sources, first, last)
+    return Inhibitor(ruleset, firings, known)
 
 
 def warmup_for(rule: Rule) -> float:
@@ -156,8 +172,10 @@ def _silences(con: duckdb.DuckDBPyConnection, rule: str) -> list[SilenceSpan]:
 class _Replay:
     """The states of every group of one rule, advanced one evaluation time at a time, and the rows it explains."""
 
-    def __init__(self, rule: Rule, group: str | None, silences: list[SilenceSpan], single: bool):
+    def __init__(self, rule: Rule, group: str | None, silences: list[SilenceSpan], single: bool,
+                 inhibitor: Inhibitor | None = None):
         self.rule, self.group, self.silences, self.single = rule, group, silences, single
+        self.inhibitor = inhibitor
         self.states: dict[str, GroupState] = {}
         self.steps: list[Step] = []
         self.held_at_start: set[str] = set()
@@ -196,10 +214,12 @@ class _Replay:
             silence = next((s for s in self.silences if s.covers(self.rule.name, key, tick)), None)
             value = row["value"] if row is not None else None
             extra = row["extra"] if row is not None else None
+            check = self.inhibitor.check(self.rule, st.group_values) if self.inhibitor else None
+            holder = check(tick) if check else None
             transitions, notices = advance(self.rule, st, [tick] if holds else [], [value or 0.0] if holds else [],
-                                           [extra] if holds else [], Grid(tick, tick, step), silence is not None)
+                                           [extra] if holds else [], Grid(tick, tick, step), silence is not None, check)
             if report:
-                found.append(_step(self.rule, tick, key, row, holds, before, st, transitions, notices, silence))
+                found.append(_step(self.rule, tick, key, row, holds, before, st, transitions, notices, silence, holder))
         if report:
             self.steps += self._chosen(tick, found)
 
@@ -219,15 +239,17 @@ class _Replay:
 
 
 def _step(rule: Rule, tick: int, key: str, row: dict[str, Any] | None, holds: bool, before: str, st: GroupState,
-          transitions: list[Transition], notices: list[Notice], silence: SilenceSpan | None) -> Step:
+          transitions: list[Transition], notices: list[Notice], silence: SilenceSpan | None,
+          holder: Firing | None = None) -> Step:
     moves = [t.to_state for t in transitions]
     value = _value(rule, tick, row)
-    measured = condition_text(rule, value, holds, row is not None)
+    measured = condition_text(rule, value, holds, row is not None, row["extra"] if row is not None else None)
     outcome, what = _outcome(rule, holds, before, st, moves)
     notified = bool(notices) and bool(rule.channels)
-    note = _notification_text(rule, st, moves, notices, silence)
+    note = _notification_text(rule, st, moves, notices, silence, holder)
     return Step(from_us(tick), rule.name, key, value, bound_of(rule), holds, before, st.state, outcome,
-                f"{measured}: {what}{note}", notified, silence.silence_id if silence else None)
+                f"{measured}: {what}{note}", notified, silence.silence_id if silence else None,
+                inhibited_by=holder.describe() if holder else None)
 
 
 def _unmeasured(rule: Rule, tick: int, key: str, st: GroupState | None) -> Step:
@@ -268,10 +290,19 @@ def bound_of(rule: Rule) -> float | None:
     return None
 
 
-def condition_text(rule: Rule, value: float | None, holds: bool, measured: bool) -> str:
+def condition_text(rule: Rule, value: float | None, holds: bool, measured: bool, extra: str | None = None) -> str:
     """What was measured at one time, against what, in words."""
     window = format_duration(rule.window_s)
     filters = "".join(f" {k} {'/'.join(str(v) for v in values)}" for k, values in rule.where.items())
+    if rule.kind == "threshold" and rule.metric == "per_1k_sessions":
+        numbers = traffic_detail(rule, extra, value) if measured else None
+        made_of = f" ({numbers})" if numbers else ""
+        return (f"{_num(value or 0)} closures{' with' + filters if filters else ''} per 1,000 sessions in {window}{made_of} "
+                f"(fires at {rule.op} {_num(rule.value)} with at least {rule.min_sessions} sessions)")
+    if rule.kind == "threshold" and rule.metric == "clients":
+        who = traffic_detail(rule, extra, value) if measured else "no client"
+        return (f"{who} with at least {rule.min_per_client} closures{' with' + filters if filters else ''} in {window} "
+                f"(fires at {rule.op} {_num(rule.value)} clients)")
     if rule.kind == "threshold" and rule.metric == "count":
         return f"{_num(value or 0)} closure{'' if value == 1 else 's'}{' with' + filters if filters else ''} in {window} (fires at {rule.op} {_num(rule.value)})"
     if rule.kind == "threshold":
@@ -314,7 +345,7 @@ def _outcome(rule: Rule, holds: bool, before: str, st: GroupState, moves: list[s
 
 
 def _notification_text(rule: Rule, st: GroupState, moves: list[str], notices: list[Notice],
-                       silence: SilenceSpan | None) -> str:
+                       silence: SilenceSpan | None, holder: Firing | None = None) -> str:
     """Whether a notification was queued at this time, and if one could have been and was not, why not."""
     when = lambda micros: f"{from_us(micros):%H:%M} UTC" if micros is not None else "?"
     if notices:
@@ -327,6 +358,8 @@ def _notification_text(rule: Rule, st: GroupState, moves: list[str], notices: li
     if silence is not None:
         why = f" ({silence.comment})" if silence.comment else ""
         return f"; no notification: silenced by {silence.silence_id}{why} until {from_us(silence.end):%Y-%m-%d %H:%M} UTC"
+    if holder is not None and RESOLVED not in moves and st.notified_at is None:
+        return f"; no notification: inhibited by {holder.describe()}, firing since {when(holder.start)} ([[inhibit]])"
     if RESOLVED in moves:
         return "" if not rule.resolve else "; no resolved notification: its firing was never notified"
     if st.notified_at is None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from closewatch.alerts.evaluation import evaluate
+from closewatch.alerts.explain import explain
 from closewatch.alerts.state import status
 from tests.alerts.helpers import LIVE, add, at, events, rules, steady
 
@@ -136,6 +137,9 @@ def test_per_1k_sessions_scales_with_the_client_traffic_and_states_both_numbers(
             "(alert at >= 100)") in payload["text"]
     shown = status(store, ruleset).filter(rule="drops-per-1k").select("group", "value", "detail").rows()
     assert shown == [("client_id=small", 200.0, "4 of 20 sessions")]  # alerts status: both numbers
+    [step] = explain(store, ruleset, "drops-per-1k", at(6), group="small").steps  # and explain
+    assert step.reason.startswith("200 closures with category network_abnormal per 1,000 sessions in 10m (4 of 20 sessions) "
+                                  "(fires at >= 100 with at least 10 sessions): holds; fired")
 
 
 def test_the_clients_metric_counts_clients_and_names_them(store, tmp_path):

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from closewatch.alerts.backtest import backtest
 from closewatch.alerts.evaluation import evaluate
+from closewatch.alerts.explain import explain
 from closewatch.alerts.inhibition import group_labels, sources_first
 from closewatch.alerts.model import EngineSettings
 from closewatch.alerts.rules import load_rules
@@ -67,6 +68,12 @@ def test_a_platform_alert_holds_back_the_per_client_alerts_while_it_fires(store,
         ("per-client", "client_id=solo", "firing", at(14)),
         ("per-client", "client_id=solo", "resolved", at(23)),
     ]
+    # explain says why a held-back group did not notify, and names what held it back.
+    [fired] = [s for s in explain(store, ruleset, "per-client", at(0), at(20), "a").steps if s.outcome == "fired"]
+    assert (fired.notified, fired.inhibited_by) == (False, "everyone (category=network_abnormal)")
+    assert "no notification: inhibited by everyone (category=network_abnormal), firing since" in fired.reason
+    [solo] = [s for s in explain(store, ruleset, "per-client", at(14), group="solo").steps]
+    assert solo.notified and solo.inhibited_by is None
     # The held-back groups changed state all the same.
     states = dict(store.query("SELECT group_key, state FROM alert_state WHERE rule = 'per-client'").rows())
     assert states == {"client_id=a": "resolved", "client_id=b": "resolved", "client_id=c": "resolved", "client_id=solo": "resolved"}
