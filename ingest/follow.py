@@ -37,6 +37,7 @@ This module reads and stores; the loop that calls it every ``flush`` is in
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import hashlib
 import os
@@ -497,13 +498,22 @@ class FileFollower:
 
     def _find_lost(self) -> None:
         """After a restart: states still being read whose path no longer names their file are looked for by inode."""
-        for state in [s for s in self.states.values() if s.status in ACTIVE and s.follow_id not in self.tracked]:
+        for state in [s for s in self.states.values() if s.status in ACTIVE and s.follow_id not in self.tracked and self._ours(s)]:
             path = _same_file_near(state)
             if path is not None:
                 self._track(state, path, detached=path != Path(state.path))
             else:
                 state.status, state.error = "gone", "removed while closewatch was not following it; what it held after the stored offset is lost"
                 self._save(state)
+
+    def _ours(self, state: FollowState) -> bool:
+        """Is this state's file named by our globs (or rotated out of a folder they name)? Another follower of the
+        same store (the scheduler beside `closewatch follow`) has states of its own files."""
+        path = os.path.abspath(state.path)
+        patterns = [os.path.abspath(os.path.expanduser(glob)) for glob in self.globs]
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
+            return True
+        return state.status == "rotated" and any(os.path.dirname(path) == os.path.dirname(pattern) for pattern in patterns)
 
     def _check_identity(self, tracked: Tracked, report: TickReport) -> None:
         """A truncated or rewritten file starts a new state from 0 (the old one kept as truncated)."""
@@ -551,6 +561,9 @@ class FileFollower:
                 self._adopt(path, info)
             except _Later:
                 continue
+            except FollowRaced:
+                self.loaded = False  # another follower's state for it: read the states again on the next pass
+                continue
             except _UNREADABLE as error:
                 report.errors.append(f"{path} cannot be read ({error}); it is tried again on the next pass")
 
@@ -563,7 +576,7 @@ class FileFollower:
                 continue  # nothing matches yet: a file that appears later is followed then
             for source in inputs:
                 if source.path is not None and not source.problem:
-                    paths.append(source.path)
+                    paths.append(source.path.absolute())
                 elif source.problem:
                     report.errors.append(source.problem)
         return paths
@@ -578,7 +591,7 @@ class FileFollower:
         handle, compressed, _ = _open(path)
         try:
             state = self._identify(path, key, known_state, handle, compressed, info)
-        except (_Later, *_UNREADABLE):
+        except (_Later, FollowRaced, *_UNREADABLE):
             handle.close()
             raise
         if state is None:
@@ -600,7 +613,18 @@ class FileFollower:
             if known_state is not None:
                 known_state.status, known_state.error = "gone", "its inode now holds another file"
                 self._save(known_state)
-            state = self._continuation(path, key, head) or FollowState.new("file", str(path), device=key[0], inode=key[1])
+            state = self._continuation(path, key, head) or self._new_state(path, key)
+        return state
+
+    def _new_state(self, path: Path, key: tuple[int, int]) -> FollowState:
+        """A file seen for the first time; if another follower of the same store took it meanwhile, its state."""
+        with self.store.transaction() as con:
+            row = con.execute(f"SELECT follow_id FROM follow_state WHERE kind = 'file' AND device = ? AND inode = ? "
+                              f"AND status IN {ACTIVE} ORDER BY started_at DESC LIMIT 1", list(key)).fetchone()
+            if row is not None:
+                raise FollowRaced(f"{path} is followed by another follower too; its state is read again")
+            state = FollowState.new("file", str(path), device=key[0], inode=key[1])
+            touch_state(con, state)
         return state
 
     def _continuation(self, path: Path, key: tuple[int, int], head: bytes) -> FollowState | None:

@@ -347,3 +347,22 @@ def test_ingest_follow_stdin_commits_while_the_stream_is_open_and_a_restarted_pi
     states = store.query("SELECT kind, path, status FROM follow_state ORDER BY started_at").rows()
     assert states == [("stream", "<stdin>", "ended"), ("stream", "<stdin>", "ended")]
     assert store.query("SELECT count(*) FROM follow_marks").item() == 0
+
+
+def test_two_followers_of_one_store_keep_to_their_own_files_and_share_one_they_both_name(store, tmp_path):
+    (tmp_path / "a.log").write_text(lines(0, 25))
+    (tmp_path / "b.log").write_text(lines(25, 50))
+    first = follower(store, [str(tmp_path / "a.log")])
+    second = follower(store, [str(tmp_path / "*.log")])
+    first.tick()
+    second.tick()
+    first.tick()
+    assert {Path(t.state.path).name for t in first.tracked.values()} == {"a.log"}, "not the other follower's file"
+    with (tmp_path / "a.log").open("a") as handle:
+        handle.write(lines(50, 60))
+    for _ in range(3):
+        second.tick()
+        first.tick()
+    sessions = stored_sessions(store)
+    assert len(sessions) == len(set(sessions)) == 60
+    assert store.query("SELECT count(*) FROM follow_state").item() == 2, "one state per file, whoever reads it"
