@@ -105,6 +105,14 @@ def alert_config() -> AlertConfig:
     return AlertConfig(path, load_rules(path, engine.step_s), _intervals(settings.scheduler), engine)
 
 
+def held_back(store: Store, states: pl.DataFrame, ruleset: Any) -> pl.DataFrame:
+    """``states`` with ``inhibited_by``: the firing alert that keeps each group from notifying ([[inhibit]]), as `alerts status` shows it."""
+    from closewatch.alerts.inhibition import held_back_now
+
+    with reading(store) as con:
+        return held_back_now(con, ruleset, states)
+
+
 def default_intervals() -> dict[str, float]:
     """The scheduler's built-in intervals, for when the config cannot be read."""
     return _intervals(SchedulerSettings())

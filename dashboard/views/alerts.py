@@ -142,6 +142,8 @@ def live(config: queries.AlertConfig | None) -> None:
 
     st.subheader("Current state")
     active = alerts.states.filter(pl.col("state").is_in(["firing", "pending"]))
+    if active.height and config is not None and config.ruleset.inhibit:
+        active = queries.held_back(shared.get_store(), active, config.ruleset)  # groups held back by [[inhibit]] say by what
     if active.height:
         ui.table(active, "states_table")
     elif alerts.states.height and opened.height:
