@@ -84,6 +84,8 @@ def follow_input(ctx: click.Context, target: str, format_name: str | None, envel
             with stop_on_signals() as stop:
                 follow_files(store, [target], settings, stop, options)
             return
+        if not stat.S_ISFIFO(mode):
+            raise ConfigError(f"Cannot follow {target}: it is neither a file nor a named pipe; name a log file, a pipe or - for standard input.")
     with stop_on_signals() as stop:
         if target == "-":
             total = follow_stream(store, sys.stdin.buffer, "<stdin>", settings, stop, options)

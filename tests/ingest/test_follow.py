@@ -366,3 +366,14 @@ def test_two_followers_of_one_store_keep_to_their_own_files_and_share_one_they_b
     sessions = stored_sessions(store)
     assert len(sessions) == len(set(sessions)) == 60
     assert store.query("SELECT count(*) FROM follow_state").item() == 2, "one state per file, whoever reads it"
+
+
+def test_following_what_is_not_a_file_or_a_pipe_is_one_sentence(run, tmp_path):
+    result = run("ingest", "--follow", str(tmp_path))
+    assert result.exit_code == 1 and "neither a file nor a named pipe" in result.output
+    result = run("ingest", "--follow", str(tmp_path / "missing.log"))
+    assert result.exit_code == 1 and "Cannot follow" in result.output and "Traceback" not in result.output
+    result = run("ingest", "--follow", "-", "other.log")
+    assert result.exit_code == 1 and "--follow reads one input" in result.output
+    result = run("ingest")
+    assert result.exit_code == 1 and "Name what to load" in result.output
