@@ -40,6 +40,8 @@ from closewatch.store import Store
 
 #: The warm-up replay before the first explained time is at least this long (it rebuilds pending, firing, notified).
 MIN_WARMUP_S = 86400.0
+#: ... and at most this long (a replay costs about a second per day of a busy rule).
+MAX_WARMUP_S = 31 * 86400.0
 #: Rows at one time, without --group, when nothing happens: the groups nearest to their bound.
 QUIET_GROUPS = 10
 #: Rows that get a sample of the closures counted, and closures per sample.
@@ -109,7 +111,10 @@ def explain(store: Store, ruleset: RuleSet, rule_name: str, start: datetime, end
         names = ", ".join(r.name for r in ruleset.rules)
         raise AlertError(f"No rule named '{rule_name}' in {ruleset.path} (rules: {names}); check the name.")
     report = _report_grid(rule, start, end)
-    warm = floor_to(report.first - seconds_us(warmup_s if warmup_s is not None else warmup_for(rule)), report.step)
+    warmup = warmup_s if warmup_s is not None else warmup_for(rule)
+    if not 0 <= warmup <= MAX_WARMUP_S:
+        raise AlertError(f"A warm-up of {format_duration(warmup)} is out of range: give 0s to {format_duration(MAX_WARMUP_S)}.")
+    warm = floor_to(report.first - seconds_us(warmup), report.step)
     with store.connect(read_only=True) as con:
         replay = _Replay(rule, group, _silences(con, rule.name), single=end is None,
                          inhibitor=_inhibitor(con, ruleset, rule, warm, report.last))
@@ -140,7 +145,7 @@ def _inhibitor(con: duckdb.DuckDBPyConnection, ruleset: RuleSet, rule: Rule, fir
 
 def warmup_for(rule: Rule) -> float:
     """How far before the first explained time the replay starts: long enough to rebuild for, keep_firing_for, repeats."""
-    return max(MIN_WARMUP_S, 2 * (rule.window_s + rule.for_s + rule.keep_firing_s + rule.repeat_s))
+    return min(MAX_WARMUP_S, max(MIN_WARMUP_S, 2 * (rule.window_s + rule.for_s + rule.keep_firing_s + rule.repeat_s)))
 
 
 def _report_grid(rule: Rule, start: datetime, end: datetime | None) -> Grid:

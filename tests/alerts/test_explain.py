@@ -96,6 +96,8 @@ def test_bad_requests_are_one_sentence(store, tmp_path, run):
         explain(store, ruleset, "violations", at(10), at(0))
     with pytest.raises(AlertError, match="too many to explain at once"):
         explain(store, ruleset, "violations", at(0), at(60 * 24 * 30))
+    with pytest.raises(AlertError, match="warm-up of 365d is out of range: give 0s to 31d"):
+        explain(store, ruleset, "violations", at(0), warmup_s=365 * 86400)
     add(store, steady("good", 0, 5))
     path = str(tmp_path / "alerts.toml")
     for args, message in [(["--at", "1h", "--from", "2h", "--to", "1h"], "either --at or --from/--to"),
