@@ -1064,6 +1064,17 @@ class _FileChecker:
                     self.problems.append(f"{label}, field '{key}': no rule named '{name}' (rules: {', '.join(names)})")
         if len(self.problems) > before:
             return None
+        by_name = {rule.name: rule for rule in rules}
+        checks: list[tuple[str, tuple[str, ...], list[str]]] = [
+            ("source_match", (spec.source,), list(spec.source_match)), ("target_match", spec.target, list(spec.target_match)),
+            ("equal", (spec.source, *spec.target), list(spec.equal))]
+        for key, named, labels in checks:
+            for name in named:
+                have = label_names(by_name[name])
+                missing = [one for one in labels if have is not None and one not in have]
+                if missing:
+                    self.warnings.append(f"{label}, field '{key}': rule '{name}' has no label {', '.join(missing)} "
+                                         f"(its labels: {', '.join(sorted(have or ()))}), so this entry never holds back its groups")
         return Inhibit(spec.source, spec.target, spec.source_match, spec.target_match, spec.equal, line)
 
     def _acyclic(self, entries: list[Inhibit]) -> None:
@@ -1161,6 +1172,13 @@ def _headers(pattern: re.Pattern[str], text: str) -> Iterable[tuple[int, re.Matc
         line += text.count("\n", position, match.start())
         position = match.start()
         yield line, match
+
+
+def label_names(rule: Rule) -> set[str] | None:
+    """The labels a rule's groups carry (alerts/inhibition.py); None for a sql rule, whose columns are its query's."""
+    if rule.kind == "sql" and not rule.group_by:
+        return None
+    return set(rule.labels) | set(rule.where) | set(rule.group_by) | {"rule"}
 
 
 def _unknown_rule_key(kind: str, key: str) -> str:

@@ -273,6 +273,16 @@ def test_inhibit_entries_are_parsed_with_their_lines(tmp_path):
     assert entry.line == text.splitlines().index("[[inhibit]]") + 1
 
 
+def test_an_inhibit_entry_on_labels_a_rule_lacks_is_a_warning(tmp_path):
+    ruleset = load_rules(write(tmp_path, INHIBITED + "[[inhibit]]\nsource = 'a'\ntarget = ['b']\nequal = ['category']\n"))
+    assert len(ruleset.inhibit) == 1
+    assert [w for w in ruleset.warnings if "never holds back" in w] == [
+        "inhibit #1 (line 9), field 'equal': rule 'a' has no label category (its labels: rule), so this entry never holds back its groups",
+        "inhibit #1 (line 9), field 'equal': rule 'b' has no label category (its labels: rule), so this entry never holds back its groups",
+    ]
+    assert load_rules(DEFAULT_RULES).warnings == []
+
+
 def test_a_missing_file_is_one_problem(tmp_path):
     _, problems = check_rules(tmp_path / "nope.toml")
     assert len(problems) == 1 and "does not exist" in problems[0]
