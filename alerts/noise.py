@@ -166,7 +166,8 @@ def _sweep(store: Store, ruleset: RuleSet, rule: Rule, start: datetime, end: dat
     elif rule.kind == "pattern" and rule.min_findings == 1:
         name = "min_count"
     else:
-        return None, f"no bound to sweep for a {rule.kind} rule" + (" with min_findings > 1" if rule.kind == "pattern" else "")
+        article = "an" if rule.kind[0] in "aeiou" else "a"
+        return None, f"no bound to sweep for {article} {rule.kind} rule" + (" with min_findings > 1" if rule.kind == "pattern" else "")
     candidates = _candidates(store, rule, name, start, end)
     if not candidates:
         return None, "measured nothing in the range, so there is nothing to sweep"
@@ -237,7 +238,10 @@ def _measured(store: Store, rule: Rule, start: datetime, end: datetime) -> pl.Se
 
 
 def _missed_detections(store: Store, rule: Rule, lost: list[Episode], end: datetime) -> list[dict[str, Any]]:
-    """Stored detections that overlap a firing the new bound loses, for the same group (their key is a group value)."""
+    """Stored detections that overlap a firing the new bound loses, for the same group (their key is a group value).
+
+    A pattern rule's own pattern only: its other findings for the key are other rules' business.
+    """
     if not lost:
         return []
     found: dict[str, dict[str, Any]] = {}
@@ -247,8 +251,9 @@ def _missed_detections(store: Store, rule: Rule, lost: list[Episode], end: datet
             rows = con.execute("""
                 SELECT detection_id, pattern, key, window_start, window_end, count FROM detections
                 WHERE window_end > $lo AND window_start <= $hi AND (len($keys) = 0 OR list_contains($keys, key))
+                  AND ($pattern IS NULL OR pattern = $pattern)
                 ORDER BY window_start
-            """, {"lo": episode.fired_at, "hi": episode.resolved_at or end, "keys": values}).fetchall()
+            """, {"lo": episode.fired_at, "hi": episode.resolved_at or end, "keys": values, "pattern": rule.pattern}).fetchall()
             for detection_id, pattern, key, ws, we, count in rows:
                 found.setdefault(detection_id, {"pattern": pattern, "key": key, "window_start": ws.isoformat(),
                                                 "window_end": we.isoformat(), "count": count, "rule": rule.name,

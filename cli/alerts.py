@@ -264,7 +264,10 @@ def check(ctx: click.Context, rules_path: str | None) -> None:
     for warning in ruleset.warnings:
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     kinds = ", ".join(f"{sum(r.kind == k for r in ruleset.rules)} {k}" for k in ("threshold", "pattern", "absence", "sql") if any(r.kind == k for r in ruleset.rules))
-    console.print(f"{path}: OK, {len(ruleset.rules)} rules ({kinds}), channels: {', '.join(sorted(ruleset.channels))}.", highlight=False, markup=False, soft_wrap=True)
+    entries = len(ruleset.inhibit)
+    inhibit = f", {entries} inhibit entr{'y' if entries == 1 else 'ies'}" if entries else ""
+    console.print(f"{path}: OK, {len(ruleset.rules)} rules ({kinds}){inhibit}, channels: {', '.join(sorted(ruleset.channels))}.",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @alerts.command()
@@ -377,17 +380,21 @@ def noise(ctx: click.Context, start: str, end: str, target: str | None, rule_nam
     if output == "json":
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
         return
-    shown = [{k: v for k, v in row.items() if k != "missed" and (per_week is not None or k in _NOISE_PLAIN)} for row in rows]
+    shown = [{_NOISE_HEADERS.get(k, k) if output == "table" else k: v for k, v in row.items()
+              if k != "missed" and (per_week is not None or k in _NOISE_PLAIN)} for row in rows]
     print_frame(pl.DataFrame(shown, infer_schema_length=None), output)
     for row in rows if output == "table" else []:
-        if row["note"]:
-            err_console.print(f"{row['rule']}: {row['note']}.", highlight=False, markup=False, soft_wrap=True)
         for found in row["missed"]:
             Console().print(f"{row['rule']} with {row['suggested_bound']} would miss: {found['pattern']} {found['key']} "
                             f"{found['window_start']} to {found['window_end']} ({found['count']})", highlight=False, markup=False,
                             soft_wrap=True)
 
 
+#: Short headers for the terminal table (csv and json keep the keys).
+_NOISE_HEADERS = {"notifications": "notified", "firings_per_week": "firings/w", "notifications_per_week": "notified/w",
+                  "median_firing": "median", "longest_firing": "longest", "firing_share": "firing share",
+                  "suggested_bound": "suggested", "suggested_notifications_per_week": "suggested: notified/w",
+                  "lost_firings": "lost firings", "missed_detections": "missed findings"}
 #: The noise table's columns without --target.
 _NOISE_PLAIN = ("rule", "firings", "notifications", "firings_per_week", "notifications_per_week", "median_firing",
                 "longest_firing", "flaps", "firing_share")

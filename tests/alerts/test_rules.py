@@ -343,7 +343,7 @@ def test_alerts_check_command_lists_every_problem_and_exits_1(run, tmp_path):
 def test_alerts_check_command_accepts_the_defaults_and_shows_warnings(run, tmp_path, monkeypatch):
     result = run("alerts", "check")
     assert result.exit_code == 0, result.stderr
-    assert "OK, 9 rules" in result.stdout
+    assert "OK, 9 rules (5 threshold, 3 pattern, 1 absence), 1 inhibit entry" in result.stdout
     monkeypatch.delenv("TEST_HOOK_URL", raising=False)
     result = run("alerts", "check", "--rules", str(write(tmp_path, FULL)))
     assert result.exit_code == 0 and "TEST_HOOK_URL" in result.stderr
