@@ -72,6 +72,8 @@ ACTIVE = ("following", "rotated")
 DETECT_MIN_LINES = 20
 #: A follower's mark counts this long after its last write, plus a few flushes (then it is presumed dead).
 MARK_GRACE_S = 30.0
+#: An idle follower writes its live mark this often (a pass that stores lines writes it at once).
+MARK_EVERY_S = 10.0
 #: Retired states (truncated, moved, gone, done) are kept this long, for fingerprints and the dashboard.
 KEEP_RETIRED_DAYS = 7
 _UNREADABLE = (EOFError, OSError, zlib.error)
@@ -426,6 +428,7 @@ class TickReport:
     accepted: int = 0
     files: int = 0
     caught_up: bool = True  # every file was read to its end (else the next pass should come at once)
+    marked: datetime | None = None  # the live mark written by this pass, if one was
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -454,6 +457,8 @@ class FileFollower:
         self.states: dict[str, FollowState] = {}  # every known file state, by follow_id
         self.loaded = False
         self.lock = threading.Lock()
+        self._shown: dict[str, tuple] = {}  # what was last written of each state (see _save_all)
+        self._marked_at = -MARK_EVERY_S
 
     # -- one pass -----------------------------------------------------------------
 
@@ -475,7 +480,7 @@ class FileFollower:
                 except _UNREADABLE as error:
                     self._fail(tracked, f"{tracked.state.path} cannot be read ({error}); it is tried again later", report)
             report.files = len(self.tracked)
-            self._save_all(started if report.caught_up else None)
+            report.marked = self._save_all(started if report.caught_up else None, quiet=report.lines == 0)
             return report
 
     def close(self, drop_mark_too: bool = True) -> None:
@@ -714,15 +719,34 @@ class FileFollower:
         with self.store.transaction() as con:
             touch_state(con, state)
 
-    def _save_all(self, live_until: datetime | None) -> None:
-        """Every followed file's size, rate and status, and the live mark, in one short transaction."""
+    def _save_all(self, live_until: datetime | None, quiet: bool) -> datetime | None:
+        """Every followed file's path, size, rate and status, and the live mark, in one short transaction.
+
+        A quiet pass (nothing read, nothing changed) writes only every MARK_EVERY_S, so an idle follower
+        costs little; returns the mark written, if any.
+        """
+        for tracked in self.tracked.values():
+            if _idle(tracked.state, self.options.follow.flush_s):
+                tracked.state.lines_per_s = 0.0
+        shown = {t.state.follow_id: _shown(t.state) for t in self.tracked.values()}
+        due = time.monotonic() - self._marked_at >= MARK_EVERY_S
+        if quiet and shown == self._shown and not due:
+            return None
         with self.store.transaction() as con:
             for tracked in self.tracked.values():
-                if _idle(tracked.state, self.options.follow.flush_s):
-                    tracked.state.lines_per_s = 0.0
-                touch_state(con, tracked.state)
+                if self._shown.get(tracked.state.follow_id) != shown[tracked.state.follow_id]:
+                    touch_state(con, tracked.state)
             if live_until is not None:
                 write_mark(con, self.follower, live_until, self.options.follow.flush_s)
+        self._shown = shown
+        if live_until is not None:
+            self._marked_at = time.monotonic()
+        return live_until
+
+
+def _shown(state: FollowState) -> tuple:
+    """What touch_state writes of a state (and the dashboard shows): a change means it is written again."""
+    return (state.path, state.status, state.size, state.lines_per_s, state.error, state.continued_by)
 
 
 def _idle(state: FollowState, flush_s: float) -> bool:
@@ -792,6 +816,7 @@ class StreamFollower:
         self.problem: str | None = None
         self.arrived_at = time.monotonic()
         self.drained_at: datetime | None = None  # the buffer was empty and the reader waiting, at this time
+        self.marked_at = -MARK_EVERY_S
         self.condition = threading.Condition()
         self.reader = threading.Thread(target=self._pump, name=f"read {name}", daemon=True)
 
@@ -841,10 +866,12 @@ class StreamFollower:
         done = Stored()
         if take:
             also = (lambda con: write_mark(con, self.follower, mark, self.options.follow.flush_s)) if mark else None
+            self.marked_at = time.monotonic() if mark else self.marked_at
             done = store_lines(self.store, self.state, take, count_lines(take), self.state.read_offset + len(take),
                                self.enrich, self.options, head=take if self.state.fingerprint_bytes < FINGERPRINT_BYTES else None,
                                also=also)
-        elif mark is not None:
+        elif mark is not None and time.monotonic() - self.marked_at >= MARK_EVERY_S:  # idle: a mark now and then
+            self.marked_at = time.monotonic()
             with self.store.transaction() as con:
                 write_mark(con, self.follower, mark, self.options.follow.flush_s)
                 if self.state.lines_per_s and _idle(self.state, self.options.follow.flush_s):

@@ -372,8 +372,10 @@ def start_following(jobs: Jobs) -> threading.Thread | None:
     judged = {"tick": -1}
 
     def on_tick(report) -> None:
-        tick = int((time.time() - lateness) // step)
-        if report.caught_up and tick != judged["tick"] and jobs.nudge is not None:
+        if report.marked is None or jobs.nudge is None:
+            return
+        tick = int((report.marked.timestamp() - lateness) // step)
+        if tick != judged["tick"]:
             judged["tick"] = tick
             jobs.nudge("evaluate")
 
