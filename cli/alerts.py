@@ -97,8 +97,8 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
         closewatch alerts run --rules alerts.toml --no-deliver
     """
     from closewatch.alerts.evaluation import evaluate
-    from closewatch.alerts.state import current_states
     from closewatch.alerts.outbox import deliver
+    from closewatch.alerts.state import status
 
     c = _context(ctx, rules_path)
     ruleset = c.ruleset()
@@ -113,9 +113,10 @@ def run(ctx: click.Context, rules_path: str | None, no_deliver: bool) -> None:
         with _stop_on_signals() as stop:
             delivered = deliver(c.store, ruleset, c.engine, stop=stop)
         console.print(f"Notifications: {delivered.summary()}.", highlight=False, markup=False, soft_wrap=True)
-    states = current_states(c.store)
+    states = status(c.store, ruleset)
     if states.height:
-        print_frame(states.select("rule", "group", "state", "value", "fired_at"), "table")
+        held = ["inhibited_by"] if states["inhibited_by"].is_not_null().any() else []
+        print_frame(states.select("rule", "group", "state", "value", "fired_at", *held), "table")
     if report.failures:
         ctx.exit(1)
 

@@ -119,3 +119,16 @@ def test_a_generated_platform_outage_pages_once_and_status_shows_the_held_back_c
     assert begins <= store.query("SELECT min(event_time) FROM alert_outbox").item() <= ends
     history = store.query("SELECT count(DISTINCT group_key) FROM alert_events WHERE rule = 'disconnect-storm' AND to_state = 'firing'").item()
     assert history >= 10  # every held-back client fired and resolved without a page
+
+
+def test_alerts_run_and_status_name_what_holds_a_group_back(run, store, tmp_path):
+    path = tmp_path / "alerts.toml"
+    path.write_text(RULES, encoding="utf-8")
+    add(store, [row for client in ("a", "b", "c") for row in steady(client, 0, 10, "network_abnormal")])
+    result = run("alerts", "run", "--rules", str(path), "--no-deliver")
+    assert result.exit_code == 0, result.stderr
+    assert "inhibited_by" in result.stdout and "1 notifications queued" in result.stdout
+    states = json.loads(run("alerts", "status", "--rules", str(path), "--format", "json").stdout)
+    assert {(s["rule"], s["inhibited_by"]) for s in states} == {
+        ("everyone", None), ("per-client", "everyone (category=network_abnormal)")}
+    assert [s["detail"] for s in states if s["rule"] == "everyone"] == ["3 clients (a, b, c)"]
