@@ -1,12 +1,13 @@
 """End to end in a real headless Chromium: `closewatch up` on a temporary database, then the app as a user sees it.
 
-`closewatch up` runs as a real subprocess (loading the demo logs, starting the
+`closewatch up` runs as a real subprocess (loading the demo logs, starting the live demo writer, the
 scheduler and the Streamlit server); Debian's chromium, driven by Playwright,
-opens the app, uploads a sample file, sees the counts change, runs a SQL
+sees live demo closes reach the store, pauses the writer so the numbers hold
+still, opens the app, uploads a sample file, sees the counts change, runs a SQL
 query and opens the alerts page. The screenshots it takes are the README's
 pictures: they go to test-artifacts/screenshots/, or to $CLOSEWATCH_SCREENSHOTS if set
 (`CLOSEWATCH_SCREENSHOTS=docs/images ./run test tests/dashboard/test_e2e.py` refreshes the README's).
-Finally SIGTERM must stop `up` and both of its children.
+Finally SIGTERM must stop `up` and all of its children.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ def scroll_to(locator) -> None:
     locator.page.wait_for_timeout(500)
 
 
+def steady_store(db: Path, quiet_s: float = 8, timeout_s: float = 120) -> None:
+    """Until the closure count has not changed for ``quiet_s`` (the follower has stored what was written)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = count_closures(db), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"the store kept changing for {timeout_s} s"
+        time.sleep(1)
+        now = count_closures(db)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def count_closures(db: Path) -> int:
     return Store(db, lock_timeout_s=60).query("SELECT count(*) FROM closures").item()
 
@@ -131,6 +144,17 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     page = browser_page
     children = psutil.Process(process.pid).children(recursive=True)
     assert {"scheduler", "streamlit"} <= {word for child in children for word in child.cmdline() if word in ("scheduler", "streamlit")}
+
+    # the live demo moves: its writer's closes reach the store through the scheduler's follower
+    loaded = count_closures(db)
+    deadline = time.monotonic() + 120
+    while count_closures(db) == loaded:
+        assert time.monotonic() < deadline, "no live demo traffic reached the store in 120 s"
+        time.sleep(1)
+    # then it holds still (its writer paused), so the numbers below can be checked against the store
+    [writer] = [child for child in children if "closewatch.generator.live" in child.cmdline()]
+    writer.suspend()
+    steady_store(db)
 
     # Overview on the demo data
     open_page(page, url, "Overview")
@@ -241,7 +265,8 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     open_page(page, f"{url}/reference", "Reference")
     shoot(page, "reference")
 
-    # SIGTERM stops `up` and both children cleanly
+    # SIGTERM stops `up` and its children cleanly
+    writer.resume()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=40) == 0
     _, alive = psutil.wait_procs(children, timeout=10)
