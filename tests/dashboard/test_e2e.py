@@ -139,11 +139,27 @@ def first_row(page, key: str) -> dict[str, str]:
     return {header: column_texts(page, key, header)[0] for header in headers}
 
 
+def hold_the_live_demo_still(children: list[psutil.Process], db: Path) -> psutil.Process:
+    """Pause the live demo's writer (SIGSTOP) and wait until the scheduler stored what it wrote, so the counts
+    this test compares with the pages hold still. Returns the writer, to resume before stopping `up`."""
+    writer = next(child for child in children if "closewatch.generator.live" in " ".join(child.cmdline()))
+    writer.suspend()
+    live = db.with_name(db.name + "-logs") / "demo" / "live.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        written = len(live.read_text().splitlines()) if live.exists() else 0
+        if query(db, "SELECT coalesce(sum(lines), 0) FROM follow_state").item() >= written:
+            return writer
+        time.sleep(1)
+    raise AssertionError("the scheduler did not store the live demo's lines within 60 s")
+
+
 def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     url, process, db = closewatch_up
     page = browser_page
     children = psutil.Process(process.pid).children(recursive=True)
     assert {"scheduler", "streamlit"} <= {word for child in children for word in child.cmdline() if word in ("scheduler", "streamlit")}
+    writer = hold_the_live_demo_still(children, db)
 
     # the live demo moves: its writer's closes reach the store through the scheduler's follower
     loaded = count_closures(db)
