@@ -5,9 +5,11 @@ new user sees the dashboard move and an alert fire and resolve within
 minutes. Lines are canonical JSON (the ``jsonl`` format) with the current
 time; most closes are normal, a few expire or lose the network, and every
 ``incident_every`` one client misbehaves for ``incident_for``: its chunks are
-too long (``repeated-violations``), then, next time, it opens more sessions
-than its account allows (``concurrency-saturation``), then its key is revoked
-(``auth-failures``). The log is rotated by rename past ``max_bytes``.
+too long (``repeated-violations``), then, next time, another opens more
+sessions than its account allows (``concurrency-saturation``), then a key is
+revoked (``auth-failures``); the same client has the same incident again only
+an hour later, after its alert resolved. The log is rotated by rename past
+``max_bytes``.
 
 Run it as ``python -m closewatch.generator.live LOG [--rate N] [--incident-every S]``;
 SIGTERM stops it.
@@ -31,12 +33,22 @@ CLIENTS = ("web-app", "mobile-backend", "call-center-eu", "kiosk-fleet")
 #: (code, reason, share) of the everyday closes.
 BACKGROUND = ((1000, None, 0.9), (3008, "Session Expired: Maximum session duration exceeded", 0.05),
               (1006, None, 0.05))
-#: Each incident: (client, code, reason); one after another, round and round.
+#: Each incident's close (code, reason); one kind after another, round and round ...
 INCIDENTS = (
-    ("kiosk-fleet", 3007, "Input duration violation: 1200 ms. Expected between 50 and 1000 ms"),
-    ("mobile-backend", 1008, "Too many concurrent sessions"),
-    ("web-app", 1008, "Unauthorized connection: Invalid API key"),
+    (3007, "Input duration violation: 1200 ms. Expected between 50 and 1000 ms"),
+    (1008, "Too many concurrent sessions"),
+    (1008, "Unauthorized connection: Invalid API key"),
 )
+#: ... each time from the next client of this list, so one (kind, client) comes back only every 12 incidents
+#: (an hour by default): long enough for its alert to resolve (keep_firing_for) before it fires again.
+INCIDENT_CLIENTS = ("kiosk-fleet", "mobile-backend", "web-app", "call-center-eu")
+
+
+def incident(number: int) -> tuple[str, int, str]:
+    """The ``number``-th incident (from 0): its client, code and reason."""
+    kind = number % len(INCIDENTS)
+    client = INCIDENT_CLIENTS[(number // len(INCIDENTS) + kind) % len(INCIDENT_CLIENTS)]
+    return (client, *INCIDENTS[kind])
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def next_line(rng: random.Random, traffic: LiveTraffic, started: float, clock: f
     share = traffic.incident_per_s / (traffic.incident_per_s + traffic.rate_per_s)
     now = datetime.fromtimestamp(clock, UTC)
     if number >= 1 and into < traffic.incident_for_s and rng.random() < share:  # the first comes after one interval
-        client, code, reason = INCIDENTS[(int(number) - 1) % len(INCIDENTS)]
+        client, code, reason = incident(int(number) - 1)
         return close_line(rng, now, client, code, reason)
     code, reason = rng.choices([(c, r) for c, r, _ in BACKGROUND], weights=[w for _, _, w in BACKGROUND])[0]
     return close_line(rng, now, rng.choice(CLIENTS), code, reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,17 +36,18 @@ def test_the_live_writer_appends_traffic_whose_incidents_fire_the_default_rules(
     stop = threading.Event()
     traffic = LiveTraffic(rate_per_s=20, incident_every_s=1, incident_for_s=3, incident_per_s=20, seed=7)
     writer = threading.Thread(target=run, args=(log, traffic, stop))
+    began = time.monotonic()
     writer.start()
     follower = FileFollower(store, [str(log)], enrich_with_catalog(None), ReadOptions())
     try:
-        stop.wait(3)
-        follower.tick()
+        follower.tick()  # following while the writer writes (incidents: kiosk's chunks 1-2 s in, then another kind)
+        stop.wait(max(0.0, 3.5 - (time.monotonic() - began)))
     finally:
         stop.set()
         writer.join()
     follower.tick()
     clients = dict(store.query("SELECT client_id, count(*) FROM closures WHERE category = 'input_duration_violation' GROUP BY 1").rows())
-    assert list(clients) == ["kiosk-fleet"] and clients["kiosk-fleet"] >= 5
+    assert clients.get("kiosk-fleet", 0) >= 5, clients  # the first incident
     assert is_demo_database(store, store.path)
     follower.close()
     later = datetime.now(UTC) + timedelta(minutes=2)  # two quiet minutes on: the follower has read up to then
