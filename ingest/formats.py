@@ -13,10 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from closewatch.ingest.errors import IngestError
+
+if TYPE_CHECKING:
+    import duckdb
 
 #: What every parser yields: one row per session close. ``event_id`` is set
 #: only where the log carries its own; ``ts`` is UTC.
@@ -84,10 +88,10 @@ class Format:
     sniff: Callable[[list[str]], float]
     parse: Parser
     source: str = ""  # where the format comes from (a client's public source file)
-    #: Optional whole-file reader for plain files: (path, options, staging folder) ->
-    #: StagedCounts, or None to fall back to ``parse``. It writes events-*.parquet
-    #: (EVENT_SCHEMA) and, for rejects, unfilled-rejects.parquet (source_line, reason).
-    stage_file: Callable[[Path, ParseOptions, Path], StagedCounts | None] | None = None
+    #: Optional whole-file reader for plain files: (path, options, the run's staging connection) ->
+    #: StagedCounts, or None to fall back to ``parse``. It leaves in the connection a relation
+    #: ``staged`` (EVENT_SCHEMA) and, for rejects, ``unfilled_rejects`` (source_line, reason).
+    stage_file: Callable[[Path, ParseOptions, duckdb.DuckDBPyConnection], StagedCounts | None] | None = None
 
 
 def builtin_formats() -> tuple[Format, ...]:

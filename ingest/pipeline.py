@@ -41,7 +41,7 @@ from closewatch.ingest.lines import InputTooLarge, LineReader, LongLine
 from closewatch.ingest.sources import Input
 from closewatch.ingest.staging import private_folder, staging_folder
 from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_text, redact_then_cut
-from closewatch.store import Store
+from closewatch.store import Store, first_row, scalar
 
 #: Adds the classification columns (category, severity, ...) to a frame of
 #: distinct (close_code, close_reason) pairs; may fill close_code where inferred.
@@ -153,12 +153,13 @@ def staged_input(
     with staging_folder(home) if home is not None else private_folder() as staging:
         options = replace(options, scratch=staging)
         clock = time.perf_counter()
-        sha = _parse(source, fmt, options, staging, result, progress, limits)
-        if result.accepted:
-            out_of_range = _finalise(staging, enrich, source, limits)
-            if out_of_range.height:
-                result.accepted -= out_of_range.height
-                _fill_reject_texts(source, staging, result, out_of_range, limits, "rejects-range.parquet")
+        with _staging_connection(staging, limits) as con:
+            sha = _parse(source, fmt, options, staging, con, result, progress, limits)
+            if result.accepted:
+                out_of_range = _finalise(con, staging, enrich, source, limits)
+                if out_of_range.height:
+                    result.accepted -= out_of_range.height
+                    _fill_reject_texts(source, staging, result, out_of_range, limits, "rejects-range.parquet")
         yield Staged(result, staging, sha, started, time.perf_counter() - clock)
 
 
@@ -179,7 +180,7 @@ def _choose_format(source: Input, format_name: str | None, options: ParseOptions
         return None  # unreadable from the start: reported as no known format
 
 
-def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Path,
+def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Path, con: duckdb.DuckDBPyConnection,
            result: FileResult, progress: Progress | None, limits: IngestLimits) -> str:
     """Stage the input's events and rejects; returns the content's sha256 ('' if unreadable)."""
     if fmt is None:
@@ -191,16 +192,16 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
         return "" if isinstance(digest, BaseException) else digest[0]
     result.format = fmt.name
     try:
-        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, result, progress, limits)):
-            return _stage_lines(source, fmt, options, staging, result, progress, limits)
+        if not (fmt.stage_file and source.path and _stage_fast(source, fmt, options, staging, con, result, progress, limits)):
+            return _stage_lines(source, fmt, options, staging, con, result, progress, limits)
         return result.sha256
     except InputTooLarge as error:
-        _discard(staging, result)
+        _discard(staging, con, result)
         result.status = "too_large"
         result.message = f"not loaded: {error}; split the file or raise the bound"
         return ""
     except _UNREADABLE as error:
-        _discard(staging, result)
+        _discard(staging, con, result)
         result.status = "unreadable"
         result.message = f"the file cannot be read to its end ({error}); check that it is complete and not corrupted"
         return ""
@@ -210,9 +211,9 @@ def _parse(source: Input, fmt: Format | None, options: ParseOptions, staging: Pa
             result.message = f"no session-close events found in {result.lines_read:,} lines; check the format with `closewatch formats` or pass --format"
 
 
-def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, result: FileResult,
-                progress: Progress | None, limits: IngestLimits) -> bool:
-    """A format's whole-file reader (DuckDB straight off the file), hashing in parallel.
+def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path, con: duckdb.DuckDBPyConnection,
+                result: FileResult, progress: Progress | None, limits: IngestLimits) -> bool:
+    """A format's whole-file reader (DuckDB straight off the file into ``con``), hashing in parallel.
 
     The reader may decline (returns None) when the file needs the line-by-line
     path, e.g. blank lines or unparseable records; nothing staged is kept then.
@@ -220,30 +221,32 @@ def _stage_fast(source: Input, fmt: Format, options: ParseOptions, staging: Path
     also measures the longest line, so a file with a line over the limit goes
     the line-by-line way, which rejects that line.
     """
-    digest: list = []
+    digest: list[tuple[str, int, int] | BaseException] = []
     hasher = threading.Thread(target=lambda: digest.append(_digest(source, limits, progress)))
     hasher.start()
-    counts = fmt.stage_file(source.path, options, staging)
+    assert fmt.stage_file is not None and source.path is not None  # the caller checked both
+    counts = fmt.stage_file(source.path, options, con)
     hasher.join()
-    if not digest or isinstance(digest[0], BaseException):
-        _discard(staging, result)
-        raise digest[0] if digest else EOFError("the file could not be read")
-    sha, lines, longest = digest[0]
+    outcome = digest[0] if digest else EOFError("the file could not be read")
+    if isinstance(outcome, BaseException):
+        _discard(staging, con, result)
+        raise outcome
+    sha, lines, longest = outcome
     if counts is None or counts.rows != lines or longest > limits.max_line_length:
-        _discard(staging, result)
+        _discard(staging, con, result)
         return False
     result.sha256 = sha
     result.lines_read, result.accepted, result.skipped = lines, counts.events, counts.skipped
-    unfilled = staging / "unfilled-rejects.parquet"
     if counts.rejects:
-        rejects = pl.read_parquet(unfilled)
-        unfilled.unlink()
+        rejects = con.execute("SELECT source_line, reason FROM unfilled_rejects").pl()
         _fill_reject_texts(source, staging, result, rejects, limits, "rejects-fast.parquet")
     return True
 
 
-def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Path,
+def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Path, con: duckdb.DuckDBPyConnection,
                  result: FileResult, progress: Progress | None, limits: IngestLimits) -> str:
+    """The format's parser over numbered lines, batch by batch; each batch's events go to a Parquet file
+    (so memory stays bounded), read back by ``con`` as the view ``staged``."""
     with source.open() as stream:
         hashing = _HashingReader(stream, progress)
         lines = LineReader(hashing, max_line_bytes=int(limits.max_line_length), max_total_bytes=int(limits.max_decompressed))
@@ -254,6 +257,8 @@ def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Pat
         _stage_long_lines(lines, staging / "rejects-long-last.parquet", result, limits)
         hashing.drain()
         result.lines_read = lines.lines
+    if result.accepted:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * FROM read_parquet('{_quoted(staging / 'events-*.parquet')}')")
     return hashing.hexdigest()
 
 
@@ -312,10 +317,11 @@ def _fill_reject_texts(source: Input, staging: Path, result: FileResult, rejects
     _stage_rejects(filled, staging / name, result)
 
 
-def _discard(staging: Path, result: FileResult) -> None:
+def _discard(staging: Path, con: duckdb.DuckDBPyConnection, result: FileResult) -> None:
     """An input that fails half way loads nothing: drop what was staged and zero the counts."""
     for part in staging.glob("*.parquet"):
         part.unlink()
+    con.execute("DROP VIEW IF EXISTS staged; DROP VIEW IF EXISTS unfilled_rejects; DROP TABLE IF EXISTS typed")
     result.accepted = result.rejected = result.skipped = 0
     result.first_rejects = []
 
@@ -323,8 +329,8 @@ def _discard(staging: Path, result: FileResult) -> None:
 # -- 2. finalise ---------------------------------------------------------------
 
 
-def _finalise(staging: Path, enrich: Enrich, source: Input, limits: IngestLimits) -> pl.DataFrame:
-    """Screen, redact, classify and identify every staged event into final.parquet.
+def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, source: Input, limits: IngestLimits) -> pl.DataFrame:
+    """Screen, redact, classify and identify the staged events (the view ``staged`` on ``con``) into final.parquet.
 
     Returns the events screened out (source_line, reason): a timestamp outside
     the configured years or a close code outside 0-65535 is a broken line,
@@ -346,29 +352,56 @@ def _finalise(staging: Path, enrich: Enrich, source: Input, limits: IngestLimits
     Classification and redaction of reasons and clients run in polars on the
     distinct values (few, even in huge files) and are joined back in DuckDB,
     which also computes the event ids over the whole file and spills to disk
-    rather than running out of memory.
+    rather than running out of memory. The staged rows are read in place (no
+    screened copy); the small tables go to DuckDB as Parquet written by
+    polars, which spares importing pyarrow's dataset module (and pandas) for
+    a registered frame.
     """
-    head_keys, tail_key = _prefix_keys(source)
-    with _staging_connection(staging, limits) as con:
-        con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet('{staging / 'events-*.parquet'}')")
-        con.execute(_SCREEN_SQL.format(first=limits.earliest_year, last=limits.latest_year + 1))
-        out_of_range = con.execute("SELECT source_line, why AS reason FROM screened WHERE why IS NOT NULL ORDER BY source_line").pl()
-        con.execute("CREATE VIEW parts AS SELECT * EXCLUDE (why) FROM screened WHERE why IS NULL")
-        pairs = con.execute("SELECT DISTINCT close_code, close_reason FROM parts").pl()
-        clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
-        con.register("reasons", _classified_reasons(pairs, enrich, limits).to_arrow())
-        con.register("clients", clients.with_columns(redacted=redact_then_cut(clients["client_id"], limits.max_field_length)).to_arrow())
-        con.register("line_keys", head_keys.to_arrow())
-        con.execute(_FINAL_SQL.format(final=staging / "final.parquet", secret=ANY_SECRET.replace("'", "''"), mask=MASK,
-                                      tail_key=tail_key, field=limits.max_field_length))
+    con.execute(_SCREEN_SQL.format(first=limits.earliest_year, last=limits.latest_year + 1))
+    out_of_range = con.execute("SELECT source_line, why AS reason FROM screened WHERE why IS NOT NULL ORDER BY source_line").pl()
+    con.execute("CREATE OR REPLACE TEMP VIEW parts AS SELECT * EXCLUDE (why) FROM screened WHERE why IS NULL")
+    pairs = con.execute("SELECT DISTINCT close_code, close_reason FROM parts").pl()
+    clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
+    first_untimed = scalar(con, "SELECT min(source_line) FROM parts WHERE ts IS NULL")
+    _put(con, staging, "reasons", _classified_reasons(pairs, enrich, limits))
+    _put(con, staging, "clients", clients.with_columns(redacted=redact_then_cut(clients["client_id"], limits.max_field_length)))
+    untimed = "NULL::BIGINT AS untimed_ordinal"
+    untimed_join = ""
+    if first_untimed is not None:
+        untimed, untimed_join = "u.untimed_ordinal", _UNTIMED_JOIN
+    con.execute(_FINAL_SQL.format(final=_quoted(staging / "final.parquet"), secret=ANY_SECRET.replace("'", "''"), mask=MASK,
+                                  file_key=_file_key(source, first_untimed), field=limits.max_field_length,
+                                  untimed=untimed, untimed_join=untimed_join))
     return out_of_range
+
+
+def _put(con: duckdb.DuckDBPyConnection, staging: Path, name: str, frame: pl.DataFrame) -> None:
+    """A small polars frame as a table of ``con``, through a Parquet file in the staging folder."""
+    path = staging / f"{name}.table.parquet"
+    frame.write_parquet(path)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet('{_quoted(path)}')")
+    path.unlink()
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 #: How much of a file's start identifies it for untimestamped closes (see _finalise).
 PREFIX_BYTES = 4096
 
 
-def _prefix_keys(source: Input) -> tuple[pl.DataFrame, str]:
+def _file_key(source: Input, first_untimed: int | None) -> str:
+    """The file an untimestamped close comes from, as its opening bytes (see _finalise): sha256 up to the
+    end of the line of the file's first untimestamped close if that line ends in the first PREFIX_BYTES
+    (a grown copy shares it), else of those bytes. '' when every close has a timestamp."""
+    if first_untimed is None:
+        return ""
+    head_keys, tail_key = _prefix_keys(source)
+    return head_keys.get(first_untimed, tail_key)
+
+
+def _prefix_keys(source: Input) -> tuple[dict[int, str], str]:
     """sha256 of the file's start up to the end of each line that ends in its first PREFIX_BYTES, and of those bytes.
 
     A line's key covers the bytes before its newline (not the newline), so the
@@ -383,8 +416,7 @@ def _prefix_keys(source: Input) -> tuple[pl.DataFrame, str]:
     if len(head) < PREFIX_BYTES and not head.endswith(b"\n"):
         ends.append(len(head))  # the whole file is in the head: its last line ends at the end
     keys = {number: hashlib.sha256(head[:end]).hexdigest() for number, end in enumerate(ends, start=1)}
-    frame = pl.DataFrame({"line": list(keys), "key": list(keys.values())}, schema={"line": pl.Int64, "key": pl.String})
-    return frame, hashlib.sha256(head).hexdigest()
+    return keys, hashlib.sha256(head).hexdigest()
 
 
 def _classified_reasons(pairs: pl.DataFrame, enrich: Enrich, limits: IngestLimits) -> pl.DataFrame:
@@ -414,7 +446,7 @@ _NULL_CODE = -(2**31)
 _NULL_TEXT = "\x1f"  # chr(31): never a whole reason text
 
 _SCREEN_SQL = """
-CREATE TABLE screened AS
+CREATE OR REPLACE TEMP VIEW screened AS
 SELECT *, CASE
     WHEN ts IS NOT NULL AND (ts < make_timestamptz({first}, 1, 1, 0, 0, 0, 'UTC') OR ts >= make_timestamptz({last}, 1, 1, 0, 0, 0, 'UTC'))
         THEN 'Timestamp ' || strftime(ts AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ')
@@ -426,10 +458,10 @@ END AS why
 FROM staged
 """
 
-#: The file an untimestamped close comes from, as its opening bytes: up to the end of the line of the
-#: file's first untimestamped close (at most PREFIX_BYTES), which a grown copy shares.
-_FILE_KEY = """SELECT coalesce(any_value(k.key), '{tail_key}')
-               FROM (SELECT min(source_line) AS line FROM parts WHERE ts IS NULL) m LEFT JOIN line_keys k ON k.line = m.line"""
+#: An untimestamped close's ordinal among the file's untimestamped closes (joined only when there are any).
+_UNTIMED_JOIN = """
+        LEFT JOIN (SELECT source_line AS line, row_number() OVER (ORDER BY source_line) AS untimed_ordinal
+                   FROM parts WHERE ts IS NULL) u ON u.line = p.source_line"""
 
 _FINAL_SQL = f"""
 COPY (
@@ -437,13 +469,12 @@ COPY (
         SELECT p.*,
                left(CASE WHEN regexp_matches(p.session_id, '{{secret}}') THEN '{{mask}}' ELSE p.session_id END, {{field}}) AS session_clean,
                r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
-               c.redacted AS client_clean,
-               CASE WHEN p.ts IS NULL THEN row_number() OVER (PARTITION BY p.ts IS NULL ORDER BY p.source_line) END AS untimed_ordinal
+               c.redacted AS client_clean, {{untimed}}
         FROM parts p
         JOIN reasons r ON coalesce(p.close_code, {_NULL_CODE}) = r.key_code AND coalesce(p.close_reason, chr(31)) = r.key_reason
-        LEFT JOIN clients c ON p.client_id = c.client_id
+        LEFT JOIN clients c ON p.client_id = c.client_id{{untimed_join}}
     ), identified AS (
-        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, 'untimed:' || ({_FILE_KEY}) || ':' || untimed_ordinal::VARCHAR),
+        SELECT *, concat_ws(chr(31), coalesce(epoch_us(ts)::VARCHAR, 'untimed:{{file_key}}:' || untimed_ordinal::VARCHAR),
                             coalesce(session_clean, ''), coalesce(close_code::VARCHAR, ''), coalesce(reason_redacted, ''),
                             coalesce(client_clean, '')) AS identity
         FROM e
@@ -468,7 +499,17 @@ def _staging_connection(staging: Path, limits: IngestLimits) -> duckdb.DuckDBPyC
 
 def _load(store: Store, staging: Path, result: FileResult, sha: str, started: datetime, parse_s: float,
           limits: IngestLimits) -> None:
-    """Append the staged file in one transaction: events (deduplicated), rejects, batch row."""
+    """Append the staged file in one transaction: events (deduplicated), rejects, batch row.
+
+    The duplicate check reads only the stored closures that could be the same
+    events: an event id includes the event's time, so a stored duplicate of a
+    timestamped event has that very time, and only rows within the file's
+    first and last timestamp are compared (DuckDB skips the other row groups
+    by their min/max); an untimestamped event can only match another
+    untimestamped one, so those are compared with the stored rows without a
+    timestamp, and only when the file has any. The cost of an append then
+    follows the file and the stored rows of its period, not the whole store.
+    """
     clock = time.perf_counter()
     final = staging / "final.parquet"
     reject_parts = [str(p) for p in sorted(staging.glob("rejects-*.parquet"))]
@@ -476,7 +517,9 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         con.execute(f"SET memory_limit = '{limits.duckdb_memory_limit}'")
         con.execute("SET temp_directory = ?", [str(staging / "spill")])
         if final.exists():
-            inserted = con.execute(_INSERT_SQL.format(final=final), [result.source, result.format, result.batch_id]).fetchone()[0]
+            first, last, untimed = first_row(con, f"SELECT min(ts), max(ts), count(*) - count(ts) FROM read_parquet('{_quoted(final)}')")
+            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=_stored_ids(first, last, untimed)),
+                              [result.source, result.format, result.batch_id])
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
         if reject_parts:
@@ -490,13 +533,20 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         )
 
 
+def _stored_ids(first: datetime | None, last: datetime | None, untimed: int) -> str:
+    """The stored event ids a file's events may repeat (see _load), as SQL: literals, so DuckDB prunes by them."""
+    parts = []
+    if first is not None and last is not None:
+        parts.append(f"SELECT event_id FROM closures WHERE ts BETWEEN '{first.isoformat()}'::TIMESTAMPTZ AND '{last.isoformat()}'::TIMESTAMPTZ")
+    if untimed:
+        parts.append("SELECT event_id FROM closures WHERE ts IS NULL")
+    return " UNION ALL ".join(parts) or "SELECT NULL::VARCHAR AS event_id WHERE false"
+
+
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
 SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
-FROM (
-    SELECT * FROM read_parquet('{{final}}')
-) AS staged
-WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = staged.event_id)
+FROM read_parquet('{{final}}') AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
 """
 
 

@@ -17,8 +17,7 @@ import polars as pl
 
 from closewatch.ingest.fields import ALIASES, ALL_NAMES, KNOWN_REASON_SQL, TYPING_SQL, finish, has_frames, missing_names, to_events
 from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts
-
-
+from closewatch.store import first_row
 
 _JSON_ROWS_SQL = f"""
     CREATE OR REPLACE TEMP VIEW rows AS
@@ -71,46 +70,47 @@ def _typing_connection(options: ParseOptions, spill: Path | None = None) -> duck
     return con
 
 
-def stage_json_file(path: Path, options: ParseOptions, staging: Path) -> StagedCounts | None:
-    """The fast path for JSON-lines files: DuckDB's own reader straight off the file.
+def stage_json_file(path: Path, options: ParseOptions, con: duckdb.DuckDBPyConnection) -> StagedCounts | None:
+    """The fast path for JSON-lines files: DuckDB's own reader straight off the file, into ``con``.
 
+    One pass reads and types every line into a table of the run's staging
+    connection (``con``, which spills to disk beyond its memory bound), so no
+    intermediate file is written: the view ``staged`` has the events
+    (EVENT_SCHEMA), ``unfilled_rejects`` the rejects (source_line, reason).
     It needs a clean file: any line DuckDB cannot read as a JSON object, a
     blank line (line numbers would shift) or an API frame (which needs joining)
-    sends the file down the line-by-line path instead (returns None).
+    sends the file down the line-by-line path instead (returns None, and
+    nothing is left in ``con``).
     """
-    typed = staging / "typed.parquet"
     columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in ALL_NAMES) + "}"
     compression = "gzip" if _is_gzip(path) else "uncompressed"
-    with _typing_connection(options, staging / "spill") as con:
-        try:
-            con.execute(f"""
-                CREATE TEMP VIEW rows AS
-                SELECT row_number() OVER () AS source_line, NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error, *
-                FROM read_json('{_quoted(path)}', columns = {columns}, format = 'newline_delimited',
-                               compression = '{compression}', maximum_object_size = 16777216)
-            """)
-            con.execute(f"COPY ({TYPING_SQL}) TO '{typed}' (FORMAT parquet)")
-        except duckdb.Error:
-            typed.unlink(missing_ok=True)
-            return None
-        return _split_typed(con, typed, staging)
+    con.execute(f"SET TimeZone = '{options.tz}'")
+    try:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW rows AS
+            SELECT row_number() OVER () AS source_line, NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error, *
+            FROM read_json('{_quoted(path)}', columns = {columns}, format = 'newline_delimited',
+                           compression = '{compression}', maximum_object_size = 16777216)
+        """)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS {TYPING_SQL}")
+    except duckdb.Error:
+        con.execute("DROP TABLE IF EXISTS typed")
+        return None
+    return _split_typed(con)
 
 
-def _split_typed(con: duckdb.DuckDBPyConnection, typed: Path, staging: Path) -> StagedCounts | None:
+def _split_typed(con: duckdb.DuckDBPyConnection) -> StagedCounts | None:
     is_event = f"(close_code IS NOT NULL OR {KNOWN_REASON_SQL})"
-    rows, rejects, events, frames = con.execute(f"""
+    rows, rejects, events, frames = first_row(con, f"""
         SELECT count(*), count(reject_reason), count(*) FILTER (WHERE reject_reason IS NULL AND {is_event}),
                count(*) FILTER (WHERE lower(type) IN ('begin', 'error', 'termination'))
-        FROM '{typed}'
-    """).fetchone()
+        FROM typed
+    """)
     if frames:
-        typed.unlink()
+        con.execute("DROP TABLE typed")
         return None
-    event_columns = ", ".join(EVENT_SCHEMA)
-    con.execute(f"COPY (SELECT {event_columns} FROM '{typed}' WHERE reject_reason IS NULL AND {is_event}) TO '{staging / 'events-fast.parquet'}' (FORMAT parquet)")
-    if rejects:
-        con.execute(f"COPY (SELECT source_line, reject_reason AS reason FROM '{typed}' WHERE reject_reason IS NOT NULL) TO '{staging / 'unfilled-rejects.parquet'}' (FORMAT parquet)")
-    typed.unlink()
+    con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT {', '.join(EVENT_SCHEMA)} FROM typed WHERE reject_reason IS NULL AND {is_event}")
+    con.execute("CREATE OR REPLACE TEMP VIEW unfilled_rejects AS SELECT source_line, reject_reason AS reason FROM typed WHERE reject_reason IS NOT NULL")
     return StagedCounts(rows=rows, events=events, rejects=rejects, skipped=rows - events - rejects)
 
 

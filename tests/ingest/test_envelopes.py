@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
 
+import duckdb
 import polars as pl
 import pytest
 from closewatch.ingest.clients import RENDERERS_TIMED, noise_lines
@@ -431,11 +432,10 @@ def test_a_jsonl_line_with_only_a_message_is_skipped_not_a_closure(tmp_path, fas
     if fast_path:
         path = tmp_path / "app.jsonl"
         path.write_text("\n".join(lines) + "\n")
-        staging = tmp_path / "stage"
-        staging.mkdir()
-        counts = stage_json_file(path, ParseOptions(), staging)
-        assert (counts.events, counts.skipped, counts.rejects) == (3, 2, 0)
-        reasons = pl.read_parquet(staging / "events-fast.parquet")["close_reason"].to_list()
+        with duckdb.connect() as con:
+            counts = stage_json_file(path, ParseOptions(), con)
+            assert counts is not None and (counts.events, counts.skipped, counts.rejects) == (3, 2, 0)
+            reasons = con.execute("SELECT close_reason FROM staged ORDER BY source_line").pl()["close_reason"].to_list()
     else:
         out = list(get_format("jsonl").parse(iter_line_batches(stream_of(("\n".join(lines) + "\n").encode())), ParseOptions()))
         assert sum(o.skipped for o in out) == 2

@@ -1,0 +1,89 @@
+"""How long the CLI takes to start and answer, against Python importing duckdb and running the same query.
+
+Times, each as a fresh subprocess, the median of --runs:
+  * the baseline: ``python -c "import duckdb; duckdb.connect(db, read_only=True).execute(Q).fetchall()"``
+    with Q the count of closures (and, for ``info``, info's own query);
+  * ``closewatch --help``, ``closewatch sql "select count(*) from closures"`` and ``closewatch info``.
+Prints each one's seconds and its ratio to the baseline (issue 16's target: at most 1.5).
+
+    python bench/bench_cli_start.py                 # a store of 100,000 closures, 5 runs each
+    python bench/bench_cli_start.py --rows 1000000 --runs 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import result
+
+COUNT = "select count(*) from closures"
+#: closewatch info's query (cli/core.py), so the baseline does the same work.
+INFO = """SELECT (SELECT max(version) FROM schema_version), (SELECT count(*) FROM closures), (SELECT count(*) FROM ingest_batches),
+          (SELECT count(*) FROM rejects), (SELECT min(ts) FROM closures), (SELECT max(ts) FROM closures),
+          (SELECT count(DISTINCT client_id) FROM closures)"""
+TARGET = 1.5
+
+
+def baseline(db: Path, query: str) -> list[str]:
+    code = f"import duckdb; print(duckdb.connect({str(db)!r}, read_only=True).execute({query!r}).fetchall())"
+    return [sys.executable, "-c", code]
+
+
+def closewatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "closewatch.cli", *args]
+
+
+def median_seconds(argv: list[str], runs: int) -> float:
+    """The median wall time of ``runs`` runs of a command (after one unmeasured run that warms the page cache)."""
+    times = []
+    for run in range(runs + 1):
+        clock = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if run:
+            times.append(time.perf_counter() - clock)
+    return statistics.median(times)
+
+
+def build_store(db: Path, rows: int) -> None:
+    from bench.stores import build_closures_store
+    from closewatch.store import Store
+
+    build_closures_store(Store(db), rows, seed=3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000, help="closures in the store the commands read")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--db", type=Path, help="an existing store to read (default: one built in a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or Path(tmp) / "cli.duckdb"
+        if not db.exists():
+            build_store(db, args.rows)
+        base_count = median_seconds(baseline(db, COUNT), args.runs)
+        base_info = median_seconds(baseline(db, INFO), args.runs)
+        result("cli-start/baseline-count", base_count, "s")
+        result("cli-start/baseline-info", base_info, "s")
+        figures = {
+            "help": (closewatch("--help"), base_count),
+            "sql": (closewatch("--db", str(db), "sql", COUNT), base_count),
+            "info": (closewatch("--db", str(db), "info"), base_info),
+        }
+        for name, (argv, base) in figures.items():
+            seconds = median_seconds(argv, args.runs)
+            result(f"cli-start/{name}", seconds, "s")
+            result(f"cli-start/{name}/ratio", seconds / base, "x", TARGET)
+    print("baseline: python importing duckdb and running the same query; machine load makes these figures noisy")
+
+
+if __name__ == "__main__":
+    main()
