@@ -12,14 +12,16 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import polars as pl
 from rich.console import Console
 
 from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, get_settings, get_store, print_frame
 from closewatch.durations import format_duration, parse_duration, parse_time
-from closewatch.settings import Settings
+
+if TYPE_CHECKING:  # every command starts without the settings' pydantic models until it reads them
+    from closewatch.settings import Settings
 
 RULES_HELP = "The rules file (default: `rules` under [alerts] in closewatch.toml, else ./alerts.toml, else the shipped defaults)."
 
@@ -313,6 +315,8 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
     if output == "json":
         sys.stdout.write(json.dumps([e.as_dict() for e in episodes], indent=None) + "\n")
         return
+    import polars as pl
+
     schema = {"rule": pl.String, "group": pl.String, "pending_at": pl.String, "fired_at": pl.String,
               "resolved_at": pl.String, "peak_value": pl.Float64, "notifications": pl.Int64}
     print_frame(pl.DataFrame([e.as_dict() for e in episodes], schema=schema), output)
@@ -456,6 +460,8 @@ def explain(ctx: click.Context, rule: str, group: str | None, at: str | None, st
 
 def _print_explanation(result, rows: list[dict]) -> None:
     """The rows as a table, then the closures counted at the first rows that did something, then the notes."""
+    import polars as pl
+
     console = Console()
     if not rows:
         console.print(f"{result.rule}: no group did anything in this range (replayed from {result.replayed_from:%Y-%m-%d %H:%M} UTC); "

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import polars as pl
 
 from closewatch.cli.kit import OUTPUT_FORMATS, db_option, err_console, existing_store, get_settings, print_frame
 from closewatch.durations import parse_time
 from closewatch.vocabulary import Severity
+
+if TYPE_CHECKING:  # imported where used: every command starts without polars
+    import polars as pl
 
 #: Most severe first.
 _SEVERITY_ORDER = {severity.value: rank for rank, severity in enumerate(reversed(Severity))}
@@ -55,6 +58,8 @@ def analyze(ctx: click.Context, since: str | None, until: str | None, thresholds
 
 def _for_output(findings: pl.DataFrame, output: str) -> pl.DataFrame:
     """Most severe first; the table leaves out ids and evidence, csv joins evidence with spaces."""
+    import polars as pl
+
     ordered = findings.sort(
         pl.col("severity").replace_strict(_SEVERITY_ORDER, default=9), "pattern", "key", "window_start"
     )

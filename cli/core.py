@@ -19,14 +19,9 @@ from closewatch.cli.kit import (
     print_frame,
 )
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+
+# rich's progress and table modules, polars and the stages are imported by the commands that use them,
+# so `closewatch --help`, `sql` and `info` start at once (bench/bench_cli_start.py).
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
@@ -110,6 +105,7 @@ def _ingest_with_spark(ctx: click.Context, paths: tuple[str, ...], format_name: 
     from closewatch.errors import ConfigError
     from closewatch.ingest.sources import expand_inputs
     from closewatch.jobs.spark import ingest_to_lake
+    from rich.table import Table
 
     settings = get_settings(ctx)
     lake = lake_option or settings.store.lake
@@ -149,6 +145,8 @@ class _progress_display:
     """A rich progress bar per large input, shown only on a terminal."""
 
     def __init__(self, inputs):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
         large = any((source.size or 0) >= PROGRESS_MIN_BYTES for source in inputs)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
@@ -173,6 +171,8 @@ class _progress_display:
 
 
 def _print_ingest_summary(results) -> None:
+    from rich.table import Table
+
     table = Table(title="Ingest summary", title_justify="left")
     for name in ["file", "format", "read", "accepted", "duplicates", "rejected", "skipped"]:
         table.add_column(name, justify="left" if name in ("file", "format") else "right")
@@ -279,20 +279,23 @@ def info(ctx: click.Context) -> None:
     Example:
         closewatch --db demo.duckdb info
     """
+    from closewatch.store import first_row
+
     store = existing_store(ctx)
-    frame = store.query("""
-        SELECT (SELECT max(version) FROM schema_version) AS schema_version,
-               (SELECT count(*) FROM closures) AS closures,
-               (SELECT count(*) FROM ingest_batches) AS batches,
-               (SELECT count(*) FROM rejects) AS rejects,
-               (SELECT min(ts) FROM closures) AS first_close,
-               (SELECT max(ts) FROM closures) AS last_close,
-               (SELECT count(DISTINCT client_id) FROM closures) AS clients
-    """)
-    row = frame.row(0, named=True)
+    with store.connect(read_only=True) as con:  # one row: fetched as a tuple, without making a polars frame
+        row = first_row(con, """
+            SELECT (SELECT max(version) FROM schema_version) AS schema_version,
+                   (SELECT count(*) FROM closures) AS closures,
+                   (SELECT count(*) FROM ingest_batches) AS batches,
+                   (SELECT count(*) FROM rejects) AS rejects,
+                   (SELECT min(ts) FROM closures) AS first_close,
+                   (SELECT max(ts) FROM closures) AS last_close,
+                   (SELECT count(DISTINCT client_id) FROM closures) AS clients
+        """)
+        names = [column[0] for column in con.description or []]
     console = Console()
     console.print(f"database: {store.path.resolve()}", highlight=False)
-    for key, value in row.items():
+    for key, value in zip(names, row, strict=True):
         console.print(f"{key}: {value if value is not None else '-'}", highlight=False)
 
 

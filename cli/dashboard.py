@@ -17,10 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -28,8 +27,10 @@ from rich.console import Console
 from closewatch.cli.kit import db_option, err_console, existing_store, get_settings, get_store
 from closewatch.cli.probe import PageNotRendered, render_page
 from closewatch.errors import ClosewatchError
-from closewatch.settings import DashboardSettings, Settings
-from closewatch.store import Store
+
+if TYPE_CHECKING:  # annotations only: every command starts without pydantic's models and duckdb
+    from closewatch.settings import DashboardSettings, Settings
+    from closewatch.store import Store
 
 APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
 DEMO = Path(__file__).resolve().parents[1] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
@@ -90,6 +91,9 @@ def url_of(address: str, port: int) -> str:
 
 def wait_ready(url: str, children: list[Child], timeout_s: float = READY_TIMEOUT_S) -> None:
     """Poll Streamlit's health endpoint until it answers; a child that dies meanwhile is an error."""
+    import urllib.error
+    import urllib.request  # here, not at the top: the other commands start without it
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for child in children:

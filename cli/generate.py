@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import click
-from closewatch.generator import traffic as generator
-from rich.console import Console
-from rich.table import Table
+from closewatch.generator import defaults
 
 
 def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -18,15 +16,15 @@ def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:
 
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--days", type=int, default=generator.DEFAULT_DAYS, show_default=True, help="Number of days of traffic.")
-@click.option("--sessions-per-day", type=int, default=generator.DEFAULT_SESSIONS_PER_DAY, show_default=True,
+@click.option("--days", type=int, default=defaults.DEFAULT_DAYS, show_default=True, help="Number of days of traffic.")
+@click.option("--sessions-per-day", type=int, default=defaults.DEFAULT_SESSIONS_PER_DAY, show_default=True,
               help="Average session closes per day, over all clients (weekends are quieter).")
-@click.option("--clients", type=int, default=generator.DEFAULT_CLIENTS, show_default=True,
+@click.option("--clients", type=int, default=defaults.DEFAULT_CLIENTS, show_default=True,
               help="Number of client applications; the first seven each carry one incident.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed writes the same bytes.")
 @click.option("--formats", "formats", multiple=True, metavar="NAMES",
               help="Only these formats (comma-separated or repeated); default: every format `closewatch formats` lists.")
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=generator.DEFAULT_START.isoformat(),
+@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default=defaults.DEFAULT_START.isoformat(),
               show_default=True, help="First day (UTC) of the generated period.")
 @click.option("--gzip", "compress", is_flag=True, help="Write every log gzip-compressed (.gz).")
 @click.option("--no-incidents", is_flag=True, help="Background traffic only: no injected incidents.")
@@ -54,6 +52,8 @@ def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: 
         closewatch generate k8s/ --days 1 --formats websocket-client --envelope cri
         closewatch ingest demo/ && closewatch analyze
     """
+    from closewatch.generator import traffic as generator
+
     config = generator.GeneratorConfig(
         days=days, sessions_per_day=sessions_per_day, clients=clients, seed=seed,
         formats=_parse_formats(formats), start=date(start.year, start.month, start.day), gzip=compress,
@@ -65,6 +65,9 @@ def generate(outdir: str, days: int, sessions_per_day: int, clients: int, seed: 
 
 
 def _print_summary(outdir: str, manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     files = Table(title=f"Generated {manifest['events']:,} closes in {len(manifest['files'])} files under {outdir}",
                   title_justify="left")

@@ -10,15 +10,18 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import polars as pl
 from rich.console import Console
-from rich.table import Table
 
 from closewatch.errors import ClosewatchError, StoreError
-from closewatch.settings import Settings, load_settings
-from closewatch.store import Store
+
+if TYPE_CHECKING:  # imported where used, so `closewatch --help` and the quick commands start at once (bench/bench_cli_start.py)
+    import polars as pl
+
+    from closewatch.settings import Settings
+    from closewatch.store import Store
 
 err_console = Console(stderr=True)
 OUTPUT_FORMATS = click.Choice(["table", "csv", "json"])
@@ -56,12 +59,16 @@ def out_console() -> Console:
 
 def get_settings(ctx: click.Context) -> Settings:
     """The settings from the options (--config, --db, --lock-timeout, --lake), the environment and the config file."""
+    from closewatch.settings import load_settings
+
     return load_settings(ctx.obj.get("config"), db=ctx.obj.get("db"), lock_timeout_s=ctx.obj.get("lock_timeout"),
                          lake=ctx.obj.get("lake"))
 
 
 def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
     """The store the settings name, with a notice on stderr while it waits for a lock."""
+    from closewatch.store import Store
+
     settings = settings or get_settings(ctx)
     return Store(
         settings.db,
@@ -97,6 +104,8 @@ def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
 
 def print_frame(frame: pl.DataFrame, output: str) -> None:
     """Print rows as a rich table, CSV, or one JSON array of objects."""
+    from rich.table import Table
+
     frame = plain_numbers(frame)
     if output == "csv":
         sys.stdout.write(frame.write_csv())
@@ -116,6 +125,8 @@ def print_frame(frame: pl.DataFrame, output: str) -> None:
 
 def plain_numbers(frame: pl.DataFrame) -> pl.DataFrame:
     """DuckDB's sum() and count-like results arrive as DECIMAL(38, 0); print them as numbers, not strings."""
+    import polars as pl
+
     return frame.with_columns(
         pl.col(name).cast(pl.Int64 if dtype.scale == 0 and _fits_int64(frame[name]) else pl.Float64)
         for name, dtype in frame.schema.items()

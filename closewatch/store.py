@@ -24,15 +24,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from closewatch import lake as lakes
 from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
 from closewatch.schema import LATEST, MIGRATIONS
+
+if TYPE_CHECKING:  # polars is imported by duckdb's .pl() where a frame is made, not by every user of the store
+    import polars as pl
 
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 #: Waits between tries while the file is locked: 0.05 s, doubling, at most 1 s.

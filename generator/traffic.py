@@ -52,12 +52,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from closewatch.generator.defaults import DEFAULT_CLIENTS, DEFAULT_DAYS, DEFAULT_SESSIONS_PER_DAY, DEFAULT_START
 from closewatch.ingest.errors import IngestError
 
-DEFAULT_START = date(2026, 11, 16)  # a Monday; fixed so that the default output never changes
-DEFAULT_DAYS = 7
-DEFAULT_SESSIONS_PER_DAY = 3000
-DEFAULT_CLIENTS = 16
 MANIFEST_VERSION = 1
 
 DAY_MS = 86_400_000
