@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import result
+
 REASONS = [
     (1000, ""),
     (1006, "connection lost"),
@@ -87,8 +91,13 @@ def main() -> None:
     ours_s, ours_mb = run_measured([sys.executable, "-m", "closewatch.cli", "--db", str(ours_db), "ingest", str(data)])
     print(f"duckdb read_json : {raw_s:7.2f} s  {args.lines / raw_s:12,.0f} events/s  peak RSS {raw_mb:7.0f} MB")
     print(f"closewatch ingest: {ours_s:7.2f} s  {args.lines / ours_s:12,.0f} events/s  peak RSS {ours_mb:7.0f} MB")
-    print(f"ratio ours/raw   : {ours_s / raw_s:.2f}  (target <= 1.5)")
-    print(f"machine: {os.cpu_count()} cores; other load on the machine makes these figures noisy")
+    size = f"{args.lines / 1e6:g}M-jsonl"
+    result(f"ingest/{size}/duckdb-read-json", raw_s, "s")
+    result(f"ingest/{size}/closewatch", ours_s, "s")
+    result(f"ingest/{size}/events-per-s", args.lines / ours_s, "lines/s")
+    result(f"ingest/{size}/ratio", ours_s / raw_s, "x", 1.5)
+    result(f"ingest/{size}/peak-rss", ours_mb, "MB", 1536 if data.stat().st_size >= 2e9 else None)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; other load on the machine makes these figures noisy")
 
 
 if __name__ == "__main__":
