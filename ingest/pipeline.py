@@ -522,8 +522,7 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         # the lock), which doubled the append's cost.
         con.execute("SET preserve_insertion_order = false")
         if final.exists():
-            first, last, untimed = first_row(con, f"SELECT min(ts), max(ts), count(*) - count(ts) FROM read_parquet('{_quoted(final)}')")
-            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=_stored_ids(first, last, untimed)),
+            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=stored_ids_sql(con, final)),
                               [result.source, result.format, result.batch_id])
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
@@ -538,8 +537,21 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         )
 
 
+def stored_ids_sql(con: duckdb.DuckDBPyConnection, closures: Path) -> str:
+    """A query of the stored event ids that staged closures (a final.parquet) may repeat: the duplicate check's scope.
+
+    Those of the stored rows within the staged rows' first and last timestamp,
+    and those without a timestamp when the staged rows have any (see _load).
+    For whoever appends staged closures in a transaction on ``con`` (the
+    followers too): ``... ANTI JOIN (<this>) AS stored ON stored.event_id = staged.event_id``.
+    """
+    first, last, untimed = first_row(con, f"SELECT min(ts), max(ts), count(*) - count(ts) FROM read_parquet('{_quoted(closures)}')")
+    return _stored_ids(first, last, untimed)
+
+
 def _stored_ids(first: datetime | None, last: datetime | None, untimed: int) -> str:
-    """The stored event ids a file's events may repeat (see _load), as SQL: literals, so DuckDB prunes by them."""
+    """The stored event ids within [first, last] and, if ``untimed``, those without a time; as SQL with
+    literals, so DuckDB skips the row groups outside the range by their min/max."""
     parts = []
     if first is not None and last is not None:
         parts.append(f"SELECT event_id FROM closures WHERE ts BETWEEN '{first.isoformat()}'::TIMESTAMPTZ AND '{last.isoformat()}'::TIMESTAMPTZ")

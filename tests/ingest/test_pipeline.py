@@ -214,3 +214,44 @@ def test_progress_reaches_the_input_size_on_both_readers(tmp_path):
         record = seen.append
         jobs.ingest(Store(tmp_path / f"{source.path is None}.duckdb"), [source], progress_for=lambda _source, record=record: record)
         assert seen and seen == sorted(seen) and seen[-1] == path.stat().st_size
+
+
+def test_duplicates_at_the_edges_of_a_files_time_range_are_found(run, tmp_path):
+    """The duplicate check reads only stored rows within the file's first and last time: the edges are in it,
+    to the microsecond, whatever zone the log wrote them in."""
+    lines = [json.dumps({"ts": f"2026-11-20T12:00:0{i}.12345{i}+02:00", "session_id": f"s{i}", "code": 1006, "reason": "lost"})
+             for i in range(6)]
+    run("ingest", str(write_lines(tmp_path / "all.jsonl", lines)))
+    run("ingest", str(write_lines(tmp_path / "edges.jsonl", [lines[1], lines[4]])))
+    run("ingest", str(write_lines(tmp_path / "untimed.jsonl", [lines[2], json.dumps({"code": 1006, "reason": "lost"})])))
+    run("ingest", str(write_lines(tmp_path / "untimed.jsonl", [lines[2], json.dumps({"code": 1006, "reason": "lost"})])))
+    assert run.json("select count(*) as n from closures") == [{"n": 7}]
+    assert run.json("select source_file, accepted, duplicates from ingest_batches order by started_at") == [
+        {"source_file": str(tmp_path / "all.jsonl"), "accepted": 6, "duplicates": 0},
+        {"source_file": str(tmp_path / "edges.jsonl"), "accepted": 0, "duplicates": 2},
+        {"source_file": str(tmp_path / "untimed.jsonl"), "accepted": 1, "duplicates": 1},
+        {"source_file": str(tmp_path / "untimed.jsonl"), "accepted": 0, "duplicates": 2},
+    ]
+
+
+def test_the_duplicate_check_reads_only_stored_rows_of_the_files_period(tmp_path):
+    """The scope of the check: stored rows within the staged rows' time range, and untimed ones only when the file has any."""
+    from closewatch.ingest.pipeline import stored_ids_sql
+
+    store = Store(tmp_path / "scope.duckdb")
+    days = [json.dumps({"ts": f"2026-11-{day:02d}T10:00:00Z", "session_id": f"d{day}", "code": 1006, "reason": "lost"})
+            for day in range(1, 11)]
+    jobs.ingest(store, [bytes_input("days.jsonl", ("\n".join(days) + "\n").encode())])
+    jobs.ingest(store, [bytes_input("untimed.jsonl", b'{"code": 1006, "reason": "lost"}\n')])
+    staged = tmp_path / "staged.parquet"
+    with store.connect(read_only=True) as con:
+        def scope(rows: str) -> set[str]:
+            con.execute(f"COPY (SELECT * FROM (VALUES {rows}) v(ts)) TO '{staged}' (FORMAT parquet)")
+            ids = {row[0] for row in con.execute(stored_ids_sql(con, staged)).fetchall()}
+            return {row[0] for row in con.execute("SELECT coalesce(session_id, 'untimed') FROM closures WHERE list_contains(?, event_id)",
+                                                  [sorted(ids)]).fetchall()}
+
+        assert scope("('2026-11-03T10:00:00Z'::TIMESTAMPTZ), ('2026-11-05T10:00:00Z'::TIMESTAMPTZ)") == {"d3", "d4", "d5"}
+        assert scope("('2026-11-05T10:00:00Z'::TIMESTAMPTZ), (NULL)") == {"d5", "untimed"}
+        assert scope("(NULL::TIMESTAMPTZ)") == {"untimed"}
+        assert scope("('2026-12-01T00:00:00Z'::TIMESTAMPTZ)") == set()
