@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -234,10 +235,38 @@ class Store:
             current = scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
             for version in sorted(v for v in MIGRATIONS if v > current):
                 con.execute(MIGRATIONS[version])
-                con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+                con.execute(f"INSERT INTO schema_version (version) VALUES ({int(version)})")  # no bound parameter: see literal()
             con.commit()
         finally:
             con.close()
+
+
+def literal(value: Any) -> str:
+    """A Python value as a SQL literal: for statements on the CLI's quick paths (ingest, migrations).
+
+    Why not a bound parameter: binding any parameter but None makes DuckDB's
+    Python client import pandas (to tell its types apart), half a second of a
+    small ingest's start on a small machine. Strings are quoted SQL-style (a
+    quote doubled; DuckDB's standard strings have no other escape), so any
+    text, a user's file name included, stays one value.
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"'{value!r}'::DOUBLE"  # 'nan' and 'inf' too
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("literal() takes aware datetimes only: a naive one has no instant")
+        return f"'{value.isoformat()}'::TIMESTAMPTZ"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(literal(item) for item in value) + "]"
+    raise TypeError(f"literal() does not write {type(value).__name__} values")
 
 
 def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> tuple[Any, ...]:

@@ -1,19 +1,23 @@
 """One input, end to end: detect, parse, stage, finalise, load.
 
 1. Parse: the format's parser turns the input into events (EVENT_SCHEMA) and
-   rejects, written batch by batch to Parquet files in a private staging
-   folder beside the database (``closewatch.ingest.staging``), so memory stays
-   bounded whatever the file's size. Lines longer than the configured limit
-   are rejected with their number and never held whole (``IngestLimits``).
+   rejects in a private staging folder beside the database
+   (``closewatch.ingest.staging``), held by one in-memory DuckDB per input that
+   spills there beyond its memory limit, so memory stays bounded whatever the
+   file's size. A clean JSON-lines file is read and typed by DuckDB straight
+   into it; other formats write batch by batch to Parquet files it reads.
+   Lines longer than the configured limit are rejected with their number and
+   never held whole (``IngestLimits``).
 2. Finalise (still outside the store): events with a timestamp outside the
    sane range or a close code outside 0-65535 become rejects; secrets are
    redacted, then long fields cut; the distinct (code, reason) pairs are
    classified by ``enrich`` (polars, the catalog), and every event gets its
    deterministic event_id (never a field of the log).
 3. Load: only now is the store opened; the whole file is appended in one
-   transaction with its duplicate check (an anti-join on event_id), its
-   rejects and its ``ingest_batches`` row. A file loads whole or not at all,
-   and the lock is held only for the append.
+   transaction with its duplicate check (an anti-join on event_id against the
+   stored rows of the file's time range only, see ``_load``), its rejects and
+   its ``ingest_batches`` row. A file loads whole or not at all, and the lock
+   is held only for the append.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from closewatch.ingest.lines import InputTooLarge, LineReader, LongLine
 from closewatch.ingest.sources import Input
 from closewatch.ingest.staging import private_folder, staging_folder
 from closewatch.redaction import ANY_SECRET, MASK, redact_series, redact_text, redact_then_cut
-from closewatch.store import Store, first_row, scalar
+from closewatch.store import Store, first_row, literal, scalar
 
 #: Adds the classification columns (category, severity, ...) to a frame of
 #: distinct (close_code, close_reason) pairs; may fill close_code where inferred.
@@ -516,25 +520,23 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
     reject_parts = [str(p) for p in sorted(staging.glob("rejects-*.parquet"))]
     with store.transaction(lake=False) as con:  # writes closures: the file's own table
         con.execute(f"SET memory_limit = '{limits.duckdb_memory_limit}'")
-        con.execute("SET temp_directory = ?", [str(staging / "spill")])
+        con.execute(f"SET temp_directory = {literal(str(staging / 'spill'))}")  # literals, no bound parameters: see store.literal
         # Rows go in as parallel, already compressed row groups; in file order DuckDB would write them
         # through the WAL and compress them again at the checkpoint when the connection closes (under
         # the lock), which doubled the append's cost.
         con.execute("SET preserve_insertion_order = false")
         if final.exists():
-            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=stored_ids_sql(con, final)),
-                              [result.source, result.format, result.batch_id])
+            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=stored_ids_sql(con, final), source=literal(result.source),
+                                                      format=literal(result.format), batch=literal(result.batch_id)))
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
         if reject_parts:
-            con.execute("INSERT INTO rejects SELECT ?, ?, source_line, raw, reason FROM read_parquet(?)",
-                        [result.batch_id, result.source, reject_parts])
-        con.execute(
-            "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [result.batch_id, result.source, sha, result.format, started, result.lines_read, result.accepted,
-             result.duplicates, result.rejected, result.skipped, result.status, parse_s,
-             time.perf_counter() - clock, result.message],
-        )
+            con.execute(f"INSERT INTO rejects SELECT {literal(result.batch_id)}, {literal(result.source)}, source_line, raw, reason "
+                        f"FROM read_parquet({literal(reject_parts)})")
+        values = [result.batch_id, result.source, sha, result.format, started, result.lines_read, result.accepted,
+                  result.duplicates, result.rejected, result.skipped, result.status, parse_s,
+                  time.perf_counter() - clock, result.message]
+        con.execute(f"INSERT INTO ingest_batches VALUES ({', '.join(map(literal, values[:5]))}, now(), {', '.join(map(literal, values[5:]))})")
 
 
 def stored_ids_sql(con: duckdb.DuckDBPyConnection, closures: Path) -> str:
@@ -562,7 +564,7 @@ def _stored_ids(first: datetime | None, last: datetime | None, untimed: int) -> 
 
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
-SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
+SELECT {", ".join("{source}" if c == "source_file" else "{format}" if c == "source_format" else "{batch}" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
 FROM read_parquet('{{final}}') AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
 """
 
