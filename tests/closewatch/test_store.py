@@ -146,3 +146,22 @@ def test_lock_timeout_from_config_file(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match="lock_timeout_s must be a number"):
         load_settings()
+
+
+def test_literals_read_back_as_the_values_they_write():
+    """store.literal stands in for bound parameters on the quick paths: each value comes back as itself."""
+    import math
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from closewatch.store import literal
+
+    con = duckdb.connect()
+    values = [None, True, False, 0, -(2**62), 1.25, "", "it's", "a''b \\ \n é \x1f", datetime(2026, 11, 20, 10, 0, 1, 123456, tzinfo=UTC),
+              datetime(2026, 11, 20, 12, 0, tzinfo=timezone(timedelta(hours=2))), ["/tmp/a.parquet", "/tmp/it's.parquet"]]
+    for value in values:
+        assert con.execute(f"SELECT {literal(value)}").fetchone() == (value,), value
+    assert math.isnan(con.execute(f"SELECT {literal(float('nan'))}").fetchone()[0])
+    with pytest.raises(ValueError):
+        literal(datetime(2026, 11, 20))
+    with pytest.raises(TypeError):
+        literal(object())
