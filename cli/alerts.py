@@ -324,6 +324,8 @@ def backtest(ctx: click.Context, start: str, end: str, rule_names: tuple[str, ..
 
 def _compare(c: _Context, old_path: Path, start, end, rule_names: list[str] | None, output: str) -> None:
     """backtest --compare: the paired firings (JSON: one row per firing), then the per-rule summary."""
+    import polars as pl
+
     from closewatch.alerts.compare import compare
     from closewatch.alerts.rules import load_rules
 
@@ -376,6 +378,8 @@ def noise(ctx: click.Context, start: str, end: str, target: str | None, rule_nam
         closewatch alerts noise --from 28d --to 0s
         closewatch alerts noise --from 2024-05-01 --to 2024-05-29 --target 5/w --rule disconnect-storm
     """
+    import polars as pl
+
     from closewatch.alerts.noise import noise_report, parse_target
 
     c = _context(ctx, rules_path)

@@ -28,7 +28,7 @@ def _parse_formats(values: tuple[str, ...]) -> tuple[str, ...] | None:
               show_default=True, help="First day (UTC) of the generated period.")
 @click.option("--gzip", "compress", is_flag=True, help="Write every log gzip-compressed (.gz).")
 @click.option("--no-incidents", is_flag=True, help="Background traffic only: no injected incidents.")
-@click.option("--platform-outage", metavar="CATEGORY", type=click.Choice(generator.PLATFORM_CATEGORIES),
+@click.option("--platform-outage", metavar="CATEGORY", type=click.Choice(defaults.PLATFORM_CATEGORIES),
               help="Also a platform-wide outage: for 30 minutes every client's sessions close with this category "
                    "(network_abnormal, server_error, concurrency_limit) and reconnect in loops.")
 @click.option("--envelope", metavar="NAME",

@@ -10,3 +10,5 @@ DEFAULT_START = date(2026, 11, 16)  # a Monday; fixed so that the default output
 DEFAULT_DAYS = 7
 DEFAULT_SESSIONS_PER_DAY = 3000
 DEFAULT_CLIENTS = 16
+#: The categories a platform-wide outage (--platform-outage) can close sessions with.
+PLATFORM_CATEGORIES = ("network_abnormal", "server_error", "concurrency_limit")

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from closewatch.generator.defaults import DEFAULT_CLIENTS, DEFAULT_DAYS, DEFAULT_SESSIONS_PER_DAY, DEFAULT_START
+from closewatch.generator.defaults import DEFAULT_CLIENTS, DEFAULT_DAYS, DEFAULT_SESSIONS_PER_DAY, DEFAULT_START, PLATFORM_CATEGORIES
 from closewatch.ingest.errors import IngestError
 
 MANIFEST_VERSION = 1
@@ -254,7 +254,6 @@ INCIDENTS: tuple[IncidentSpec, ...] = (
 INCIDENT_KINDS = tuple(spec.kind for spec in INCIDENTS)
 
 #: The categories a platform-wide outage (``GeneratorConfig.platform_outage``) can have.
-PLATFORM_CATEGORIES = ("network_abnormal", "server_error", "concurrency_limit")
 #: A platform-wide outage: every client at once (off by default, so the demo set and its manifest stay as they are).
 PLATFORM_OUTAGE = IncidentSpec(
     "platform_outage", "*", "v3", "network_abnormal", "error_spike", 0.55, "15:00", 30, (), exclusive=False,
