@@ -1,0 +1,52 @@
+"""The CLI starts without the heavy modules a command does not use (issue 16; bench/bench_cli_start.py times it).
+
+Each case runs a command in a fresh interpreter and lists which of the heavy
+modules it imported: a module-level import of polars, the generator or
+pydantic's settings in any command module would show up here for every command.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import write_lines
+
+HEAVY = ["polars", "pandas", "pyarrow.dataset", "pyarrow.compute", "closewatch.generator.traffic", "closewatch.settings", "duckdb"]
+
+SCRIPT = """
+import json, sys
+from closewatch.cli.main import cli
+try:
+    cli(sys.argv[1:], prog_name="closewatch", obj={})
+except SystemExit:
+    pass
+print(json.dumps(sorted(name for name in %r if name in sys.modules)), file=sys.stderr)
+""" % (HEAVY,)
+
+
+def imported_by(*args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=120)
+    return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def test_help_imports_none_of_the_heavy_modules():
+    assert imported_by("--help") == set()
+    assert imported_by("generate", "--help") == set()
+
+
+def test_info_reads_the_store_without_polars_or_pandas(tmp_path):
+    db = tmp_path / "small.duckdb"
+    lines = [json.dumps({"ts": "2026-11-20T10:00:00Z", "code": 1006, "reason": "lost"})]
+    subprocess.run([sys.executable, "-m", "closewatch.cli", "--db", str(db), "ingest", str(write_lines(tmp_path / "a.jsonl", lines))],
+                   check=True, capture_output=True, timeout=120)
+    assert imported_by("--db", str(db), "info") == {"closewatch.settings", "duckdb"}
+
+
+def test_a_small_ingest_imports_neither_pandas_nor_pyarrows_dataset_or_compute(tmp_path):
+    lines = [json.dumps({"ts": f"2026-11-20T10:00:0{i}Z", "code": 1006, "reason": "lost"}) for i in range(5)]
+    text = write_lines(tmp_path / "app.log", ["2026-11-20 10:00:00 INFO websocket closed: code=1006 reason=lost"])
+    for path in (write_lines(tmp_path / "a.jsonl", lines), text):
+        heavy = imported_by("--db", str(tmp_path / "new.duckdb"), "ingest", str(path))
+        assert not heavy & {"pandas", "pyarrow.dataset", "pyarrow.compute", "closewatch.generator.traffic"}, path
