@@ -469,7 +469,10 @@ class FileFollower:
             if not self.loaded:
                 self._load()
             for tracked in list(self.tracked.values()):
-                self._check_identity(tracked, report)
+                try:
+                    self._check_identity(tracked, report)
+                except _UNREADABLE as error:
+                    self._fail(tracked, f"{tracked.state.path} cannot be read ({error}); it is tried again later", report)
             self._discover(report)
             for tracked in list(self.tracked.values()):
                 try:
@@ -548,8 +551,10 @@ class FileFollower:
             key = (info.st_dev, info.st_ino)
             seen.add(key)
             if key in by_key:
-                by_key[key].state.path = str(path)  # renamed within the globs (app.log -> app.log.1): still followed
-                by_key[key].detached_at = None
+                found = by_key[key]  # renamed within the globs (app.log -> app.log.1), or back: still followed
+                found.state.path = str(path)
+                if found.detached_at is not None:
+                    found.detached_at, found.state.status = None, "following"
             else:
                 fresh.append((path, info))
         for tracked in self.tracked.values():
