@@ -1,12 +1,12 @@
 """How long the CLI takes to start and answer, against Python importing duckdb and running the same query.
 
-Times, each as a fresh subprocess, the median of --runs:
+Times, each as a fresh subprocess, the median of --runs (the commands take turns in each round):
   * the baseline: ``python -c "import duckdb; duckdb.connect(db, read_only=True).execute(Q).fetchall()"``
     with Q the count of closures (and, for ``info``, info's own query);
   * ``closewatch --help``, ``closewatch sql "select count(*) from closures"`` and ``closewatch info``.
 Prints each one's seconds and its ratio to the baseline (issue 16's target: at most 1.5).
 
-    python bench/bench_cli_start.py                 # a store of 100,000 closures, 5 runs each
+    python bench/bench_cli_start.py                 # a store of 100,000 closures, 7 runs each
     python bench/bench_cli_start.py --rows 1000000 --runs 9
 """
 
@@ -41,15 +41,17 @@ def closewatch(*args: str) -> list[str]:
     return [sys.executable, "-m", "closewatch.cli", *args]
 
 
-def median_seconds(argv: list[str], runs: int) -> float:
-    """The median wall time of ``runs`` runs of a command (after one unmeasured run that warms the page cache)."""
-    times = []
+def median_seconds(commands: dict[str, list[str]], runs: int) -> dict[str, float]:
+    """The median wall time of each command over ``runs`` rounds, the commands taking turns within a round
+    (so a change in the machine's load hits them all alike), after one unmeasured round that warms the caches."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for run in range(runs + 1):
-        clock = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if run:
-            times.append(time.perf_counter() - clock)
-    return statistics.median(times)
+        for name, argv in commands.items():
+            clock = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if run:
+                times[name].append(time.perf_counter() - clock)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def build_store(db: Path, rows: int) -> None:
@@ -62,26 +64,26 @@ def build_store(db: Path, rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="closures in the store the commands read")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--db", type=Path, help="an existing store to read (default: one built in a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "cli.duckdb"
         if not db.exists():
             build_store(db, args.rows)
-        base_count = median_seconds(baseline(db, COUNT), args.runs)
-        base_info = median_seconds(baseline(db, INFO), args.runs)
-        result("cli-start/baseline-count", base_count, "s")
-        result("cli-start/baseline-info", base_info, "s")
-        figures = {
-            "help": (closewatch("--help"), base_count),
-            "sql": (closewatch("--db", str(db), "sql", COUNT), base_count),
-            "info": (closewatch("--db", str(db), "info"), base_info),
+        commands = {
+            "baseline-count": baseline(db, COUNT),
+            "baseline-info": baseline(db, INFO),
+            "help": closewatch("--help"),
+            "sql": closewatch("--db", str(db), "sql", COUNT),
+            "info": closewatch("--db", str(db), "info"),
         }
-        for name, (argv, base) in figures.items():
-            seconds = median_seconds(argv, args.runs)
-            result(f"cli-start/{name}", seconds, "s")
-            result(f"cli-start/{name}/ratio", seconds / base, "x", TARGET)
+        seconds = median_seconds(commands, args.runs)
+        result("cli-start/baseline-count", seconds["baseline-count"], "s")
+        result("cli-start/baseline-info", seconds["baseline-info"], "s")
+        for name, base in (("help", "baseline-count"), ("sql", "baseline-count"), ("info", "baseline-info")):
+            result(f"cli-start/{name}", seconds[name], "s")
+            result(f"cli-start/{name}/ratio", seconds[name] / seconds[base], "x", TARGET)
     print("baseline: python importing duckdb and running the same query; machine load makes these figures noisy")
 
 

@@ -40,13 +40,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
-import psutil
 
 from closewatch.errors import ReadOnlyQuery
 from closewatch.store import Store
+
+if TYPE_CHECKING:  # imported where used: the parent imports polars while the child runs, the child never imports psutil
+    import polars as pl
 
 #: How often the parent looks at the child (and calls the caller's tick).
 POLL_S = 0.1
@@ -100,6 +102,8 @@ def run_query(store: Store, sql: str, limits: Limits = Limits(), tick: Callable[
             assert child.stdin is not None  # stdin=PIPE
             child.stdin.write(sql.encode("utf-8"))
             child.stdin.close()
+            import polars as pl  # while the child starts: on another core, this import costs the caller nothing
+
             _watch(child, limits, clock, tick)
         finally:
             _kill(child)
@@ -116,6 +120,8 @@ def run_query(store: Store, sql: str, limits: Limits = Limits(), tick: Callable[
 
 def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callable[[float], None] | None) -> None:
     """Wait for the child; kill it (and say why) at the time or memory limit."""
+    import psutil
+
     ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024
     process = psutil.Process(child.pid)
     while True:
