@@ -508,9 +508,7 @@ class FileFollower:
         """After a restart: states still being read whose path no longer names their file are looked for by inode."""
         for state in [s for s in self.states.values() if s.status in ACTIVE and s.follow_id not in self.tracked and self._ours(s)]:
             path = _same_file_near(state)
-            if path is not None:
-                self._track(state, path, detached=path != Path(state.path))
-            else:
+            if path is None or not self._track(state, path, detached=path != Path(state.path)):
                 state.status, state.error = "gone", "removed while closewatch was not following it; what it held after the stored offset is lost"
                 self._save(state)
 
@@ -652,16 +650,23 @@ class FileFollower:
         self._save(old)
         return new
 
-    def _track(self, state: FollowState, path: Path, detached: bool) -> None:
+    def _track(self, state: FollowState, path: Path, detached: bool) -> bool:
+        """Read on a state from a file found by its inode, if the file still opens as the state's did (inodes are
+        reused: a removed file's number may now belong to a new one); False if not."""
         try:
             handle, compressed, _ = _open(path)
+            same = state.fingerprint_bytes == 0 or _matches(state, _read_head(handle, compressed))
         except _UNREADABLE:
-            return
+            return False
+        if not same:
+            handle.close()
+            return False
         tracked = Tracked(state, handle, compressed, self.clock())
         if detached:
             tracked.detached_at = self.clock()
             state.status = "rotated"
         self.tracked[state.follow_id] = tracked
+        return True
 
     def _forget(self, tracked: Tracked) -> None:
         tracked.close()

@@ -377,3 +377,73 @@ def test_following_what_is_not_a_file_or_a_pipe_is_one_sentence(run, tmp_path):
     assert result.exit_code == 1 and "--follow reads one input" in result.output
     result = run("ingest")
     assert result.exit_code == 1 and "Name what to load" in result.output
+
+
+class FakeClock:
+    """The follower's idea of how long a file has been quiet, moved by the test (settle without sleeping)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("seed", [*range(9), 22])  # 22 once found a reused inode taken for its old file
+def test_any_mix_of_writes_rotations_compressions_and_restarts_stores_every_line_once(store, tmp_path, seed):
+    import random
+
+    rng = random.Random(seed)
+    log = tmp_path / "app.log"
+    log.touch()
+    clock = FakeClock()
+
+    def new_follower() -> FileFollower:
+        return FileFollower(store, [str(tmp_path / "app.log*")], enrich_with_catalog(None),
+                            ReadOptions(follow=FollowSettings(settle="5s")), clock=clock)
+
+    follow, written, pending = new_follower(), 0, ""
+
+    def append(text: str) -> None:
+        with log.open("a") as handle:
+            handle.write(text)
+
+    def finish_line() -> None:
+        nonlocal pending
+        append(pending)
+        pending = ""
+
+    for _ in range(60):
+        action = rng.choice(["append", "append", "partial", "tick", "tick", "rotate", "compress", "restart", "quiet"])
+        if action == "append" and not pending:
+            count = rng.randint(1, 30)
+            append(lines(written, written + count))
+            written += count
+        elif action == "partial" and not pending:
+            line = close_line(written)
+            cut = rng.randint(1, len(line) - 2)
+            append(line[:cut])
+            pending, written = line[cut:], written + 1
+        elif action == "tick":
+            follow.tick()
+        elif action == "rotate":
+            finish_line()  # a logger writes whole lines before it reopens
+            if (tmp_path / "app.log.1").exists():
+                (tmp_path / "app.log.1").rename(tmp_path / f"app.log.{rng.randint(2, 10**6)}")
+            log.rename(tmp_path / "app.log.1")
+            log.touch()
+        elif action == "compress" and (tmp_path / "app.log.1").exists():
+            packed = tmp_path / f"app.log.1.{rng.randint(0, 10**6)}.gz"
+            with open(tmp_path / "app.log.1", "rb") as plain, gzip.open(packed, "wb") as out:
+                shutil.copyfileobj(plain, out)
+            os.utime(packed, (time.time() - 60, time.time() - 60))  # written a while ago: compressed completely
+            os.unlink(tmp_path / "app.log.1")
+        elif action == "restart":
+            follow = new_follower()  # the old one dropped without a word: as if killed
+        elif action == "quiet" and not pending:
+            clock.now += 10
+    finish_line()
+    for _ in range(4):
+        clock.now += 10
+        follow.tick()
+    expect_once(store, written)
