@@ -389,8 +389,8 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize("seed", [*range(9), 22])  # 22 once found a reused inode taken for its old file
-def test_any_mix_of_writes_rotations_compressions_and_restarts_stores_every_line_once(store, tmp_path, seed):
+@pytest.mark.parametrize("seed", [*range(9), 22])  # 22 once found a reused inode taken for its old file  # 22 once found a reused inode taken for its old file
+def test_any_mix_of_writes_rotations_copytruncates_compressions_and_restarts_stores_every_line_once(store, tmp_path, seed):
     import random
 
     rng = random.Random(seed)
@@ -414,7 +414,7 @@ def test_any_mix_of_writes_rotations_compressions_and_restarts_stores_every_line
         pending = ""
 
     for _ in range(60):
-        action = rng.choice(["append", "append", "partial", "tick", "tick", "rotate", "compress", "restart", "quiet"])
+        action = rng.choice(["append", "append", "partial", "tick", "tick", "rotate", "copytruncate", "compress", "restart", "quiet"])
         if action == "append" and not pending:
             count = rng.randint(1, 30)
             append(lines(written, written + count))
@@ -432,6 +432,13 @@ def test_any_mix_of_writes_rotations_compressions_and_restarts_stores_every_line
                 (tmp_path / "app.log.1").rename(tmp_path / f"app.log.{rng.randint(2, 10**6)}")
             log.rename(tmp_path / "app.log.1")
             log.touch()
+        elif action == "copytruncate":
+            finish_line()
+            if (tmp_path / "app.log.1").exists():
+                (tmp_path / "app.log.1").rename(tmp_path / f"app.log.{rng.randint(2, 10**6)}")
+            shutil.copy(log, tmp_path / "app.log.1")
+            with log.open("r+") as handle:
+                handle.truncate(0)
         elif action == "compress" and (tmp_path / "app.log.1").exists():
             packed = tmp_path / f"app.log.1.{rng.randint(0, 10**6)}.gz"
             with open(tmp_path / "app.log.1", "rb") as plain, gzip.open(packed, "wb") as out:
