@@ -8,9 +8,13 @@ as rendered when all of it is on screen: the sidebar's counts (the last
 thing every run draws), each chart drawn, each table painted, the page's own
 last element visible, and Streamlit's "running" indicator gone.
 
-- cold: the page's first view on a server started just for it, in a new
-  browser profile (nothing cached in the server or the browser); the OS file
-  cache is warm, as on any server that has run for a while;
+- cold: the page's first view in a new browser profile (Streamlit's
+  frontend loaded from nothing, a new session) on a server started just for
+  it, once it has started: its warmer (dashboard/queries/shared.py) has
+  cached the pages' first views, as it does again after every load; the OS
+  file cache is warm, as on any server that has run for a while;
+- cold-at-start: the Overview opened the moment a new server answers, while
+  it is still importing and warming (the worst case: nothing cached);
 - warm: the page opened again from another page through the sidebar (as
   users move around; the server's caches filled): median of --runs;
 - reload: the page's address loaded again (the browser reloads Streamlit's
@@ -19,6 +23,10 @@ last element visible, and Streamlit's "running" indicator gone.
   at load average 7), so it is printed without a target;
 - filter: on the warm Explorer, "Reason contains" set to a word; the time
   until the table and its counts show the filtered rows.
+
+- empty-page: the same cold and reload measures on a Streamlit page with
+  one title: what Streamlit and the browser alone cost on this machine at
+  this moment (no target; read the pages' figures against it).
 
 Targets (issue 16): warm <= 1 s, cold <= 2 s, a filter change <= 1 s.
 The machine is shared: the load average is printed with the figures.
@@ -44,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import result
 from bench.stores import ensure_store
+from closewatch.dashboard.queries.shared import WARMED
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -112,15 +121,17 @@ def free_port() -> int:
 class Server:
     """`closewatch dashboard` on the store, as a real subprocess, stopped on exit."""
 
-    def __init__(self, db: Path, log: Path):
+    def __init__(self, db: Path, log: Path, argv: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEWATCH_")}
         self.log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "closewatch.cli", "--db", str(db), "dashboard", "--port", str(self.port), "--address", "127.0.0.1"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        # `closewatch dashboard` writes its child's output beside the database; read only what this server adds
+        self.child_log = db.with_name(db.name + "-logs") / "dashboard.log"
+        self.child_log_start = self.child_log.stat().st_size if self.child_log.exists() else 0
+        argv = argv or [sys.executable, "-m", "closewatch.cli", "--db", str(db), "dashboard", "--address", "127.0.0.1", "--port"]
+        self.process = subprocess.Popen([*argv, str(self.port)], stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True, cwd=log.parent)
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 120
@@ -134,6 +145,18 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         raise SystemExit("closewatch dashboard did not answer within 120 s")
+
+    def warmed(self, timeout_s: float = 300) -> float:
+        """Wait until the server's warmer has cached the pages' first views (its log says so); seconds waited."""
+        clock = time.perf_counter()
+        while time.perf_counter() - clock < timeout_s:
+            if self.child_log.exists():
+                with self.child_log.open("rb") as handle:
+                    handle.seek(self.child_log_start)
+                    if WARMED.encode() in handle.read():
+                        return time.perf_counter() - clock
+            time.sleep(0.1)
+        raise SystemExit(f"the dashboard did not log {WARMED!r} within {timeout_s:g} s; see {self.child_log}")
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
@@ -184,18 +207,30 @@ def filter_change(tab, page: Page) -> float:
     return time.perf_counter() - clock
 
 
+EMPTY_APP = """
+import streamlit as st
+st.title("Empty")
+st.sidebar.caption("0 closures from 0 files")
+"""
+
+
 def measure(db: Path, pages: list[Page], runs: int, folder: Path, shots: Path | None) -> dict[str, dict[str, float]]:
-    """Per page: cold (a fresh server and browser profile), warm (median of reloads); the Explorer's filter change."""
+    """Per page: cold, warm, reload (see the module doc); the Explorer's filter change; the start and the floor."""
     from playwright.sync_api import sync_playwright
 
     figures: dict[str, dict[str, float]] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
+            figures["floor"] = floor(browser, folder, runs)
+            if pages[0].name == "Overview":
+                with Server(db, folder / "start.log") as server:  # no wait for the warmer: a visitor right at the start
+                    figures["start"] = {"cold": open_rendered(fresh_tab(browser), server.url, pages[0])}
+                print(f"{'start':<10} cold {figures['start']['cold']:6.2f} s (Overview, the moment the server answers)", flush=True)
             for page in pages:
-                with Server(db, folder / "dashboard.log") as server:
-                    context = browser.new_context(viewport={"width": 1440, "height": 1100})
-                    tab = context.new_page()
+                with Server(db, folder / f"{page.name.lower()}.log") as server:
+                    waited = server.warmed()
+                    tab = fresh_tab(browser)
                     url = f"{server.url}/{page.path}"
                     cold = open_rendered(tab, url, page)
                     other = next(p for p in PAGES if p.name != page.name and p.name in ("Upload", "SQL"))
@@ -207,9 +242,9 @@ def measure(db: Path, pages: list[Page], runs: int, folder: Path, shots: Path | 
                     figures[page.name] = {"cold": cold, "warm": statistics.median(warm), "reload": statistics.median(reload)}
                     print(f"{page.name:<10} cold {cold:6.2f} s   warm {statistics.median(warm):6.2f} s "
                           f"(runs: {', '.join(f'{w:.2f}' for w in warm)})   reload {statistics.median(reload):6.2f} s "
-                          f"(runs: {', '.join(f'{w:.2f}' for w in reload)})", flush=True)
+                          f"(runs: {', '.join(f'{w:.2f}' for w in reload)})   [server warmed in {waited:.1f} s]", flush=True)
                     if shots:
-                        tab.screenshot(path=str(shots / f"{page.name.lower()}.png"), full_page=True)
+                        tab.screenshot(path=str(shots / f"{page.name.lower()}.png"))
                     if page.name == "Explorer":
                         changes = []
                         for _ in range(runs):
@@ -218,10 +253,31 @@ def measure(db: Path, pages: list[Page], runs: int, folder: Path, shots: Path | 
                         figures[page.name]["filter"] = statistics.median(changes)
                         print(f"{'':<10} filter change {statistics.median(changes):6.2f} s "
                               f"(runs: {', '.join(f'{c:.2f}' for c in changes)})", flush=True)
-                    context.close()
+                    tab.context.close()
         finally:
             browser.close()
     return figures
+
+
+def fresh_tab(browser):
+    """A tab in a new browser profile: nothing of Streamlit's frontend cached."""
+    return browser.new_context(viewport={"width": 1440, "height": 1100}).new_page()
+
+
+def floor(browser, folder: Path, runs: int) -> dict[str, float]:
+    """The same measures on an empty Streamlit page: what Streamlit and the browser cost on this machine right now."""
+    app = folder / "empty_app.py"
+    app.write_text(EMPTY_APP)
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1", "--server.port"]
+    empty = Page("Empty", "", "h1")
+    with Server(folder / "unused.duckdb", folder / "empty.log", argv) as server:
+        tab = fresh_tab(browser)
+        cold = open_rendered(tab, server.url, empty)
+        reload = statistics.median(open_rendered(tab, server.url, empty) for _ in range(runs))
+        tab.context.close()
+    print(f"{'(empty)':<10} cold {cold:6.2f} s   reload {reload:6.2f} s   (an empty Streamlit page: the floor on this machine now)", flush=True)
+    return {"cold": cold, "reload": reload}
 
 
 def main() -> None:
@@ -247,7 +303,13 @@ def main() -> None:
         load = os.getloadavg()[0]
         figures = measure(db, pages, max(1, args.runs), folder, args.screenshots)
         print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")
+    result("pages/empty-page/cold", figures["floor"]["cold"], "s")
+    result("pages/empty-page/reload", figures["floor"]["reload"], "s")
+    if "start" in figures:
+        result("pages/overview/cold-at-start", figures["start"]["cold"], "s", COLD_TARGET_S)
     for name, figure in figures.items():
+        if name in ("floor", "start"):
+            continue
         slug = name.lower()
         result(f"pages/{slug}/cold", figure["cold"], "s", COLD_TARGET_S)
         result(f"pages/{slug}/warm", figure["warm"], "s", WARM_TARGET_S)

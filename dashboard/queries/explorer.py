@@ -72,7 +72,7 @@ class Choices:
     clients: list[str]
 
 
-@reader()
+@reader(warm=lambda: ())
 def explorer_choices(store: Store) -> Choices:
     """Distinct close codes and clients in the data, for the filter pickers."""
     with reading(store) as con:
@@ -90,7 +90,7 @@ class Rows:
     rows: pl.DataFrame
 
 
-@reader()
+@reader(warm=lambda: (Filters(),))
 def explorer_rows(store: Store, filters: Filters, limit: int = EXPLORER_ROWS) -> Rows:
     """How many closures match (and how many normal ones the default hides), and the newest ``limit`` of them."""
     every, every_params = filters.where(with_normal=True)

@@ -24,7 +24,7 @@ DETECTION_COLUMNS = ("detection_id, pattern, key, severity, count, window_start,
                      "detected_at, len(evidence) AS evidence_events")
 
 
-@reader("detections")
+@reader("detections", warm=lambda: (open_window(),))
 def detections(store: Store, open_for: timedelta) -> pl.DataFrame:
     """Every stored detection (findings, not events: a small table), most severe first, then newest window first.
 

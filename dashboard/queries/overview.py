@@ -50,7 +50,7 @@ class Overview:
         return (ranked["category"][0], int(ranked["errors"][0])) if ranked.height else None
 
 
-@reader()
+@reader(warm=lambda: (None, None))
 def overview(store: Store, start: datetime | None = None, end: datetime | None = None) -> Overview:
     """KPIs, timeline, top reasons and top clients for [start, end): four scans in one connection."""
     params: list = []

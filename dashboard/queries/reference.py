@@ -8,7 +8,7 @@ from closewatch.dashboard.queries.shared import reader, reading
 from closewatch.store import Store
 
 
-@reader()
+@reader(warm=lambda: ())
 def category_counts(store: Store) -> pl.DataFrame:
     """Closures per category, for the Reference page's guides."""
     with reading(store) as con:

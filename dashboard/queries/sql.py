@@ -11,7 +11,7 @@ from closewatch.sandbox import Answer, Limits, run_query
 from closewatch.store import Store
 
 
-@reader()
+@reader(warm=lambda: ())
 def schema(store: Store) -> pl.DataFrame:
     """Tables and views users can query, with their columns, for the SQL page's side panel."""
     with reading(store) as con:

@@ -80,7 +80,7 @@ class Span:
     last_batch: datetime | None
 
 
-@reader()
+@reader(warm=lambda: ())
 def span(store: Store) -> Span:
     """The whole span of the loaded data: the default time range of every page."""
     with reading(store) as con:

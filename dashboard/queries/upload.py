@@ -8,7 +8,7 @@ from closewatch.dashboard.queries.shared import reader, reading
 from closewatch.store import Store
 
 
-@reader()
+@reader(warm=lambda: ())
 def recent_batches(store: Store, limit: int = 20) -> pl.DataFrame:
     """The last loaded files, newest first, for the Upload page."""
     with reading(store) as con:
