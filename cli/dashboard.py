@@ -50,7 +50,7 @@ class UpError(ClosewatchError):
 def streamlit_argv(port: int, address: str, max_upload_mb: int | None) -> list[str]:
     """The child command: the same settings as dashboard/.streamlit/config.toml, wherever we start from."""
     argv = launcher(
-        "closewatch.dashboard.serve", "run", str(APP),  # streamlit, with the pages' first views computed at start
+        "closewatch.dashboard.streamlit_run", "run", str(APP),  # streamlit, with the pages' first views computed at start
         "--server.port", str(port),
         "--server.address", address,
         "--server.headless", "true",

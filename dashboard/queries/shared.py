@@ -9,7 +9,7 @@ changed on disk (``_Stamp``), so a rerun on unchanged data (a widget change,
 another user, a page switch) opens no connection at all; results are shared
 by every session of the process and computed once however many ask at once.
 ``Warmer`` (started by ``closewatch dashboard`` in the server process, see
-dashboard/serve.py) computes each page's first view at start and again when
+dashboard/streamlit_run.py) computes each page's first view at start and again when
 new data arrives, so nobody waits for the queries of an unfiltered page.
 
 DuckDB refuses a second connection to the same file with another
@@ -253,7 +253,7 @@ class Warmer:
     """Keeps the pages' first views cached: at start, and again whenever new data arrives.
 
     ``closewatch dashboard`` and ``up`` start one in the server process
-    (``dashboard/serve.py``) before the first browser connects, so nobody
+    (``dashboard/streamlit_run.py``) before the first browser connects, so nobody
     waits for module imports or for the default queries over millions of
     closures: the first view of a page and the first view after a load find
     their results computed. Between loads it costs a file ``stat`` every

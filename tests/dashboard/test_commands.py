@@ -52,7 +52,7 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float = 120
 def test_the_streamlit_child_runs_headless_without_telemetry():
     argv = streamlit_argv(8600, "localhost", 64)
     options = dict(zip(argv[6::2], argv[7::2], strict=True))
-    assert argv[3:6] == ["closewatch.dashboard.serve", "run", str(APP)] and APP.name == "app.py" and APP.parent.name == "dashboard"
+    assert argv[3:6] == ["closewatch.dashboard.streamlit_run", "run", str(APP)] and APP.name == "app.py" and APP.parent.name == "dashboard"
     assert options["--server.headless"] == "true"
     assert options["--browser.gatherUsageStats"] == "false"
     assert options["--server.port"] == "8600" and options["--server.maxUploadSize"] == "64"
@@ -109,7 +109,7 @@ def test_closewatch_up_keeps_an_existing_database_and_stops_both_children(tmp_pa
         assert not any("demo" in line for line in lines)
         children = psutil.Process(process.pid).children(recursive=True)
         commands = [" ".join(child.cmdline()) for child in children]
-        assert any("closewatch.cli scheduler" in c for c in commands) and any("closewatch.dashboard.serve run" in c for c in commands)
+        assert any("closewatch.cli scheduler" in c for c in commands) and any("closewatch.dashboard.streamlit_run run" in c for c in commands)
         # the scheduler works on the same file while the dashboard serves it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not Store(db).query("SELECT count(*) FROM job_runs").item():
@@ -249,8 +249,10 @@ def test_pages_that_hang_while_health_is_green_are_noticed(tmp_path):
     db = tmp_path / "held.duckdb"
     Store(db).query("SELECT 1")
     process, port = watched_dashboard(tmp_path, db, "[store]\nlock_timeout_s = 300\n")
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(600)", str(db)],
+    # the holder takes the file as any writer does, retrying while the dashboard reads (its warmer reads at start)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom closewatch.store import Store\n"
+                               "with Store(sys.argv[1], lock_timeout_s=60).transaction():\n"
+                               "    print('held', flush=True); time.sleep(600)", str(db)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
