@@ -163,12 +163,23 @@ def deliver(store: Store, ruleset: RuleSet, settings: EngineSettings = EngineSet
     _mark_outcomes(run)
     if run.client is not None:
         run.client.close()
-    released = _release(store, run.claimer, keep)
+    released = _release(store, run.claimer, keep) if rows else 0  # nothing claimed, nothing to give back
     run.report.postponed = max(0, len(rows) - run.report.delivered - run.report.failed - len(keep))
     if released and (stop.is_set() or time.monotonic() >= run.deadline):
         why = "stopped" if stop.is_set() else f"reached its deadline ({format_duration(settings.deliver_deadline_s)})"
         run.report.errors.insert(0, f"the delivery run {why}; {released} notifications wait for the next run")
     return run.report
+
+
+def due(store: Store, now: datetime | None = None) -> int:
+    """How many pending notifications are due now, whoever holds them: 0 means a deliver run has nothing to do.
+
+    One read-only query, so a scheduler can tell an idle run from a busy one
+    without the claim's write transaction (a run with work claims as usual).
+    """
+    with store.connect(read_only=True) as con:
+        return scalar(con, "SELECT count(*) FROM alert_outbox WHERE status = 'pending' AND next_attempt_at <= ?",
+                      [now or datetime.now(UTC)])
 
 
 def _wait_for(workers: list[threading.Thread], run: _Run, longest_timeout_s: float) -> None:

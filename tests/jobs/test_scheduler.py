@@ -121,6 +121,40 @@ def test_every_job_run_is_recorded_with_its_outcome(store):
     assert health == [("evaluate", "error", 1, 1), ("ingest", "error", 1, 2)]
 
 
+def test_an_idle_run_is_one_finished_row_and_does_no_work(store):
+    recorder = JobRecorder(store)
+    worked = []
+    assert recorder.run("deliver", lambda: worked.append(1) or "sent", lambda: "nothing due") == ("ok", None)
+    assert worked == []
+    assert recorder.run("deliver", lambda: worked.append(1) or "1 delivered", lambda: None) == ("ok", None)
+    assert worked == [1]
+
+    def broken_check():
+        raise OSError("the check could not read")
+
+    assert recorder.run("deliver", lambda: worked.append(2) or "1 delivered", broken_check) == ("ok", None)
+    assert worked == [1, 2]  # a check that fails means "not idle": the run itself says what is wrong
+    rows = store.query("SELECT outcome, detail, finished_at >= started_at FROM job_runs ORDER BY started_at").rows()
+    assert rows == [("ok", "nothing due", True), ("ok", "1 delivered", True), ("ok", "1 delivered", True)]
+
+
+def test_deliver_is_idle_only_while_no_notification_is_due(store, tmp_path):
+    from closewatch.alerts.outbox import due
+    from closewatch.jobs.scheduler import Jobs
+
+    jobs = Jobs(store, tmp_path / "alerts.toml", load_settings(None))
+    assert jobs.deliver_idle() == "nothing due"
+    now = datetime.now(UTC)
+    with store.transaction() as con:
+        con.execute("""INSERT INTO alert_outbox (notification_id, channel, payload, status, attempts, created_at, event_time, next_attempt_at)
+                       VALUES ('n1', 'hook', '{}', 'pending', 1, ?, ?, ?)""", [now, now, now + timedelta(minutes=5)])
+    assert due(store) == 0 and jobs.deliver_idle() == "nothing due"  # pending, but its retry is not due yet
+    assert due(store, now + timedelta(minutes=6)) == 1
+    with store.transaction() as con:
+        con.execute("UPDATE alert_outbox SET next_attempt_at = ?", [now - timedelta(seconds=1)])
+    assert jobs.deliver_idle() is None
+
+
 def test_a_job_waits_while_another_process_holds_the_database(db_path):
     Store(db_path).query("SELECT 1")  # create the schema first
     holder = hold_database(db_path, 1.5)
