@@ -43,6 +43,10 @@ CACHE_TTL_S = 600  # a safety net: `closewatch reclassify` changes rows without 
 MAX_ENTRIES = 256
 #: How often the warmer looks at the store's files for new data (a stat; a query only when they changed).
 WARM_EVERY_S = 2.0
+#: After the start, the warmer refreshes at most this often (a followed log commits every few seconds) ...
+WARM_MIN_GAP_S = 30.0
+#: ... and only while someone has viewed a page this recently: an unwatched dashboard costs no queries.
+WARM_ACTIVE_S = 600.0
 #: The words the warmer logs when the first views are ready (bench/bench_pages.py waits for them).
 WARMED = "dashboard warmed"
 #: The closure columns every closure table shows (Explorer rows, a closure's neighbours, a finding's evidence).
@@ -237,8 +241,12 @@ def _call(name: str, store: Store, args: tuple) -> Any:
     return _CACHE.get((name, str(store.path), data_token(store, kind), args), lambda: function(store, *args))
 
 
+_LAST_VIEW = [0.0]  # when a page last asked for data (time.monotonic): the warmer refreshes only for active users
+
+
 def cached(function: Reader, *args: Any) -> Any:
     """``function(store, *args)``, cached on the store's path, its data token and the arguments."""
+    _LAST_VIEW[0] = time.monotonic()
     return _call(_name(function), get_store(), args)
 
 
@@ -257,15 +265,19 @@ class Warmer:
     waits for module imports or for the default queries over millions of
     closures: the first view of a page and the first view after a load find
     their results computed. Between loads it costs a file ``stat`` every
-    ``every_s`` seconds. Errors (a busy or missing store) are logged and
+    ``every_s`` seconds; after a load it refreshes at most every
+    WARM_MIN_GAP_S, and only while someone has viewed a page within
+    WARM_ACTIVE_S, so a store fed live does not keep it busy. Errors (a busy or missing store) are logged and
     tried again on the next tick; the pages would show them anyway.
     """
 
     def __init__(self, store_of: Callable[[], Store] | None = None, every_s: float = WARM_EVERY_S,
-                 before: Callable[[], None] | None = None):
+                 before: Callable[[], None] | None = None, min_gap_s: float = WARM_MIN_GAP_S):
         self.store_of = store_of or get_store
         self.every_s = every_s
         self.before = before
+        self.min_gap_s = min_gap_s
+        self.last_warm = 0.0
         self.stop = threading.Event()
         self.warmed: tuple | None = None
         self.thread = threading.Thread(target=self._loop, name="closewatch-warmer", daemon=True)
@@ -279,9 +291,14 @@ class Warmer:
         store = self.store_of()
         if not store.path.exists():
             return 0
+        if self.warmed is not None:  # after the start: only for someone using the pages, and not on every flush of a live feed
+            now = time.monotonic()
+            if now - _LAST_VIEW[0] > WARM_ACTIVE_S or now - self.last_warm < self.min_gap_s:
+                return 0
         tokens = (data_token(store), data_token(store, "detections"))
         if tokens == self.warmed:
             return 0
+        self.last_warm = time.monotonic()
         clock = time.perf_counter()
         _import_pages()
         for name, arguments in list(_WARM):

@@ -102,7 +102,7 @@ def test_a_failed_read_is_not_cached(loaded):
 
 
 def test_the_warmer_computes_first_views_before_anyone_asks_and_again_after_a_load(loaded, tmp_path):
-    warmer = shared.Warmer(store_of=lambda: loaded)
+    warmer = shared.Warmer(store_of=lambda: loaded, min_gap_s=0)
     assert warmer.warm_once() > 0
     opened = CountingStore.opened
     view = shared.cached(overview.overview, None, None)
@@ -125,3 +125,16 @@ def test_the_warmer_keeps_running_when_the_store_is_missing(tmp_path):
     warmer.stop.set()
     warmer.thread.join(5)
     assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_after_the_start_the_warmer_refreshes_only_for_active_users_and_not_on_every_load(loaded, tmp_path, monkeypatch):
+    warmer = shared.Warmer(store_of=lambda: loaded, min_gap_s=3600)
+    assert warmer.warm_once() > 0  # the start: always
+    shared.cached(timespan.span)
+    add_closures_in_another_process(loaded.path, 1, tmp_path)
+    assert warmer.warm_once() == 0  # a live feed: not within the gap
+    warmer.min_gap_s = 0
+    monkeypatch.setattr(shared, "_LAST_VIEW", [time.monotonic() - shared.WARM_ACTIVE_S - 1])
+    assert warmer.warm_once() == 0  # nobody looking: nothing run
+    shared.cached(timespan.span)
+    assert warmer.warm_once() > 0
