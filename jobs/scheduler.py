@@ -67,6 +67,9 @@ JOBS = ("ingest", "analyze", "evaluate", "deliver")
 #: job_runs older than this are deleted (at start and every PRUNE_EVERY_RUNS runs).
 KEEP_RUNS_DAYS = 7
 PRUNE_EVERY_RUNS = 500
+#: Idle runs in a row are written to job_runs at most this often (scheduler_health calls a job late after
+#: twice its interval plus a minute, so the health stays right while a 15 s deliver job writes once a minute).
+IDLE_RECORD_EVERY_S = 60.0
 #: A job_runs error is one sentence; anything longer is cut (after redaction).
 MAX_ERROR_CHARS = 1000
 #: Names in a watched folder that are never logs, or not finished yet.
@@ -86,14 +89,17 @@ class JobRecorder:
         self.stopping = False  # set on SIGTERM/SIGINT: runs already queued behind the current one are dropped
         self.runs = 0
         self.lock = threading.Lock()  # the deliver thread records its runs beside the other jobs' thread
+        self.idle_recorded: dict[str, float] = {}  # job -> when its last idle run was written (time.monotonic)
+        self.idle_every: dict[str, float] = {}  # job -> seconds between written idle runs (run_forever: from its interval)
 
     def run(self, job: str, work: Callable[[], str], idle: Callable[[], str | None] | None = None) -> tuple[str, str | None]:
         """Run one job and record it; returns (outcome, error). Never raises a user error.
 
         ``idle`` (one cheap read) says why there is nothing to do, or None when
-        there is: an idle run is recorded as one finished row, without the
-        'running' row and the job's own transactions, since each write to a
-        large store costs tens of milliseconds of CPU and these runs come often.
+        there is: an idle run is recorded as one finished row (and idle runs in
+        a row at most every IDLE_RECORD_EVERY_S), without the 'running' row and
+        the job's own transactions, since each write to a large store costs
+        tens of milliseconds of CPU and these runs come every few seconds.
         """
         if self.stopping:
             return "skipped", None
@@ -105,12 +111,16 @@ class JobRecorder:
         clock, cpu = time.perf_counter(), time.process_time()
         quiet = self._idle(job, idle)
         if quiet is not None:
-            if not self._write("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'ok', NULL, ?, ?)",
-                               [run_id, job, started, quiet, os.getpid()]):
-                log.warning("%s skipped: the database is busy", job)
-                return "error", "the database was busy"
+            every = self.idle_every.get(job, IDLE_RECORD_EVERY_S)
+            if time.monotonic() - self.idle_recorded.get(job, -every) >= every:
+                if not self._write("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'ok', NULL, ?, ?)",
+                                   [run_id, job, started, quiet, os.getpid()]):
+                    log.warning("%s skipped: the database is busy", job)
+                    return "error", "the database was busy"
+                self.idle_recorded[job] = time.monotonic()
             log.info("%s ok in %.2f s (CPU %.2f s): %s", job, time.perf_counter() - clock, time.process_time() - cpu, quiet)
             return "ok", None
+        self.idle_recorded.pop(job, None)
         if not self._write("INSERT INTO job_runs VALUES (?, ?, ?, NULL, 'running', NULL, NULL, ?)", [run_id, job, started, os.getpid()]):
             with self.lock:
                 self.unwritten.append(("INSERT INTO job_runs VALUES (?, ?, ?, now(), 'error', ?, NULL, ?)",
@@ -449,6 +459,7 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
     start = datetime.now(UTC)
     for order, name in enumerate(JOBS):
         every = getattr(settings, f"{name}_every_s")
+        recorder.idle_every[name] = min(IDLE_RECORD_EVERY_S, 4 * every)  # the health's "late" is 2 intervals + 1 min
         scheduler.add_job(recorder.run, "interval", args=[name, getattr(jobs, name), jobs.idle_check(name)], id=name, name=name,
                           seconds=every, next_run_time=start + timedelta(milliseconds=100 * order),
                           executor="deliver" if name == "deliver" else "default")
