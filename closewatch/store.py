@@ -31,7 +31,7 @@ import duckdb
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from closewatch import lake as lakes
-from closewatch.errors import ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
+from closewatch.errors import ClosewatchError, ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
 from closewatch.schema import LATEST, MIGRATIONS
 
 if TYPE_CHECKING:  # polars is imported by duckdb's .pl() where a frame is made, not by every user of the store
@@ -329,6 +329,7 @@ class SerialStore(Store):
 
     _locks: dict[str, threading.RLock] = {}
     _locks_guard = threading.Lock()
+    _held: dict[str, int] = {}  # path -> how deep this process holds the file open (``held``)
 
     @classmethod
     def like(cls, store: Store) -> SerialStore:
@@ -342,10 +343,53 @@ class SerialStore(Store):
             raise StoreBusy(f"Database {self.path} is busy: another job of this process held it for more than "
                             f"{self.lock_timeout_s:g} s; it is retried on the next run.")
         try:
-            with super().connect(read_only=read_only, lake=lake) as con:
+            held = self._held.get(self._key(), 0) > 0  # under ``held``: read-write, the same configuration as the kept one
+            with super().connect(read_only=read_only and not held, lake=lake) as con:
                 yield con
         finally:
             lock.release()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the file open for one bounded unit of work made of many short transactions (a scheduler job).
+
+        Opening a large file costs tens of milliseconds of CPU, and closing it
+        after a write checkpoints it: a job of twenty transactions paid that
+        twenty times. While one connection stays open, the job's own
+        connections join it (DuckDB shares one instance per file and
+        configuration within a process) and the checkpoint happens once, at
+        the end. Other threads of this process wait meanwhile, as they do for
+        any connection, and other processes for the job's length: hold only
+        work that never waits on anything but the database (never a channel
+        call). A store with a lake, or a file that cannot be opened now, runs
+        the work unheld, its connections short as usual.
+        """
+        if self.lake is not None:
+            yield
+            return
+        lock = self._process_lock()
+        if not lock.acquire(timeout=self.lock_timeout_s):
+            yield
+            return
+        key = self._key()
+        try:
+            try:
+                self._ensure_schema()
+                keeper = self._open(read_only=False)
+            except ClosewatchError:
+                keeper = None  # busy or unreadable: the work's own connections wait or say so
+            self._held[key] = self._held.get(key, 0) + (keeper is not None)
+            try:
+                yield
+            finally:
+                if keeper is not None:
+                    self._held[key] -= 1
+                    keeper.close()
+        finally:
+            lock.release()
+
+    def _key(self) -> str:
+        return str(self.path.resolve())
 
     def _process_lock(self) -> threading.RLock:
         key = str(self.path.resolve())

@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,10 @@ JOBS = ("ingest", "analyze", "evaluate", "deliver")
 #: job_runs older than this are deleted (at start and every PRUNE_EVERY_RUNS runs).
 KEEP_RUNS_DAYS = 7
 PRUNE_EVERY_RUNS = 500
+#: Jobs that keep the store open for their whole run (they wait on nothing but the database; deliver calls channels).
+HELD_JOBS = frozenset({"ingest", "analyze", "evaluate"})
+#: ... when they run at most this often: held runs back to back would leave other processes no moment to open the file.
+HOLD_MIN_INTERVAL_S = 10.0
 #: Idle runs in a row are written to job_runs at most this often (scheduler_health calls a job late after
 #: twice its interval plus a minute, so the health stays right while a 15 s deliver job writes once a minute).
 IDLE_RECORD_EVERY_S = 60.0
@@ -90,10 +95,22 @@ class JobRecorder:
         self.runs = 0
         self.lock = threading.Lock()  # the deliver thread records its runs beside the other jobs' thread
         self.idle_recorded: dict[str, float] = {}  # job -> when its last idle run was written (time.monotonic)
+        self.held_jobs = set(HELD_JOBS)  # run_forever leaves out the jobs that run too often to hold the file
         self.idle_every: dict[str, float] = {}  # job -> seconds between written idle runs (run_forever: from its interval)
 
     def run(self, job: str, work: Callable[[], str], idle: Callable[[], str | None] | None = None) -> tuple[str, str | None]:
         """Run one job and record it; returns (outcome, error). Never raises a user error.
+
+        The jobs in HELD_JOBS keep the file open for their whole run
+        (``SerialStore.held``): their many short transactions then cost one
+        open and one checkpoint, not one each.
+        """
+        holding = getattr(self.store, "held", None)
+        with holding() if holding is not None and job in self.held_jobs else nullcontext():
+            return self._run(job, work, idle)
+
+    def _run(self, job: str, work: Callable[[], str], idle: Callable[[], str | None] | None) -> tuple[str, str | None]:
+        """Run one job and record it (see ``run``).
 
         ``idle`` (one cheap read) says why there is nothing to do, or None when
         there is: an idle run is recorded as one finished row (and idle runs in
@@ -460,6 +477,8 @@ def run_forever(jobs: Jobs, recorder: JobRecorder) -> None:
     for order, name in enumerate(JOBS):
         every = getattr(settings, f"{name}_every_s")
         recorder.idle_every[name] = min(IDLE_RECORD_EVERY_S, 4 * every)  # the health's "late" is 2 intervals + 1 min
+        if every < HOLD_MIN_INTERVAL_S:
+            recorder.held_jobs.discard(name)  # back to back, held runs would keep other processes out of the file
         scheduler.add_job(recorder.run, "interval", args=[name, getattr(jobs, name), jobs.idle_check(name)], id=name, name=name,
                           seconds=every, next_run_time=start + timedelta(milliseconds=100 * order),
                           executor="deliver" if name == "deliver" else "default")
