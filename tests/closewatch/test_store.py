@@ -165,3 +165,37 @@ def test_literals_read_back_as_the_values_they_write():
         literal(datetime(2026, 11, 20))
     with pytest.raises(TypeError):
         literal(object())
+
+
+def test_a_held_unit_of_work_shares_one_open_file_and_lets_go_of_it_after(db_path):
+    from closewatch.store import SerialStore
+
+    store = SerialStore(db_path)
+    store.query("SELECT 1")
+    with store.held():
+        for n in range(5):
+            with store.transaction() as con:
+                con.execute("INSERT INTO job_runs VALUES (?, 'x', now(), now(), 'ok', NULL, NULL, 1)", [f"run-{n}"])
+        assert store.query("SELECT count(*) FROM job_runs").item() == 5  # a read-only read joins the held file
+        other = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1], read_only=True)", str(db_path)],
+                               capture_output=True, text=True)
+        assert other.returncode != 0 and "lock" in other.stderr.lower()  # held: other processes wait, as for any writer
+    other = subprocess.run([sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+                            ".execute('SELECT count(*) FROM job_runs').fetchone()[0])", str(db_path)], capture_output=True, text=True)
+    assert other.stdout.strip() == "5", other.stderr  # let go, every transaction committed
+
+
+def test_a_held_unit_of_work_on_a_busy_file_runs_unheld_and_waits_as_usual(db_path):
+    from closewatch.store import SerialStore
+
+    Store(db_path).query("SELECT 1")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(1.5)", str(db_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = SerialStore(db_path, lock_timeout_s=0.2)
+    with store.held():  # could not open it: the work runs, its own connections wait (here: give up) as usual
+        with pytest.raises(StoreBusy):
+            store.query("SELECT 1")
+    holder.wait()
+    with store.held():
+        assert store.query("SELECT 1").item() == 1
