@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="wall time measured after the first cycle")
     parser.add_argument("--lines", type=int, default=2000, help="closures per dropped file")
     parser.add_argument("--file-every", type=float, default=60.0, help="seconds between dropped files")
+    parser.add_argument("--keep-log", type=Path, help="copy the scheduler's log here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="closewatch-scheduler-") as tmp:
@@ -157,6 +158,8 @@ def main() -> None:
                 os.killpg(scheduler.pid, signal.SIGKILL)
                 scheduler.wait()
         loaded = Store(db).query("SELECT count(*) FROM ingest_batches WHERE source_file LIKE '%piece-%'").item()
+        if args.keep_log:
+            shutil.copy(folder / "scheduler.log", args.keep_log)
 
     per_job: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for _, job, _, seconds, used in measured:

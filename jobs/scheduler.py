@@ -45,7 +45,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,7 +92,7 @@ class JobRecorder:
         self.unwritten: list[tuple[str, list[Any]]] = []
         self.stopping = False  # set on SIGTERM/SIGINT: runs already queued behind the current one are dropped
         self.runs = 0
-        self.lock = threading.Lock()  # the deliver thread records its runs beside the other jobs' thread
+        self.lock = threading.RLock()  # the deliver thread records its runs beside the other jobs' thread
         self.idle_recorded: dict[str, float] = {}  # job -> when its last idle run was written (time.monotonic)
         self.held_jobs = set(HELD_JOBS)  # run_forever leaves out the jobs that run too often to hold the file
         self.idle_every: dict[str, float] = {}  # job -> seconds between written idle runs (run_forever: from its interval)
@@ -106,7 +105,10 @@ class JobRecorder:
         open and one checkpoint, not one each.
         """
         holding = getattr(self.store, "held", None)
-        with holding() if holding is not None and job in self.held_jobs else nullcontext():
+        if holding is None or job not in self.held_jobs:
+            return self._run(job, work, idle)
+        # the recorder's lock first, as the deliver thread's writes take it: the same order in both threads, no deadlock
+        with self.lock, holding():
             return self._run(job, work, idle)
 
     def _run(self, job: str, work: Callable[[], str], idle: Callable[[], str | None] | None) -> tuple[str, str | None]:
