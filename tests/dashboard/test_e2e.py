@@ -92,18 +92,6 @@ def scroll_to(locator) -> None:
     locator.page.wait_for_timeout(500)
 
 
-def steady_store(db: Path, quiet_s: float = 8, timeout_s: float = 120) -> None:
-    """Until the closure count has not changed for ``quiet_s`` (the follower has stored what was written)."""
-    deadline = time.monotonic() + timeout_s
-    last, since = count_closures(db), time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        assert time.monotonic() < deadline, f"the store kept changing for {timeout_s} s"
-        time.sleep(1)
-        now = count_closures(db)
-        if now != last:
-            last, since = now, time.monotonic()
-
-
 def count_closures(db: Path) -> int:
     return Store(db, lock_timeout_s=60).query("SELECT count(*) FROM closures").item()
 
@@ -160,8 +148,6 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     children = psutil.Process(process.pid).children(recursive=True)
     words = {"scheduler", "closewatch.dashboard.streamlit_run"}  # the scheduler, and Streamlit with its warmer
     assert words <= {word for child in children for word in child.cmdline() if word in words}
-    writer = hold_the_live_demo_still(children, db)
-
     # the live demo moves: its writer's closes reach the store through the scheduler's follower
     loaded = count_closures(db)
     deadline = time.monotonic() + 120
@@ -169,9 +155,7 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
         assert time.monotonic() < deadline, "no live demo traffic reached the store in 120 s"
         time.sleep(1)
     # then it holds still (its writer paused), so the numbers below can be checked against the store
-    [writer] = [child for child in children if "closewatch.generator.live" in child.cmdline()]
-    writer.suspend()
-    steady_store(db)
+    writer = hold_the_live_demo_still(children, db)
 
     # Overview on the demo data
     open_page(page, url, "Overview")
