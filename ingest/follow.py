@@ -59,7 +59,7 @@ from closewatch.ingest.envelopes import HEAD_BYTES, HEAD_LINES, reader_for_head
 from closewatch.ingest.errors import IngestError
 from closewatch.ingest.formats import ParseOptions
 from closewatch.ingest.lines import GZIP_MAGIC, head_lines_of, stream_of
-from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, staged_input
+from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, staged_input, stored_ids_sql
 from closewatch.ingest.sources import bytes_input, expand_inputs
 from closewatch.settings import FollowSettings, IngestSettings
 from closewatch.store import Store, scalar
@@ -243,7 +243,9 @@ def store_lines(store: Store, state: FollowState, data: bytes, lines: int, new_o
         with store.transaction(lake=False) as con:
             _check_offset(con, new, expected)
             if staged.closures is not None:
-                inserted = scalar(con, _INSERT_SQL.format(final=staged.closures),
+                # the duplicate check reads only the stored ids in the chunk's time range (ingest.pipeline)
+                query = _INSERT_SQL.format(final=staged.closures, stored=stored_ids_sql(con, staged.closures))
+                inserted = scalar(con, query,
                                   [new.path, _format_name(new), new.batch_id, new.line_no])
                 done.accepted, done.duplicates = inserted, result.accepted - inserted
                 newest = scalar(con, f"SELECT max(ts) FROM read_parquet('{staged.closures}')")
@@ -344,8 +346,7 @@ WITH staged AS (
 )
 SELECT {", ".join("$1" if c == "source_file" else "$2" if c == "source_format" else "$3" if c == "batch_id"
                   else "source_line + $4" if c == "source_line" else c for c in STORED_CLOSURE_COLUMNS)}, now()
-FROM numbered
-WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE c.event_id = numbered.event_id)
+FROM numbered ANTI JOIN ({{stored}}) AS stored ON stored.event_id = numbered.event_id
 """
 
 

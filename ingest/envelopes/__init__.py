@@ -106,8 +106,8 @@ def detect_envelope(head: list[str], kinds: tuple[str, ...] | None = None) -> En
 def with_reference_time(options: ParseOptions, source: Input) -> ParseOptions:
     """The options of one input: its path, and the time no line of it can be later than
     (its file's modification time, or now)."""
-    if options.source_name is None and source.path is not None:
-        options = replace(options, source_name=str(source.path))
+    if options.source_name is None:
+        options = replace(options, source_name=str(source.path) if source.path is not None else source.name)
     if options.reference_time is not None:
         return options
     moment = datetime.now(UTC)

@@ -454,3 +454,17 @@ def test_any_mix_of_writes_rotations_copytruncates_compressions_and_restarts_sto
         clock.now += 10
         follow.tick()
     expect_once(store, written)
+
+
+def test_a_followed_cri_file_in_the_kubelets_layout_is_labelled_with_its_pod(store, tmp_path):
+    """As with `closewatch ingest` (tests/ingest/test_envelopes.py): the kubelet's path names the pod."""
+    from closewatch.ingest.envelopes import get_envelope
+
+    log = tmp_path / "pods" / "voice_voicebot-7d9f8b6c5d-x2x9k_0a1b2c3d-4e5f-6789-abcd-ef0123456789" / "voicebot" / "0.log"
+    log.parent.mkdir(parents=True)
+    timed = [(ORIGIN + timedelta(seconds=n), close_line(n).strip()) for n in range(5)]
+    log.write_text("\n".join(get_envelope("cri").wrap(timed, {})) + "\n")
+    assert follower(store, [str(log)]).tick().lines == 5
+    expect_once(store, 5)
+    labels = store.query("SELECT DISTINCT labels FROM closures")["labels"].to_list()
+    assert [json.loads(label) for label in labels] == [{"pod": "voicebot-7d9f8b6c5d-x2x9k", "namespace": "voice", "container": "voicebot"}]
