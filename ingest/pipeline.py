@@ -38,7 +38,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from closewatch.ingest.envelopes import choose_reader, with_reference_time
+from closewatch.ingest.envelopes import choose_reader, options_for_input
 from closewatch.ingest.formats import Format, Parsed, ParseOptions, conform, get_format
 from closewatch.ingest.limits import IngestLimits
 from closewatch.ingest.lines import InputTooLarge, LineReader, LongLine
@@ -152,7 +152,7 @@ def staged_input(
         with private_folder() as nothing_staged:
             yield Staged(result, nothing_staged, "", started, 0.0)
         return
-    options = with_reference_time(options, source)
+    options = options_for_input(options, source)
     fmt = _choose_format(source, format_name, options)
     with staging_folder(home) if home is not None else private_folder() as staging:
         options = replace(options, scratch=staging)

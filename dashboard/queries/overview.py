@@ -16,9 +16,9 @@ import polars as pl
 from closewatch.dashboard.queries.shared import reader, reading
 from closewatch.dashboard.queries.timespan import bucket_to_time, bucketed_counts, range_sql
 from closewatch.store import Store
+from closewatch.summary_views import IS_ERROR
 from closewatch.vocabulary import ERROR_SEVERITIES, SEVERITIES
 
-ERROR = "severity IN (" + ", ".join(f"'{name}'" for name in ERROR_SEVERITIES) + ")"
 TOP_N = 10
 MIN_CLIENT_CLOSURES = 10  # a client needs this many closures to be ranked by error rate
 
@@ -58,12 +58,12 @@ def overview(store: Store, start: datetime | None = None, end: datetime | None =
     with reading(store) as con:
         first, last, bucket_s, timeline = bucketed_counts(con, where, params, "category, severity")
         clients = con.execute(f"""
-            SELECT client_id, count(*) AS closures, count(*) FILTER (WHERE {ERROR}) AS errors
+            SELECT client_id, count(*) AS closures, count(*) FILTER (WHERE {IS_ERROR}) AS errors
             FROM closures WHERE {where} GROUP BY client_id
         """, params).pl()
         reasons = con.execute(f"""
             SELECT close_code, close_reason, category, severity, count(*) AS closures
-            FROM closures WHERE {where} AND {ERROR} GROUP BY ALL ORDER BY closures DESC, close_code LIMIT {TOP_N}
+            FROM closures WHERE {where} AND {IS_ERROR} GROUP BY ALL ORDER BY closures DESC, close_code LIMIT {TOP_N}
         """, params).pl()
     timeline = timeline.with_columns(bucket_to_time("bucket", bucket_s))
     total = int(timeline["closures"].sum() or 0)

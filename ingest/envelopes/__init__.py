@@ -103,7 +103,7 @@ def detect_envelope(head: list[str], kinds: tuple[str, ...] | None = None) -> En
     return best
 
 
-def with_reference_time(options: ParseOptions, source: Input) -> ParseOptions:
+def options_for_input(options: ParseOptions, source: Input) -> ParseOptions:
     """The options of one input: its path, and the time no line of it can be later than
     (its file's modification time, or now)."""
     if options.source_name is None:
@@ -352,5 +352,5 @@ def examples() -> list[tuple[str, str, str, str]]:
 __all__ = [
     "CLIENT_LABELS", "ENVELOPE_LIST", "Envelope", "all_envelopes", "check_envelope_name", "choose_reader",
     "detect_envelope", "enveloped_format", "examples", "get_envelope", "pick_client", "reader_for_head",
-    "with_reference_time", "zone_name",
+    "options_for_input", "zone_name",
 ]
