@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 from closewatch.ingest import clients
 from closewatch.ingest.clients import CLIENTS, GENERIC_CLIENT, Client, Pattern
@@ -132,37 +133,68 @@ class _State:
     rejects: int = 0
 
 
-def _flag_lines(batch: pl.DataFrame, spec: Spec, state: _State) -> pl.DataFrame:
-    """Clean text, continuation flags, traceback owners and the pre-filter, for every line."""
-    text = pl.col("raw")
-    if batch["raw"].str.contains("\x1b", literal=True).any():  # colour codes are rare: strip only when present
+def _clean_text(raw: pl.Series) -> pl.Series:
+    """The line without colour codes and trailing whitespace; each pass only runs when a line needs it."""
+    text = raw
+    if raw.str.contains("\x1b", literal=True).any():  # colour codes are rare
         text = text.str.replace_all(_ANSI, "")
-    frame = batch.select("source_line", text.str.strip_chars_end().alias("text"))
-    indented = pl.col("text").str.starts_with(" ") | pl.col("text").str.starts_with("\t")
-    empty = pl.col("text").str.len_bytes() == 0
-    marker = pl.any_horizontal([pl.col("text").str.starts_with(m) for m in _TB_MARKERS])
-    kind = pl.when(empty | indented).then(None).otherwise(marker)
-    after_tb = kind.shift(1).forward_fill().fill_null(state.last_was_traceback)
-    exception = ~empty & ~indented & ~marker & after_tb & pl.col("text").str.contains(_EXCEPTION_LINE)
+    if text.str.contains(r"\s$").any():  # so is trailing whitespace (line endings are already gone)
+        text = text.str.strip_chars_end()
+    return text.alias("text")
+
+
+def _flag_lines(batch: pl.DataFrame, spec: Spec, state: _State) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The batch's candidate lines (source_line, text) and its traceback exception lines (owner, text).
+
+    A record's own lines are unindented and not empty; the rest (indented
+    lines, traceback markers, and the exception line that ends a traceback)
+    continue the record before them. Only the first record line after a
+    marker can be an exception line, so the costly tests run on those few
+    rows, located with numpy over the batch's flags.
+    """
+    text = _clean_text(batch["raw"])
+    lines = batch["source_line"].to_numpy()
+    indented = (text.str.starts_with(" ") | text.str.starts_with("\t")).to_numpy()
+    empty = (text.str.len_bytes() == 0).to_numpy()
+    marker = np.zeros(text.len(), dtype=bool)
+    for m in _TB_MARKERS:
+        marker |= text.str.starts_with(m).to_numpy()
+    own = np.flatnonzero(~empty & ~indented)  # record lines: markers, exception lines and records proper
+    kinds = marker[own]
+    after_tb = np.empty(own.size, dtype=bool)
+    if own.size:
+        after_tb[0] = state.last_was_traceback
+        after_tb[1:] = kinds[:-1]
+        state.last_was_traceback = bool(kinds[-1])
+    maybe = own[after_tb & ~kinds]
+    exception = np.zeros(text.len(), dtype=bool)
+    if maybe.size:
+        hits = text.gather(maybe).str.contains(_EXCEPTION_LINE).to_numpy()
+        exception[maybe[hits]] = True
+    record = ~empty & ~indented & ~marker & ~exception
+    exc_rows = _owned(lines, record, np.flatnonzero(exception), text, state)
+    records = np.flatnonzero(record)
+    if records.size:
+        state.last_owner = int(lines[records[-1]])
     if spec.phrases:  # one Aho-Corasick pass for the anchors and the reason phrases
-        candidate = pl.col("text").str.contains_any(list(spec.anchors + spec.phrases), ascii_case_insensitive=True)
+        hit = text.str.contains_any(list(spec.anchors + spec.phrases), ascii_case_insensitive=True)
+    elif spec.anchors:
+        hit = text.str.contains_any(list(spec.anchors))
     else:
-        candidate = pl.col("text").str.contains_any(list(spec.anchors)) if spec.anchors else pl.lit(False)
-    frame = frame.with_columns(
-        kind=kind, empty=empty, continuation=indented | marker | exception, exception=exception,
-    ).with_columns(
-        owner=pl.when(~pl.col("continuation") & ~pl.col("empty")).then(pl.col("source_line"))
-        .shift(1).forward_fill().fill_null(pl.lit(state.last_owner, pl.Int64)),
-        candidate=candidate & ~pl.col("continuation") & ~pl.col("empty"),
-    )
-    if frame.height:
-        kinds = frame["kind"].drop_nulls()
-        if kinds.len():
-            state.last_was_traceback = bool(kinds[-1])
-        owners = frame.filter(~pl.col("continuation") & ~pl.col("empty"))["source_line"]
-        if owners.len():
-            state.last_owner = int(owners[-1])
-    return frame
+        hit = pl.Series([False] * text.len())
+    chosen = hit.to_numpy() & record
+    cands = pl.DataFrame({"source_line": batch["source_line"], "text": text}).filter(pl.Series(chosen))
+    return cands, exc_rows
+
+
+def _owned(lines: np.ndarray, record: np.ndarray, exceptions: np.ndarray, text: pl.Series, state: _State) -> pl.DataFrame:
+    """Exception lines with the record line they hang under (the last record line before them)."""
+    if exceptions.size == 0:
+        return pl.DataFrame(schema={"owner": pl.Int64, "text": pl.String})
+    records = np.flatnonzero(record)
+    before = np.searchsorted(records, exceptions) - 1
+    owners = [int(lines[records[i]]) if i >= 0 else state.last_owner for i in before]
+    return pl.DataFrame({"owner": owners, "text": text.gather(exceptions)}, schema={"owner": pl.Int64, "text": pl.String})
 
 
 def _wrap(regex: str) -> str:
@@ -234,9 +266,8 @@ def _client_tokens(cands: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([plain, tagged]).sort("source_line")
 
 
-def _read_candidates(frame: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
-    """Envelope and pattern fields of candidate lines that match a pattern or a reject marker."""
-    cands = frame.filter("candidate").select("source_line", "text")
+def _read_candidates(cands: pl.DataFrame, spec: Spec, options: ParseOptions) -> pl.DataFrame:
+    """Envelope and pattern fields of candidate lines (source_line, text) that match a pattern or a reject marker."""
     if cands.height == 0:
         return cands
     clean = _client_tokens(cands)
@@ -356,9 +387,8 @@ def _timestamps(rows: pl.DataFrame, tz: str) -> pl.DataFrame:
     return rows.drop("_plain")
 
 
-def _exception_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """Traceback exception lines that name a status, keyed by the record they hang under."""
-    rows = frame.filter("exception").select("owner", "text")
+def _exception_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Traceback exception lines (owner, text) that name a status, keyed by the record they hang under."""
     if rows.height == 0:
         return pl.DataFrame(schema={"owner": pl.Int64, "exc_code": pl.Int64, "exc_reason": pl.String})
     found = rows.with_columns(g=pl.col("text").str.extract_groups(clients.EXCEPTION_CODE_REGEX))
@@ -374,10 +404,10 @@ def _exception_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _scan(batch: pl.DataFrame, spec: Spec, options: ParseOptions, state: _State) -> pl.DataFrame:
     """Read one batch; keep its candidates in ``state``; return its rejects."""
-    frame = _flag_lines(batch, spec, state)
-    state.lines += frame.height
-    state.exceptions.append(_exception_rows(frame))
-    rows = _read_candidates(frame, spec, options)
+    cands, exceptions = _flag_lines(batch, spec, state)
+    state.lines += batch.height
+    state.exceptions.append(_exception_rows(exceptions))
+    rows = _read_candidates(cands, spec, options)
     if rows.height == 0:
         return empty_rejects()
     rejects = rows.filter(pl.col("reject").is_not_null())
