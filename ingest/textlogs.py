@@ -237,16 +237,34 @@ def _match_patterns(clean: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     looks at the rows that contain its anchor literal (found for all anchors in one pass)."""
     text = clean["text"]
     anchors = sorted({p.anchor for p in spec.patterns if p.anchor})
-    found = text.str.extract_many(anchors, overlapping=True) if anchors else None
+    found = _anchor_bits(text, anchors)
     masks: dict[str, pl.Series] = {}
     for pattern in spec.patterns:
         if pattern.anchor not in masks:
             masks[pattern.anchor] = (
-                found.list.contains(pattern.anchor) if pattern.anchor
+                pl.Series(found & (1 << anchors.index(pattern.anchor)) != 0) if pattern.anchor
                 else text.str.contains_any(list(clients.STRONG_REASONS + clients.WEAK_REASONS), ascii_case_insensitive=True)
             )
     matched = _first_match(clean, [p.regex for p in spec.patterns], _FIELDS, [masks[p.anchor] for p in spec.patterns])
     return matched.rename({"index": "pid"})
+
+
+def _anchor_bits(text: pl.Series, anchors: list[str]) -> np.ndarray:
+    """Per row, which anchors it contains, as bits (anchor i is bit i): one Aho-Corasick pass, and then a
+    pattern's mask is one integer test instead of a search of each row's list of anchors."""
+    if not anchors or text.len() == 0:
+        return np.zeros(text.len(), dtype=np.int64)
+    assert len(anchors) < 63, "anchors are bits of an int64"
+    found = text.str.extract_many(anchors, overlapping=True)
+    flat = found.explode(empty_as_null=False).replace_strict(
+        {a: 1 << i for i, a in enumerate(anchors)}, return_dtype=pl.Int64).to_numpy()
+    counts = found.list.len().to_numpy().astype(np.int64)
+    bits = np.zeros(counts.size, dtype=np.int64)
+    some = counts > 0
+    if some.any():  # each row's anchors are a run of ``flat``; OR each run (rows without any keep 0)
+        starts = np.cumsum(counts) - counts
+        bits[some] = np.bitwise_or.reduceat(flat, starts[some])
+    return bits
 
 
 def _client_tokens(cands: pl.DataFrame) -> pl.DataFrame:
