@@ -6,21 +6,26 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
+from closewatch.cli import kit
 from closewatch.cli.kit import (
     OUTPUT_FORMATS,
     catalog_path,
     db_option,
-    err_console,
     existing_store,
+    get_quick_settings,
     get_settings,
     get_store,
     out_console,
     print_frame,
 )
-from rich.console import Console
 
-# rich's progress and table modules, polars and the stages are imported by the commands that use them,
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich, polars and the stages are imported by the commands that use them,
 # so `closewatch --help`, `sql` and `info` start at once (bench/bench_cli_start.py).
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -150,8 +155,8 @@ class _progress_display:
         large = any((source.size or 0) >= PROGRESS_MIN_BYTES for source in inputs)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-            console=err_console, transient=True,
-        ) if large and err_console.is_terminal else None
+            console=kit.err_console, transient=True,
+        ) if large and kit.err_console.is_terminal else None
 
     def __enter__(self):
         if self.progress is None:
@@ -219,7 +224,7 @@ def sql(ctx: click.Context, query: str, output: str) -> None:
     answer = run_query(existing_store(ctx, settings), query, Limits.from_settings(settings))
     print_frame(answer.frame, output)
     if answer.truncated:
-        err_console.print(f"Only the first {answer.frame.height:,} rows are shown ([sql] max_rows); add a LIMIT or aggregate.",
+        kit.err_console.print(f"Only the first {answer.frame.height:,} rows are shown ([sql] max_rows); add a LIMIT or aggregate.",
                           style="yellow", highlight=False, markup=False)
 
 
@@ -252,6 +257,7 @@ def formats() -> None:
     """
     from closewatch.ingest.envelopes import all_envelopes
     from closewatch.ingest.formats import all_formats
+    from rich.console import Console
 
     console = Console()
     console.print("[bold underline]Formats[/]", highlight=False)
@@ -281,7 +287,7 @@ def info(ctx: click.Context) -> None:
     """
     from closewatch.store import first_row
 
-    store = existing_store(ctx)
+    store = existing_store(ctx, get_quick_settings(ctx))
     with store.connect(read_only=True) as con:  # one row: fetched as a tuple, without making a polars frame
         row = first_row(con, """
             SELECT (SELECT max(version) FROM schema_version) AS schema_version,
@@ -293,10 +299,9 @@ def info(ctx: click.Context) -> None:
                    (SELECT count(DISTINCT client_id) FROM closures) AS clients
         """)
         names = [column[0] for column in con.description or []]
-    console = Console()
-    console.print(f"database: {store.path.resolve()}", highlight=False)
+    click.echo(f"database: {store.path.resolve()}")
     for key, value in zip(names, row, strict=True):
-        console.print(f"{key}: {value if value is not None else '-'}", highlight=False)
+        click.echo(f"{key}: {value if value is not None else '-'}")
 
 
 @click.command()
@@ -311,6 +316,7 @@ def reclassify(ctx: click.Context, catalog_option: str | None) -> None:
         closewatch reclassify --catalog my-codes.toml
     """
     from closewatch import jobs
+    from rich.console import Console
 
     updated = jobs.reclassify(existing_store(ctx), catalog_path(ctx, catalog_option))
     Console().print(f"Reclassified {updated:,} closures.")

@@ -2,33 +2,65 @@
 
 ``ClosewatchGroup`` is the CLI's one error boundary: a ``ClosewatchError``
 becomes one line on stderr and exit status 1; click's own usage errors exit 2.
+It imports a command's module only when that command runs (or for --help).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from closewatch.errors import ClosewatchError, StoreError
 
 if TYPE_CHECKING:  # imported where used, so `closewatch --help` and the quick commands start at once (bench/bench_cli_start.py)
     import polars as pl
+    from rich.console import Console
 
+    from closewatch.quick_settings import QuickSettings
     from closewatch.settings import Settings
     from closewatch.store import Store
 
-err_console = Console(stderr=True)
 OUTPUT_FORMATS = click.Choice(["table", "csv", "json"])
+_consoles: dict[str, Console] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``err_console``, rich's console on stderr, made on first use: `info` and `sql` start without rich's console."""
+    if name == "err_console":
+        if "err" not in _consoles:
+            from rich.console import Console
+
+            _consoles["err"] = Console(stderr=True)
+        return _consoles["err"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ClosewatchGroup(click.Group):
-    """A click group that turns domain errors into one sentence and exit 1."""
+    """A click group that turns domain errors into one sentence and exit 1, and loads commands on demand.
+
+    ``lazy`` names each command's ``module:attribute``: running `closewatch sql`
+    imports the module of sql alone, not the alerts', dashboard's and
+    generator's command modules (``--help`` lists them all, so it imports them).
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -53,6 +85,8 @@ def db_option(command: Callable) -> Callable:
 
 def out_console() -> Console:
     """Console for results: the terminal's width, or wide enough not to wrap when piped."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
@@ -65,7 +99,15 @@ def get_settings(ctx: click.Context) -> Settings:
                          lake=ctx.obj.get("lake"))
 
 
-def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
+def get_quick_settings(ctx: click.Context) -> Settings | QuickSettings:
+    """``get_settings`` for the quick commands (info, sql): without pydantic when there is no config file."""
+    from closewatch.quick_settings import quick_settings
+
+    return quick_settings(ctx.obj.get("config"), db=ctx.obj.get("db"), lock_timeout_s=ctx.obj.get("lock_timeout"),
+                          lake=ctx.obj.get("lake"))
+
+
+def get_store(ctx: click.Context, settings: Settings | QuickSettings | None = None) -> Store:
     """The store the settings name, with a notice on stderr while it waits for a lock."""
     from closewatch.store import Store
 
@@ -78,7 +120,7 @@ def get_store(ctx: click.Context, settings: Settings | None = None) -> Store:
     )
 
 
-def existing_store(ctx: click.Context, settings: Settings | None = None) -> Store:
+def existing_store(ctx: click.Context, settings: Settings | QuickSettings | None = None) -> Store:
     """The store, for every command but those that load logs (ingest, up, scheduler).
 
     A path where no database exists is a mistake (a typo, the wrong folder),
@@ -118,7 +160,7 @@ def print_frame(frame: pl.DataFrame, output: str) -> None:
         for row in frame.iter_rows():
             table.add_row(*("" if value is None else str(value) for value in row))
         out_console().print(table)
-        Console(stderr=True).print(f"{frame.height:,} rows", style="dim")
+        __getattr__("err_console").print(f"{frame.height:,} rows", style="dim")
 
 
 

@@ -9,17 +9,21 @@ from __future__ import annotations
 import click
 
 from closewatch import __version__
-from closewatch.cli import core
-from closewatch.cli.alerts import alerts, scheduler
-from closewatch.cli.analyze import analyze
-from closewatch.cli.generate import generate
-from closewatch.cli.dashboard import dashboard, up
-from closewatch.cli.follow import follow
 from closewatch.cli.kit import ClosewatchGroup
-from closewatch.cli.lake import lake
+
+#: Every command, as ``module:attribute``: a command's module is imported when it runs (cli/kit.py's ClosewatchGroup).
+COMMANDS = {
+    "ingest": "closewatch.cli.core:ingest", "follow": "closewatch.cli.follow:follow", "sql": "closewatch.cli.core:sql",
+    "catalog": "closewatch.cli.core:catalog", "formats": "closewatch.cli.core:formats", "info": "closewatch.cli.core:info",
+    "reclassify": "closewatch.cli.core:reclassify",
+    "alerts": "closewatch.cli.alerts:alerts", "scheduler": "closewatch.cli.alerts:scheduler",
+    "analyze": "closewatch.cli.analyze:analyze",
+    "generate": "closewatch.cli.generate:generate", "lake": "closewatch.cli.lake:lake",
+    "dashboard": "closewatch.cli.dashboard:dashboard", "up": "closewatch.cli.dashboard:up",
+}
 
 
-@click.group(cls=ClosewatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ClosewatchGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), help="The DuckDB file (default: $CLOSEWATCH_DB or ./closewatch.duckdb).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: $CLOSEWATCH_CONFIG or ./closewatch.toml).")
 @click.option("--lock-timeout", type=float, help="Seconds to wait while another process holds the database (default 30).")
@@ -37,14 +41,6 @@ def cli(ctx: click.Context, db_path: str | None, config_path: str | None, lock_t
     ctx.ensure_object(dict)
     ctx.obj.update(db=db_path, config=config_path, lock_timeout=lock_timeout, lake=lake_path)
 
-
-
-for command in (core.ingest, follow, core.sql, core.catalog, core.formats, core.info, core.reclassify,
-                alerts, scheduler,
-                analyze,
-                generate, lake,
-                dashboard, up):
-    cli.add_command(command)
 
 
 def main() -> None:

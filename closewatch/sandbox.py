@@ -45,7 +45,10 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from closewatch.errors import ReadOnlyQuery
+from closewatch.quick_settings import Limits
 from closewatch.store import Store
+
+__all__ = ["Answer", "Limits", "QueryRefused", "refresh_snapshot", "run_query", "snapshot_dir"]
 
 if TYPE_CHECKING:  # imported where used: the parent imports polars while the child runs, the child never imports psutil
     import polars as pl
@@ -56,23 +59,11 @@ POLL_S = 0.1
 MEMORY_SLACK_MB = 512
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class QueryRefused(ReadOnlyQuery):
     """A user's query was stopped or refused; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The [sql] section's bounds."""
-
-    timeout_s: float = 30.0
-    memory_limit_mb: int = 1024
-    max_rows: int = 100_000
-    threads: int = 2
-
-    @classmethod
-    def from_settings(cls, settings) -> Limits:
-        sql = settings.sql
-        return cls(sql.timeout_s, sql.memory_limit_mb, sql.max_rows, sql.threads)
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,7 @@ class Answer:
     seconds: float
 
 
-def run_query(store: Store, sql: str, limits: Limits = Limits(), tick: Callable[[float], None] | None = None) -> Answer:
+def run_query(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS, tick: Callable[[float], None] | None = None) -> Answer:
     """Run ``sql`` in a child process on a fresh-enough snapshot of ``store``, within ``limits``.
 
     ``tick(elapsed_s)`` is called while the query runs; an exception it raises

@@ -12,6 +12,11 @@ Every section is a pydantic model with ``extra="forbid"``, so a misspelled
 key is an error naming the file, section and key, never silently ignored.
 To add a setting, add a field to its section (the TOML key is the field's
 alias); to add a section, add a model and a field of ``Settings``.
+
+The CLI's quick commands (`info`, `sql`) read their few settings through
+``closewatch.quick_settings`` instead, which imports none of this when there
+is no config file; where the config file and the database are, and the
+defaults those commands read, are decided there once.
 """
 
 from __future__ import annotations
@@ -25,10 +30,8 @@ from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, St
 
 from closewatch.durations import parse_duration
 from closewatch.errors import ClosewatchError, ConfigError
+from closewatch.quick_settings import DEFAULT_CONFIG, DEFAULT_DB, LOCK_TIMEOUT_S, Limits, config_file, lake_path, resolve_db_path
 from closewatch.validation import problem_sentence
-
-DEFAULT_DB = "closewatch.duckdb"
-DEFAULT_CONFIG = "closewatch.toml"
 
 
 # -- value types ----------------------------------------------------------------------
@@ -71,7 +74,7 @@ class Section(BaseModel):
 class StoreSettings(Section):
     """[store]: the database file's lock policy, and the Parquet lake whose closures it also reads (docs/spark.md)."""
 
-    lock_timeout_s: Annotated[float, BeforeValidator(_lock_seconds)] = 30.0
+    lock_timeout_s: Annotated[float, BeforeValidator(_lock_seconds)] = LOCK_TIMEOUT_S
     lake: Path | None = None
 
 
@@ -139,10 +142,10 @@ class FollowSettings(Section):
 class SqlSettings(Section):
     """[sql]: the bounds of users' ad-hoc queries (`closewatch sql`, the dashboard's SQL page; closewatch/sandbox.py)."""
 
-    timeout_s: PositiveSeconds = Field(30.0, alias="timeout")
-    memory_limit_mb: StrictInt = Field(1024, alias="memory_limit_mb", ge=64)
-    max_rows: StrictInt = Field(100_000, alias="max_rows", ge=1)
-    threads: StrictInt = Field(2, alias="threads", ge=1, le=64)
+    timeout_s: PositiveSeconds = Field(Limits.timeout_s, alias="timeout")
+    memory_limit_mb: StrictInt = Field(Limits.memory_limit_mb, alias="memory_limit_mb", ge=64)
+    max_rows: StrictInt = Field(Limits.max_rows, alias="max_rows", ge=1)
+    threads: StrictInt = Field(Limits.threads, alias="threads", ge=1, le=64)
 
 
 class DashboardSettings(Section):
@@ -234,12 +237,6 @@ class Settings(Section):
 # -- building it -----------------------------------------------------------------------------
 
 
-def resolve_db_path(option: str | os.PathLike | None) -> Path:
-    """--db, else CLOSEWATCH_DB, else ./closewatch.duckdb."""
-    value = option or os.environ.get("CLOSEWATCH_DB") or DEFAULT_DB
-    return Path(value).expanduser()
-
-
 def read_toml(path: Path, error: type[ClosewatchError], what: str) -> dict[str, Any]:
     """A TOML file as a dict, or one sentence (raised as ``error``) naming the file and what is wrong."""
     try:
@@ -259,17 +256,11 @@ def load_settings(
     lake: str | os.PathLike | None = None,
 ) -> Settings:
     """The settings from the options given, the environment and the config file (no file means defaults)."""
-    explicit = config or os.environ.get("CLOSEWATCH_CONFIG")
-    candidate = Path(explicit).expanduser() if explicit else Path(DEFAULT_CONFIG)
-    if candidate.exists():
-        settings = settings_from(candidate, read_toml(candidate, ConfigError, "config file"))
-    elif explicit:
-        raise ConfigError(f"Config file {candidate} does not exist; check the path or unset CLOSEWATCH_CONFIG.")
-    else:
-        settings = Settings()
+    path = config_file(config)
+    settings = settings_from(path, read_toml(path, ConfigError, "config file")) if path is not None else Settings()
     settings = settings.model_copy(update={"db": resolve_db_path(db)})
-    lake = lake or os.environ.get("CLOSEWATCH_LAKE")  # --lake, else $CLOSEWATCH_LAKE, else [store] lake
-    return settings.overriding("store", lock_timeout_s=lock_timeout_s, lake=Path(lake).expanduser() if lake else None)
+    # --lake, else $CLOSEWATCH_LAKE, else [store] lake
+    return settings.overriding("store", lock_timeout_s=lock_timeout_s, lake=lake_path(lake))
 
 
 def settings_from(path: Path, data: dict[str, Any]) -> Settings:

@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from closewatch import lake as lakes
 from closewatch.errors import ClosewatchError, ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
 from closewatch.schema import LATEST, MIGRATIONS
 
-if TYPE_CHECKING:  # polars is imported by duckdb's .pl() where a frame is made, not by every user of the store
-    import polars as pl
+if TYPE_CHECKING:  # polars is imported by duckdb's .pl() where a frame is made, not by every user of the store;
+    import polars as pl  # tenacity only when the file is locked (the CLI's quick commands start without it)
+    from tenacity import RetryCallState
 
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
-#: Waits between tries while the file is locked: 0.05 s, doubling, at most 1 s.
-_BACKOFF = wait_exponential(multiplier=0.05, max=1.0)
+#: Waits between tries while the file is locked: 0.05 s, doubling, at most 1 s (multiplier, max).
+_BACKOFF = (0.05, 1.0)
 
 WaitNotice = Callable[[str], None]
 
@@ -63,8 +63,7 @@ class Store:
 
         ``lake=False``: ``closures`` is the file's own table, for writing it.
         """
-        self._ensure_schema()
-        con = self._open(read_only)
+        con = self._open_current(read_only)
         try:
             if lake:
                 self._attach_lake(con)
@@ -101,8 +100,8 @@ class Store:
         ``memory_limit``, locked too). Front ends run it in a separate
         process on a snapshot (closewatch/sandbox.py), never on the store itself.
         """
-        self._ensure_schema()
-        con = self._open(read_only=True, config={"enable_external_access": False, **(config or {})}, lock_configuration=True)
+        con = self._open_current(read_only=True, config={"enable_external_access": False, **(config or {})},
+                                 lock_configuration=True)
         try:
             self._attach_lake(con)
             relation = con.sql(sql)
@@ -140,20 +139,43 @@ class Store:
         manifest = self.lake / lakes.MANIFEST
         return f":{manifest.stat().st_mtime_ns}" if manifest.exists() else ":"
 
+    def _open_current(self, read_only: bool, config: dict | None = None,
+                      lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
+        """``_open``, with the schema created or migrated first if needed.
+
+        The schema's version is read on the connection the caller gets, so a
+        store at the latest version is opened once, not once to check and once
+        to use (opening a large file costs tens of milliseconds).
+        """
+        if self._schema_checked:
+            return self._open(read_only, config, lock_configuration)
+        if not self.path.exists():
+            self._ensure_schema()
+            return self._open(read_only, config, lock_configuration)
+        con = self._open(read_only, config, lock_configuration)
+        try:
+            version = _schema_version(con)
+        except BaseException:
+            con.close()
+            raise
+        if version == LATEST:
+            self._schema_checked = True
+            return con
+        con.close()
+        self._ensure_schema()
+        return self._open(read_only, config, lock_configuration)
+
     def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
         """Connect, retrying with exponential backoff (tenacity) while another process holds the file's lock."""
         if not read_only:
             self.check_writable()
-        deadline = time.monotonic() + self.lock_timeout_s
-        retrying = Retrying(
-            retry=retry_if_exception(_is_lock_error),
-            wait=lambda state: min(_BACKOFF(state), max(0.0, deadline - time.monotonic())),  # the last try is at the deadline
-            stop=stop_after_delay(self.lock_timeout_s),
-            before_sleep=self._tell_once(),
-            reraise=True,
-        )
         try:
-            return retrying(self._connect_once, read_only, config or {}, lock_configuration)
+            try:
+                return self._connect_once(read_only, config or {}, lock_configuration)
+            except duckdb.IOException as error:
+                if not _is_lock_error(error):
+                    raise
+            return self._retrying()(self._connect_once, read_only, config or {}, lock_configuration)
         except duckdb.IOException as error:
             if _is_read_only(str(error)):
                 raise StoreReadOnly(self._read_only_message()) from None
@@ -164,6 +186,20 @@ class Store:
                 f"Database {self.path} is busy: held by {holder} for more than {self.lock_timeout_s:g} s; "
                 "wait for it to finish or raise the timeout with --lock-timeout."
             ) from None
+
+    def _retrying(self):
+        """Tenacity's retry loop for a locked file, until ``lock_timeout_s`` from now."""
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+        backoff = wait_exponential(multiplier=_BACKOFF[0], max=_BACKOFF[1])
+        deadline = time.monotonic() + self.lock_timeout_s
+        return Retrying(
+            retry=retry_if_exception(_is_lock_error),
+            wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),  # the last try is at the deadline
+            stop=stop_after_delay(self.lock_timeout_s),
+            before_sleep=self._tell_once(),
+            reraise=True,
+        )
 
     def _connect_once(self, read_only: bool, config: dict, lock_configuration: bool) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(str(self.path), read_only=read_only, config=config)
@@ -220,10 +256,7 @@ class Store:
             return 0
         con = self._open(read_only=True)
         try:
-            exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
-            if not exists:
-                return 0
-            return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
+            return _schema_version(con)
         finally:
             con.close()
 
@@ -280,6 +313,12 @@ def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | No
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> Any:
     """The first column of ``first_row``: a count, a max, the number of rows a DML statement changed."""
     return first_row(con, sql, params)[0]
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The file's schema version, 0 for a file closewatch has not set up."""
+    exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
+    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version") if exists else 0
 
 
 def _holder(message: str) -> str | None:
@@ -374,8 +413,7 @@ class SerialStore(Store):
         key = self._key()
         try:
             try:
-                self._ensure_schema()
-                keeper = self._open(read_only=False)
+                keeper = self._open_current(read_only=False)
             except ClosewatchError:
                 keeper = None  # busy or unreadable: the work's own connections wait or say so
             self._held[key] = self._held.get(key, 0) + (keeper is not None)

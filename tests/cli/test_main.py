@@ -14,7 +14,9 @@ from tests.conftest import write_lines
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in group.list_commands(context):  # the CLI loads a command's module on demand (cli/kit.py)
+        command = group.get_command(context, name)
         yield prefix + (name,)
         if isinstance(command, click.Group):
             yield from all_commands(command, prefix + (name,))
