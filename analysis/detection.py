@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import polars as pl
 
 from closewatch.analysis import detectors
@@ -80,6 +82,12 @@ FROM closures
 WHERE ts >= ? AND ts < ? AND category <> 'normal'
 GROUP BY ALL
 """
+# The watermark of a run: the newest ingest time, how many closures, and the stamp of reclassifications.
+WATERMARK_SQL = """
+SELECT max(ingested_at), count(*),
+       (SELECT coalesce(max(changed_at)::VARCHAR, '') || ':' || count(*)::VARCHAR FROM data_changes)
+FROM closures
+"""
 _REASONS_BEFORE_SQL = """
 SELECT DISTINCT close_reason FROM closures
 WHERE ts < ? AND category <> 'normal' AND close_reason IS NOT NULL
@@ -98,6 +106,27 @@ class DetectionRun:
     read_s: float
     detect_s: float
     write_s: float
+    #: "full": every detector over the whole window; "incremental": only what the new closures can change
+    #: (analysis.incremental).
+    mode: str = "full"
+    new_closures: int | None = None  # closures stored since the last run (incremental runs)
+    why_full: str | None = None  # why an incremental run analysed the whole window instead
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What a detection run saw (the ``analysis_marks`` row): the next run starts from here."""
+
+    run_id: str
+    since_asked: datetime | None
+    since: datetime
+    until: datetime
+    open_ended: bool
+    thresholds: str
+    store_first: datetime
+    ingested_to: datetime | None
+    rows_seen: int
+    changes: str
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,7 @@ class Inputs:
     until: datetime
     store_first: datetime
     grid: tuple[datetime, datetime]
+    seen: tuple[datetime | None, int, str]  # max(ingested_at), closures, data_changes stamp: the run's watermark
 
 
 # ---------------------------------------------------------------- the job
@@ -126,14 +156,19 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
     """
     thresholds = thresholds or load_thresholds()
     clock = time.perf_counter()
-    since = widen_to_stored_findings(store, _utc(since))
+    asked = _utc(since)
+    since = widen_to_stored_findings(store, asked)
     inputs = read_inputs(store, since, until, thresholds)
     read_s = time.perf_counter() - clock
     clock = time.perf_counter()
-    findings = with_ids(run_detectors(inputs, thresholds), inputs, datetime.now(UTC))
+    findings = with_ids(run_detectors(inputs, thresholds), datetime.now(UTC))
     detect_s = time.perf_counter() - clock
     clock = time.perf_counter()
-    replaced = store_findings(store, findings, inputs.since, inputs.until)
+    ingested_to, rows_seen, changes = inputs.seen
+    mark = Mark(run_id=new_run_id(), since_asked=asked, since=inputs.since, until=inputs.until, open_ended=until is None,
+                thresholds=thresholds.fingerprint(), store_first=as_utc(inputs.store_first),
+                ingested_to=ingested_to, rows_seen=rows_seen, changes=changes)
+    replaced = store_findings(store, findings, inputs.since, inputs.until, mark)
     return DetectionRun(
         since=inputs.since, until=inputs.until, closures=int(inputs.activity["closures"].sum()), findings=findings,
         replaced=replaced, read_s=read_s, detect_s=detect_s, write_s=time.perf_counter() - clock,
@@ -160,9 +195,8 @@ def read_inputs(store: Store, since_option: datetime | None, until_option: datet
     since_option, until_option = _utc(since_option), _utc(until_option)
     if since_option is not None and until_option is not None and since_option >= until_option:
         raise AnalysisError(f"--since {since_option:%Y-%m-%d %H:%M:%S} is not before --until {until_option:%Y-%m-%d %H:%M:%S}; swap or widen them.")
-    spike = thresholds["error_spike"]
-    interval_us = int(spike.interval / _ONE_US)
-    lookback = max(spike.baseline_days * timedelta(days=1), spike.fallback_intervals * spike.interval) + spike.interval
+    interval_us = int(thresholds["error_spike"].interval / _ONE_US)
+    lookback = spike_lookback(thresholds)
     with store.connect(read_only=True) as con:
         stored_first, stored_last = first_row(con, "SELECT min(ts), max(ts) FROM closures")
         if stored_first is None:
@@ -184,45 +218,94 @@ def read_inputs(store: Store, since_option: datetime | None, until_option: datet
         activity = con.execute(_ACTIVITY_SQL, [since, until]).pl()
         history = con.execute(_HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()
         reasons_before = con.execute(_REASONS_BEFORE_SQL, [since]).pl()
-    closures = closures.select(
+        ingested_to, rows_seen, changes = first_row(con, WATERMARK_SQL)
+    return Inputs(closures_frame(closures), activity_frame(activity), history_frame(history),
+                  reasons_before.select(pl.col("close_reason").cast(pl.String)),
+                  since, until, _naive(first), spike_grid(first, since, until, thresholds),
+                  (_utc(ingested_to), int(rows_seen), str(changes)))
+
+
+def spike_lookback(thresholds: Thresholds) -> timedelta:
+    """How far before the window error_spike's baseline reads counts."""
+    spike = thresholds["error_spike"]
+    return max(spike.baseline_days * timedelta(days=1), spike.fallback_intervals * spike.interval) + spike.interval
+
+
+def spike_grid(first: datetime, since: datetime, until: datetime, thresholds: Thresholds) -> tuple[datetime, datetime]:
+    """The first and last spike bucket of a window: its look-back (never before the store's first closure) to its end."""
+    interval = thresholds["error_spike"].interval
+    grid_start = max(_naive(first), _naive(since) - spike_lookback(thresholds))
+    bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), interval)
+    return pl.select(bucket(grid_start).alias("a"), bucket(_naive(until) - _ONE_US).alias("b")).row(0)
+
+
+def closures_frame(raw: pl.DataFrame) -> pl.DataFrame:
+    """A window query's rows as DETECTOR_CLOSURE_SCHEMA (naive UTC)."""
+    return raw.select(
         pl.col("event_id").cast(pl.String), pl.from_epoch("ts_us", time_unit="us").alias("ts"),
         *(pl.col(name).cast(dtype) for name, dtype in detectors.DETECTOR_CLOSURE_SCHEMA.items() if name not in ("event_id", "ts")),
     )
-    activity = activity.select(
+
+
+def activity_frame(raw: pl.DataFrame) -> pl.DataFrame:
+    return raw.select(
         pl.col("key").cast(pl.String), pl.from_epoch("minute_us", time_unit="us").alias("minute"), pl.col("closures").cast(pl.UInt32)
     )
-    history = history.select(
+
+
+def history_frame(raw: pl.DataFrame) -> pl.DataFrame:
+    return raw.select(
         pl.col("category").cast(pl.String), pl.from_epoch("bucket_us", time_unit="us").alias("bucket"), pl.col("n").cast(pl.UInt32)
     )
-    grid_start = max(_naive(first), _naive(since) - lookback)
-    bucket = lambda moment: detectors.bucket_of(pl.lit(moment, dtype=pl.Datetime("us")), spike.interval)
-    grid = pl.select(bucket(grid_start).alias("a"), bucket(_naive(until) - _ONE_US).alias("b")).row(0)
-    return Inputs(closures, activity, history, reasons_before.select(pl.col("close_reason").cast(pl.String)),
-                  since, until, _naive(first), grid)
 
 
 def run_detectors(inputs: Inputs, thresholds: Thresholds) -> pl.DataFrame:
     """Every detector's findings over the window, clipped to it (FINDING_SCHEMA)."""
-    lazy, activity = inputs.closures.lazy(), inputs.activity.lazy()
-    limit = thresholds["general"].evidence_limit
-    learned_at = inputs.store_first + thresholds["new_reason"].learning
+    lazy = inputs.closures.lazy()
     results = [
-        detectors.repeated_violation(lazy, activity, thresholds["repeated_violation"], limit),
-        detectors.frequent_disconnects(lazy, activity, thresholds["frequent_disconnects"], limit),
-        detectors.concurrency_saturation(lazy, activity, thresholds["concurrency_saturation"], limit),
-        detectors.auth_failures(lazy, activity, thresholds["auth_failures"], limit),
-        detectors.expiry_cost_leak(lazy, activity, thresholds["expiry_cost_leak"], limit),
-        detectors.error_spike(lazy, inputs.history.lazy(), inputs.grid, thresholds["error_spike"], limit),
-        detectors.new_reason(lazy, inputs.reasons_before.lazy(), learned_at, thresholds["new_reason"], limit),
+        client_findings(lazy, inputs.activity.lazy(), thresholds),
+        spike_findings(lazy, inputs.history.lazy(), inputs.grid, thresholds),
+        reason_findings(lazy, inputs.reasons_before.lazy(), inputs.store_first, thresholds),
     ]
-    since, until = _naive(inputs.since), _naive(inputs.until)
-    return pl.concat(results).with_columns(
-        window_start=pl.col("window_start").clip(lower_bound=since),
-        window_end=pl.col("window_end").clip(upper_bound=until),
+    return clipped(pl.concat(results), inputs.since, inputs.until)
+
+
+#: The patterns found per client, each client's from its own closures and activity alone.
+CLIENT_PATTERNS = ("repeated_violation", "frequent_disconnects", "concurrency_saturation", "auth_failures", "expiry_cost_leak")
+
+
+def client_findings(closures: pl.LazyFrame, activity: pl.LazyFrame, thresholds: Thresholds) -> pl.DataFrame:
+    """The per-client patterns (CLIENT_PATTERNS)."""
+    limit = thresholds["general"].evidence_limit
+    return pl.concat([
+        detectors.repeated_violation(closures, activity, thresholds["repeated_violation"], limit),
+        detectors.frequent_disconnects(closures, activity, thresholds["frequent_disconnects"], limit),
+        detectors.concurrency_saturation(closures, activity, thresholds["concurrency_saturation"], limit),
+        detectors.auth_failures(closures, activity, thresholds["auth_failures"], limit),
+        detectors.expiry_cost_leak(closures, activity, thresholds["expiry_cost_leak"], limit),
+    ])
+
+
+def spike_findings(closures: pl.LazyFrame, history: pl.LazyFrame, grid: tuple[datetime, datetime], thresholds: Thresholds) -> pl.DataFrame:
+    """error_spike, per category."""
+    return detectors.error_spike(closures, history, grid, thresholds["error_spike"], thresholds["general"].evidence_limit)
+
+
+def reason_findings(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, store_first: datetime, thresholds: Thresholds) -> pl.DataFrame:
+    """new_reason, per reason template."""
+    learned_at = store_first + thresholds["new_reason"].learning
+    return detectors.new_reason(closures, reasons_before, learned_at, thresholds["new_reason"], thresholds["general"].evidence_limit)
+
+
+def clipped(findings: pl.DataFrame, since: datetime, until: datetime) -> pl.DataFrame:
+    """Findings clipped to the analysed window."""
+    return findings.with_columns(
+        window_start=pl.col("window_start").clip(lower_bound=_naive(since)),
+        window_end=pl.col("window_end").clip(upper_bound=_naive(until)),
     )
 
 
-def with_ids(findings: pl.DataFrame, inputs: Inputs, detected_at: datetime) -> pl.DataFrame:
+def with_ids(findings: pl.DataFrame, detected_at: datetime) -> pl.DataFrame:
     """Add the deterministic detection_id and detected_at; timestamps become UTC-aware for the store."""
     ids = [
         detection_id(pattern, key, start, end)
@@ -242,23 +325,60 @@ def detection_id(pattern: str, key: str, start: datetime, end: datetime) -> str:
     return hashlib.md5(identity.encode("utf-8")).hexdigest()
 
 
-def store_findings(store: Store, findings: pl.DataFrame, since: datetime, until: datetime) -> int:
+def store_findings(store: Store, findings: pl.DataFrame, since: datetime, until: datetime, mark: Mark | None = None) -> int:
     """Replace the findings of [since, until) with these, in one transaction; returns how many were removed.
 
     A finding belongs to a window when its own window lies inside it: that
     is every finding a run over the window can produce, so nothing stale
-    survives a re-run and nothing outside the window is touched.
+    survives a re-run and nothing outside the window is touched. The run's
+    mark is written in the same transaction, so it always describes the
+    findings stored.
     """
     with store.transaction() as con:
         removed = scalar(con, "DELETE FROM detections WHERE window_start >= ? AND window_end <= ?", [since, until])
-        if findings.height:
-            con.register("new_findings", findings.to_arrow())
-            try:
-                columns = ", ".join(DETECTION_COLUMNS)
-                con.execute(f"INSERT OR REPLACE INTO detections ({columns}) SELECT {columns} FROM new_findings")
-            finally:
-                con.unregister("new_findings")
+        insert_findings(con, findings)
+        if mark is not None:
+            write_mark(con, mark)
     return removed
+
+
+def insert_findings(con: duckdb.DuckDBPyConnection, findings: pl.DataFrame) -> None:
+    if findings.height:
+        con.register("new_findings", findings.to_arrow())
+        try:
+            columns = ", ".join(DETECTION_COLUMNS)
+            con.execute(f"INSERT OR REPLACE INTO detections ({columns}) SELECT {columns} FROM new_findings")
+        finally:
+            con.unregister("new_findings")
+
+
+# ---------------------------------------------------------------- the mark
+
+
+_MARK_COLUMNS = ["run_id", "since_asked", "since", "until", "open_ended", "thresholds", "store_first",
+                 "ingested_to", "rows_seen", "changes"]
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def read_mark(con: duckdb.DuckDBPyConnection) -> Mark | None:
+    """The last detection run's mark, or None before the first run."""
+    row = con.execute(f"SELECT {', '.join(_MARK_COLUMNS)} FROM analysis_marks WHERE mark = 'detections'").fetchone()
+    if row is None:
+        return None
+    values = dict(zip(_MARK_COLUMNS, row, strict=True))
+    for name in ("since_asked", "since", "until", "store_first", "ingested_to"):
+        values[name] = _utc(values[name])
+    return Mark(**values)
+
+
+def write_mark(con: duckdb.DuckDBPyConnection, mark: Mark) -> None:
+    values = [getattr(mark, name) for name in _MARK_COLUMNS]
+    con.execute("DELETE FROM analysis_marks WHERE mark = 'detections'")
+    con.execute(f"INSERT INTO analysis_marks (mark, {', '.join(_MARK_COLUMNS)}, updated_at) "
+                f"VALUES ('detections', {', '.join('?' for _ in _MARK_COLUMNS)}, now())", values)
 
 
 # ---------------------------------------------------------------- times

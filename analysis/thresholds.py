@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import timedelta
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -57,6 +58,11 @@ class Thresholds:
 
     def sections(self) -> list[str]:
         return list(self._sections)
+
+    def fingerprint(self) -> str:
+        """md5 of every value: a stored run's findings can be kept only when this has not changed."""
+        text = repr(sorted((name, sorted(section.as_dict().items())) for name, section in self._sections.items()))
+        return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:

@@ -275,6 +275,25 @@ SELECT path, kind, status, read_offset, greatest(coalesce(size, read_offset) - r
 FROM follow_state WHERE status IN ('following', 'rotated') OR updated_at > now() - INTERVAL 1 HOUR;
 """
 
+#: Where the detections stand (analysis.detection, analysis.incremental): the window, thresholds and data
+#: the last detection run saw, so the next run can analyse only the closures stored since (one row).
+V9 = """
+CREATE TABLE analysis_marks (
+    mark          VARCHAR PRIMARY KEY,  -- 'detections': the run that last wrote the detections table
+    run_id        VARCHAR,              -- changes with every run: a run writes only if the mark it read is still there
+    since_asked   TIMESTAMPTZ,          -- the window start asked for (NULL: the store's first closure)
+    since         TIMESTAMPTZ,          -- the window it analysed: [since, until)
+    until         TIMESTAMPTZ,
+    open_ended    BOOLEAN,              -- until was the newest closure (no --until): later rows extend the window
+    thresholds    VARCHAR,              -- fingerprint of the thresholds used
+    store_first   TIMESTAMPTZ,          -- the store's first closure then (new_reason's learning period starts there)
+    ingested_to   TIMESTAMPTZ,          -- max(ingested_at) it saw: later rows are new
+    rows_seen     BIGINT,               -- closures it saw, all stored at or before ingested_to (or without a time)
+    changes       VARCHAR,              -- the data_changes stamp (reclassify) it saw
+    updated_at    TIMESTAMPTZ
+);
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: V1,
     2: V2,
@@ -284,6 +303,7 @@ MIGRATIONS: dict[int, str] = {
     6: V6,
     7: V7,
     8: ERROR_RATE_VIEWS_V8,  # closewatch/summary_views.py: errors are severity warning and above, as on the dashboard
+    9: V9,
 }
 
 LATEST = max(MIGRATIONS)
