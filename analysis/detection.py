@@ -25,6 +25,7 @@ import polars as pl
 
 from closewatch.analysis import detectors
 from closewatch.analysis.errors import AnalysisError
+from closewatch.analysis.templates import templates_of
 from closewatch.analysis.thresholds import Thresholds, load_thresholds
 from closewatch.durations import as_utc
 from closewatch.store import Store, first_row, scalar
@@ -127,6 +128,7 @@ class Mark:
     ingested_to: datetime | None
     rows_seen: int
     changes: str
+    known_templates: list[str] | None  # the reason templates before ``since`` (None: more than MAX_KNOWN_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ def detect(store: Store, since: datetime | None = None, until: datetime | None =
     ingested_to, rows_seen, changes = inputs.seen
     mark = Mark(run_id=new_run_id(), since_asked=asked, since=inputs.since, until=inputs.until, open_ended=until is None,
                 thresholds=thresholds.fingerprint(), store_first=as_utc(inputs.store_first),
-                ingested_to=ingested_to, rows_seen=rows_seen, changes=changes)
+                ingested_to=ingested_to, rows_seen=rows_seen, changes=changes,
+                known_templates=known_templates(inputs.reasons_before))
     replaced = store_findings(store, findings, inputs.since, inputs.until, mark)
     return DetectionRun(
         since=inputs.since, until=inputs.until, closures=int(inputs.activity["closures"].sum()), findings=findings,
@@ -356,7 +359,16 @@ def insert_findings(con: duckdb.DuckDBPyConnection, findings: pl.DataFrame) -> N
 
 
 _MARK_COLUMNS = ["run_id", "since_asked", "since", "until", "open_ended", "thresholds", "store_first",
-                 "ingested_to", "rows_seen", "changes"]
+                 "ingested_to", "rows_seen", "changes", "known_templates"]
+
+#: A mark keeps the templates seen before its window up to this many; beyond, the next run lists them again.
+MAX_KNOWN_TEMPLATES = 10_000
+
+
+def known_templates(reasons_before: pl.DataFrame) -> list[str] | None:
+    """The templates of the reasons before the window, sorted, or None when there are too many to keep in a mark."""
+    templates = templates_of(reasons_before)["template"].drop_nulls().unique().sort().to_list()
+    return templates if len(templates) <= MAX_KNOWN_TEMPLATES else None
 
 
 def new_run_id() -> str:
@@ -376,6 +388,7 @@ def read_mark(con: duckdb.DuckDBPyConnection) -> Mark | None:
 
 def write_mark(con: duckdb.DuckDBPyConnection, mark: Mark) -> None:
     values = [getattr(mark, name) for name in _MARK_COLUMNS]
+    values[-1] = None if mark.known_templates is None else list(mark.known_templates)
     con.execute("DELETE FROM analysis_marks WHERE mark = 'detections'")
     con.execute(f"INSERT INTO analysis_marks (mark, {', '.join(_MARK_COLUMNS)}, updated_at) "
                 f"VALUES ('detections', {', '.join('?' for _ in _MARK_COLUMNS)}, now())", values)

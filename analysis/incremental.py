@@ -53,7 +53,7 @@ from closewatch.analysis.detection import (
     CLIENT_PATTERNS, DetectionRun, Mark, Thresholds, _ACTIVITY_SQL, _FILE_CLIENTS, _CLIENT_KEY, _REASONS_BEFORE_SQL,
     _WINDOW_SQL, detect,
 )
-from closewatch.analysis.templates import template_expr
+from closewatch.analysis.templates import template_expr, templates_of
 from closewatch.analysis.thresholds import load_thresholds
 from closewatch.durations import as_utc
 from closewatch.store import Store, first_row
@@ -105,7 +105,7 @@ class Plan:
     spike_from: datetime
     templates: list[str]  # the new closures' templates never seen before the window: recomputed
     templates_all: list[str]  # every template of the new closures: their findings are replaced
-    reasons_before: pl.DataFrame  # close_reason: the distinct reasons before the window (read when templates changed)
+    known_templates: set[str]  # the templates seen before the window
 
 
 def detect_incremental(store: Store, since: datetime | None = None, thresholds: Thresholds | None = None) -> DetectionRun:
@@ -155,10 +155,11 @@ def plan(con: duckdb.DuckDBPyConnection, store: Store, asked: datetime | None, t
     if first is None or as_utc(first) != mark.store_first:
         return "closures older than the store's first arrived (new_reason's learning period moved)"
     watermark = [mark.ingested_to or _EPOCH]  # a mark without one saw only closures without an ingest time
-    before = first_row(con, "SELECT count(*) FROM closures WHERE ingested_at <= ? OR ingested_at IS NULL", watermark)[0]
+    ingested_to, rows_seen, changes = first_row(con, detection.WATERMARK_SQL)
+    # the closures after the mark are the last row groups: their min/max let DuckDB skip the others
+    before = int(rows_seen) - first_row(con, "SELECT count(*) FROM closures WHERE ingested_at > ?", watermark)[0]
     if before != mark.rows_seen:
         return "closures were removed, or stored with an ingest time before the last run's"
-    ingested_to, rows_seen, changes = first_row(con, detection.WATERMARK_SQL)
     if changes != mark.changes:
         return "closures were reclassified since the last run"
     if first_row(con, _MOVED_FILES_SQL, watermark * 2)[0]:
@@ -167,8 +168,7 @@ def plan(con: duckdb.DuckDBPyConnection, store: Store, asked: datetime | None, t
     until = max(mark.until, as_utc(last) + _ONE_US)
     new = con.execute(f"{_NEW_ROWS} SELECT key, epoch_us(ts) AS ts_us, category, close_reason FROM new_rows", watermark).pl()
     clients, categories, templates, earliest = _changed(new)
-    reasons_before = con.execute(_REASONS_BEFORE_SQL, [mark.since]).pl() if templates else pl.DataFrame({"close_reason": []})
-    reasons_before = reasons_before.select(pl.col("close_reason").cast(pl.String))
+    known = _known_templates(con, mark, new)
     if until > mark.until:  # a spike clipped at the old end reaches further now
         clipped = con.execute("SELECT DISTINCT key FROM detections WHERE pattern = 'error_spike' AND window_start >= ? "
                               "AND window_end >= ?", [mark.since, mark.until]).fetchall()
@@ -178,7 +178,7 @@ def plan(con: duckdb.DuckDBPyConnection, store: Store, asked: datetime | None, t
         clients=clients, client_from=_client_restart(con, mark.since, earliest, clients, thresholds) if clients else until,
         categories=categories,
         spike_from=_spike_restart(con, mark, earliest, categories, thresholds) if categories else until,
-        templates=sorted(set(templates) - _known(reasons_before)), templates_all=templates, reasons_before=reasons_before,
+        templates=sorted(set(templates) - known), templates_all=templates, known_templates=known,
     )
 
 
@@ -285,9 +285,18 @@ def _spike_restart(con: duckdb.DuckDBPyConnection, mark: Mark, earliest: datetim
     return max(restart, mark.since)
 
 
-def _known(reasons_before: pl.DataFrame) -> set[str]:
-    """The templates of closures before the window: none of them can be a new_reason finding."""
-    return set(reasons_before.select(template=template_expr(pl.col("close_reason")))["template"].drop_nulls().to_list())
+def _known_templates(con: duckdb.DuckDBPyConnection, mark: Mark, new: pl.DataFrame) -> set[str]:
+    """The reason templates seen before the window: the mark's, with those of new closures before the window.
+
+    Listing every reason before the window costs a scan of the store; the
+    mark keeps their templates, which only new closures before the window
+    can add to.
+    """
+    if mark.known_templates is None:
+        before = con.execute(_REASONS_BEFORE_SQL, [mark.since]).pl().select(pl.col("close_reason").cast(pl.String))
+        return set(templates_of(before)["template"].drop_nulls().to_list())
+    early = new.filter((pl.col("ts_us") < int((mark.since - _EPOCH) / _ONE_US)) & (pl.col("category") != "normal"))
+    return set(mark.known_templates) | set(templates_of(early.select("close_reason"))["template"].drop_nulls().to_list())
 
 
 def _day_of(moment: datetime) -> datetime:
@@ -326,7 +335,7 @@ def read_changed(con: duckdb.DuckDBPyConnection, planned: Plan, thresholds: Thre
     return {
         "clients": detection.closures_frame(clients), "activity": detection.activity_frame(activity),
         "spikes": detection.closures_frame(spikes), "history": detection.history_frame(history),
-        "reasons": detection.closures_frame(reasons), "before": planned.reasons_before,
+        "reasons": detection.closures_frame(reasons),
     }
 
 
@@ -354,7 +363,8 @@ def _findings(inputs: dict[str, pl.DataFrame] | None, planned: Plan, thresholds:
             detection.client_findings(inputs["clients"].lazy(), inputs["activity"].lazy(), thresholds) if planned.clients else empty,
             detection.spike_findings(inputs["spikes"].lazy(), inputs["history"].lazy(), grid, thresholds)
             if planned.categories else empty,
-            detection.reason_findings(inputs["reasons"].lazy(), inputs["before"].lazy(),
+            # the rows are those of templates never seen before the window: no earlier reason can rule one out
+            detection.reason_findings(inputs["reasons"].lazy(), pl.LazyFrame({"close_reason": []}, schema={"close_reason": pl.String}),
                                       planned.first.replace(tzinfo=None), thresholds) if planned.templates else empty,
         ])
     return detection.with_ids(detection.clipped(found, planned.since, planned.until), datetime.now(UTC))
@@ -366,7 +376,8 @@ def _store(store: Store, planned: Plan, findings: pl.DataFrame, thresholds: Thre
     ingested_to, rows_seen, changes = planned.seen
     moved = Mark(run_id=detection.new_run_id(), since_asked=mark.since_asked, since=mark.since, until=planned.until,
                  open_ended=True, thresholds=mark.thresholds, store_first=mark.store_first,
-                 ingested_to=ingested_to, rows_seen=rows_seen, changes=changes)
+                 ingested_to=ingested_to, rows_seen=rows_seen, changes=changes,
+                 known_templates=sorted(planned.known_templates) if len(planned.known_templates) <= detection.MAX_KNOWN_TEMPLATES else None)
     with store.transaction() as con:
         current = detection.read_mark(con)
         if current is None or current.run_id != mark.run_id:

@@ -290,6 +290,7 @@ CREATE TABLE analysis_marks (
     ingested_to   TIMESTAMPTZ,          -- max(ingested_at) it saw: later rows are new
     rows_seen     BIGINT,               -- closures it saw, all stored at or before ingested_to (or without a time)
     changes       VARCHAR,              -- the data_changes stamp (reclassify) it saw
+    known_templates VARCHAR[],          -- reason templates seen before since (new_reason); NULL when too many to keep
     updated_at    TIMESTAMPTZ
 );
 """

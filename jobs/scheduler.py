@@ -57,7 +57,7 @@ from closewatch.alerts.rules import load_rules
 from closewatch.durations import format_duration
 from closewatch.errors import ClosewatchError, StoreBusy
 from closewatch.jobs.alerting import engine_settings
-from closewatch.jobs.analysis import analyze_recent
+from closewatch.jobs.analysis import analyze_recent, describe
 from closewatch.redaction import redact_text
 from closewatch.settings import SchedulerSettings, Settings
 from closewatch.store import Store
@@ -254,7 +254,10 @@ class Jobs:
                               scheduler.tz, self.settings.catalog)
 
     def analyze(self) -> str:
-        """Run the detectors over the last analyze_window (from the start of its UTC day), if data changed."""
+        """Bring the findings of the last analyze_window (from the start of its UTC day) up to date, if data changed.
+
+        Incremental: only what the closures stored since the last run change is recomputed (jobs.analysis.analyze_recent).
+        """
         token = self.store.latest_batch()
         if token == self._analyzed:
             return "no new data since the last run"
@@ -262,7 +265,7 @@ class Jobs:
         if run is None:
             return "no closures yet"
         self._analyzed = token
-        return f"{run.findings.height} findings from {run.closures} closures since {run.since:%Y-%m-%d %H:%M} UTC"
+        return describe(run)
 
     def evaluate(self) -> str:
         engine = engine_settings(self.settings)

@@ -64,7 +64,7 @@ def week() -> pl.DataFrame:
 @pytest.mark.slow
 def test_incremental_runs_after_each_batch_store_what_one_full_run_stores(week, tmp_path):
     start = week["ts"].min()
-    day = lambda n: start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=n)  # noqa: E731
+    day = lambda n: start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=n)
     late = week.filter(pl.col("ts").is_between(day(3), day(5), closed="left"))
     on_time = week.filter(~pl.col("ts").is_between(day(3), day(5), closed="left"))
     # cuts at odd times, so batches end inside episodes, spikes and days
