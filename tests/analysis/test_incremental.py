@@ -18,11 +18,12 @@ import polars as pl
 import pytest
 
 from closewatch import jobs
-from closewatch.analysis.detection import DETECTION_COLUMNS, detect
+from closewatch.analysis.detection import CLIENT_PATTERNS, DETECTION_COLUMNS, detect
 from closewatch.analysis.incremental import detect_incremental
 from closewatch.generator.traffic import generate_closures_frame, write_jsonl
 from closewatch.ingest.sources import expand_inputs
 from closewatch.store import Store
+from closewatch.vocabulary import Pattern
 from tests.analysis.test_detectors import DAY, MINUTE, T0, background, frame, violations
 
 COMPARED = [name for name in DETECTION_COLUMNS if name != "detected_at"]
@@ -97,6 +98,11 @@ def test_closures_older_than_the_store_make_a_full_run(week, tmp_path):
     run = detect_incremental(store)
     assert run.mode == "full" and "older than the store's first" in (run.why_full or "")
     assert_same_findings(detections(store), full_run_of_a_copy(store, tmp_path))
+
+
+def test_every_pattern_has_an_incremental_rule():
+    """A new pattern must say how an incremental run recomputes it (analysis/incremental.py)."""
+    assert set(Pattern) == {*CLIENT_PATTERNS, Pattern.ERROR_SPIKE, Pattern.NEW_REASON}
 
 
 def test_nothing_new_reads_nothing(week, tmp_path):
