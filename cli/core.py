@@ -209,23 +209,24 @@ def sql(ctx: click.Context, query: str, output: str) -> None:
     client_daily_error_rates, violator_chunk_ms, violator_audio_rate,
     reason_templates (the README's schema section has every column).
     Queries cannot write, read or write files, attach databases or change
-    settings. They run on a snapshot of the database in a separate process,
-    so they never block ingest or the scheduler, and stop at the [sql]
-    limits in closewatch.toml: timeout (30s), memory_limit_mb (1024),
-    max_rows (100000). Ctrl-C stops a query.
+    settings. They run on a snapshot of the database (copied again only
+    when the database changed), so they never block ingest or the
+    scheduler, and stop at the [sql] limits in closewatch.toml: timeout
+    (30s), memory_limit_mb (1024), max_rows (100000). Ctrl-C stops a query.
 
     \b
     Example:
         closewatch sql "select category, count(*) from closures group by 1" --format json
     """
-    from closewatch.sandbox import Limits, run_query
+    from closewatch.cli.rows import print_rows
+    from closewatch.sandbox import Limits, run_here
 
-    settings = get_settings(ctx)
-    answer = run_query(existing_store(ctx, settings), query, Limits.from_settings(settings))
-    print_frame(answer.frame, output)
+    settings = get_quick_settings(ctx)
+    answer = run_here(existing_store(ctx, settings), query, Limits.from_settings(settings))
+    print_rows(answer.columns, answer.rows, output)
     if answer.truncated:
-        kit.err_console.print(f"Only the first {answer.frame.height:,} rows are shown ([sql] max_rows); add a LIMIT or aggregate.",
-                          style="yellow", highlight=False, markup=False)
+        kit.err_console.print(f"Only the first {len(answer.rows):,} rows are shown ([sql] max_rows); add a LIMIT or aggregate.",
+                              style="yellow", highlight=False, markup=False)
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""Users' ad-hoc SQL, bounded: a snapshot of the store, queried by a child process that is killed at the limits.
+"""Users' ad-hoc SQL, bounded: a snapshot of the store, queried within time, memory and row limits.
 
 Why a snapshot and a child process. DuckDB lets one process open a file
 read-write or many read-only, never both, so a query that runs on the store
@@ -23,6 +23,16 @@ Instead:
 * at most ``max_rows`` rows come back (the caller learns whether more
   matched), written by the child as Arrow IPC and read by the parent.
 
+The command line runs its query in its own process instead (``run_here``):
+that process is the user's own, which they can stop with Ctrl-C, so a
+second interpreter would only add its start (issue 16). It still queries
+the snapshot, never the store's file, with the same connection and DuckDB
+limits, while its main thread watches: at the time limit it interrupts the
+query (``connection.interrupt()``), past the same memory ceiling it
+interrupts it and ends the command, and Ctrl-C interrupts it too. The rows
+come back as Python values, without polars. The dashboard keeps the child
+process: its server must survive any query and a closed tab.
+
 Every way a query ends badly is one sentence (``QueryRefused``).
 """
 
@@ -36,19 +46,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from closewatch.errors import ReadOnlyQuery
 from closewatch.quick_settings import Limits
-from closewatch.store import Store
+from closewatch.store import Store, refusing, user_relation
 
-__all__ = ["Answer", "Limits", "QueryRefused", "refresh_snapshot", "run_query", "snapshot_dir"]
+__all__ = ["Answer", "Limits", "QueryRefused", "Rows", "refresh_snapshot", "run_here", "run_query", "snapshot_dir"]
 
 if TYPE_CHECKING:  # imported where used: the parent imports polars while the child runs, the child never imports psutil
     import polars as pl
@@ -57,6 +68,8 @@ if TYPE_CHECKING:  # imported where used: the parent imports polars while the ch
 POLL_S = 0.1
 #: Resident memory the child may use beyond twice DuckDB's limit (the interpreter, polars, the result) before it is killed.
 MEMORY_SLACK_MB = 512
+#: How long a stopped query may take to end after ``connection.interrupt()`` (DuckDB checks often; milliseconds here).
+INTERRUPT_GRACE_S = 5.0
 
 
 DEFAULT_LIMITS = Limits()
@@ -69,6 +82,16 @@ class QueryRefused(ReadOnlyQuery):
 @dataclass(frozen=True)
 class Answer:
     frame: pl.DataFrame
+    truncated: bool  # more rows matched than max_rows
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's rows as Python values (``run_here``)."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
     truncated: bool  # more rows matched than max_rows
     seconds: float
 
@@ -123,9 +146,7 @@ def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callab
             pass
         elapsed = time.monotonic() - started
         if elapsed > limits.timeout_s:
-            raise QueryRefused(
-                f"The query ran longer than {limits.timeout_s:g} s and was stopped; add a WHERE on ts, aggregate, "
-                "or raise [sql] timeout in closewatch.toml.")
+            raise QueryRefused(_time_sentence(limits))
         try:
             rss = process.memory_info().rss
         except psutil.Error:
@@ -136,6 +157,77 @@ def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callab
             tick(elapsed)
 
 
+def run_here(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS) -> Rows:
+    """Run ``sql`` in this process on a fresh-enough snapshot of ``store``, within ``limits`` (for the command line).
+
+    The query runs in a worker thread while this thread watches the clock,
+    the process's resident memory and Ctrl-C; each interrupts the query.
+    """
+    snapshot = refresh_snapshot(store)
+    clock = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="query-", dir=snapshot.parent, ignore_cleanup_errors=True) as work:
+        query_store = Store(snapshot, lock_timeout_s=5, lake=store.lake)
+        with query_store.user_connection(duckdb_limits(limits, Path(work) / "spill")) as con:
+            outcome: dict[str, Any] = {}
+            worker = threading.Thread(target=_fetch, args=(con, sql, limits.max_rows + 1, outcome), daemon=True,
+                                      name="closewatch-sql")
+            worker.start()
+            _watch_here(worker, con, limits, clock)
+    error = outcome.get("error")
+    if isinstance(error, ReadOnlyQuery) and not isinstance(error, QueryRefused):
+        raise QueryRefused(str(error)) from None
+    if error is not None:
+        raise error
+    rows = outcome["rows"]
+    return Rows(outcome["columns"], rows[:limits.max_rows], len(rows) > limits.max_rows, time.monotonic() - clock)
+
+
+def duckdb_limits(limits: Limits, spill: Path) -> dict[str, Any]:
+    """DuckDB's own bounds for a user's query: memory, threads, and a spill folder of its own, itself bounded."""
+    os.makedirs(spill, exist_ok=True)
+    return {"memory_limit": f"{limits.memory_limit_mb}MB", "threads": limits.threads, "temp_directory": str(spill),
+            "max_temp_directory_size": f"{4 * limits.memory_limit_mb}MB"}
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, limit: int, outcome: dict[str, Any]) -> None:
+    """The worker: the query's columns and rows, or its one-sentence refusal, into ``outcome``."""
+    try:
+        with refusing():
+            relation = user_relation(con, sql, limit)
+            outcome["columns"], outcome["rows"] = list(relation.columns), relation.fetchall()
+    except BaseException as error:  # handed to the watching thread, which raises it
+        outcome["error"] = error
+
+
+def _watch_here(worker: threading.Thread, con: duckdb.DuckDBPyConnection, limits: Limits, started: float) -> None:
+    """Wait for the worker; interrupt its query at the time limit, past the memory ceiling, or at Ctrl-C."""
+    ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024
+    try:
+        while True:
+            worker.join(POLL_S)
+            if not worker.is_alive():
+                return
+            if time.monotonic() - started > limits.timeout_s:
+                raise QueryRefused(_time_sentence(limits))
+            if _resident_bytes() > ceiling:
+                raise QueryRefused(_memory_sentence(limits))
+    except BaseException:  # the limits above, KeyboardInterrupt, SystemExit: stop the query before the connection closes
+        con.interrupt()
+        worker.join(INTERRUPT_GRACE_S)
+        raise
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux's /proc), else its peak so far."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _kill(child: subprocess.Popen) -> None:
     if child.poll() is None:
         try:
@@ -143,6 +235,11 @@ def _kill(child: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
         child.wait()
+
+
+def _time_sentence(limits: Limits) -> str:
+    return (f"The query ran longer than {limits.timeout_s:g} s and was stopped; add a WHERE on ts, aggregate, "
+            "or raise [sql] timeout in closewatch.toml.")
 
 
 def _memory_sentence(limits: Limits) -> str:
@@ -218,10 +315,8 @@ def _child(snapshot: str, result: str, options: str) -> int:
     """Run the query read from stdin on the snapshot; write the rows (Arrow IPC) or one sentence (``.error``)."""
     settings = json.loads(options)
     sql = sys.stdin.buffer.read().decode("utf-8", "replace")
-    os.makedirs(settings["temp"], exist_ok=True)
     store = Store(snapshot, lock_timeout_s=5, lake=settings["lake"])
-    config = {"memory_limit": f"{settings['memory_limit_mb']}MB", "threads": settings["threads"],
-              "temp_directory": settings["temp"], "max_temp_directory_size": f"{4 * settings['memory_limit_mb']}MB"}
+    config = duckdb_limits(Limits(memory_limit_mb=settings["memory_limit_mb"], threads=settings["threads"]), Path(settings["temp"]))
     try:
         frame = store.user_query(sql, settings["max_rows"] + 1, config)
     except ReadOnlyQuery as refusal:

@@ -92,26 +92,25 @@ class Store:
             return con.execute(sql, params or []).pl()
 
     def user_query(self, sql: str, limit: int | None = None, config: dict | None = None) -> pl.DataFrame:
-        """Run a user's ad-hoc SQL: read-only, no file system, settings locked.
+        """Run a user's ad-hoc SQL on ``user_connection`` and return at most ``limit`` rows as a frame."""
+        with self.user_connection(config) as con, refusing():
+            return user_relation(con, sql, limit).pl()
 
-        The connection can read the store's tables and nothing else, so a
-        query cannot write, attach other databases, read or write files, or
-        loosen these settings (``config`` adds DuckDB settings such as
-        ``memory_limit``, locked too). Front ends run it in a separate
-        process on a snapshot (closewatch/sandbox.py), never on the store itself.
+    @contextmanager
+    def user_connection(self, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for a user's ad-hoc SQL: read-only, no file system, settings locked.
+
+        It can read the store's tables and nothing else, so a query cannot
+        write, attach other databases, read or write files, or loosen these
+        settings (``config`` adds DuckDB settings such as ``memory_limit``,
+        locked too). Front ends use it on a snapshot (closewatch/sandbox.py),
+        never on the store itself.
         """
         con = self._open_current(read_only=True, config={"enable_external_access": False, **(config or {})},
                                  lock_configuration=True)
         try:
             self._attach_lake(con)
-            relation = con.sql(sql)
-            if relation is None:
-                raise ReadOnlyQuery("That statement returns no rows; closewatch sql runs read-only SELECT queries.")
-            if limit is not None:
-                relation = relation.limit(limit)
-            return relation.pl()
-        except duckdb.Error as error:
-            raise ReadOnlyQuery(_query_refusal(error)) from None
+            yield con
         finally:
             con.close()
 
@@ -203,9 +202,8 @@ class Store:
 
     def _connect_once(self, read_only: bool, config: dict, lock_configuration: bool) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(str(self.path), read_only=read_only, config=config)
-        con.execute("SET enable_progress_bar = false")  # never draw DuckDB's bar over our output
-        if lock_configuration:
-            con.execute("SET lock_configuration = true")
+        # never draw DuckDB's bar over our output; one statement, as every one costs on the quick commands' start
+        con.execute("SET enable_progress_bar = false" + ("; SET lock_configuration = true" if lock_configuration else ""))
         return con
 
     def _tell_once(self) -> Callable[[RetryCallState], None]:
@@ -316,9 +314,14 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None 
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The file's schema version, 0 for a file closewatch has not set up."""
-    exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
-    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version") if exists else 0
+    """The file's schema version, 0 for a file closewatch has not set up.
+
+    Asked of the table itself: a query of information_schema costs ten times as much, on every command's start.
+    """
+    try:
+        return scalar(con, "SELECT coalesce(max(version), 0) FROM main.schema_version")
+    except duckdb.CatalogException:
+        return 0
 
 
 def _holder(message: str) -> str | None:
@@ -338,6 +341,23 @@ def _is_read_only(message: str) -> bool:
     """The file or its folder cannot be written: waiting would not help."""
     lowered = message.lower()
     return "permission denied" in lowered or "read-only file system" in lowered
+
+
+def user_relation(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) -> duckdb.DuckDBPyRelation:
+    """A user's query on ``con`` (a ``user_connection``), cut to ``limit`` rows; run it inside ``refusing()``."""
+    relation = con.sql(sql)
+    if relation is None:
+        raise ReadOnlyQuery("That statement returns no rows; closewatch sql runs read-only SELECT queries.")
+    return relation.limit(limit) if limit is not None else relation
+
+
+@contextmanager
+def refusing() -> Iterator[None]:
+    """DuckDB's errors in a user's query become one sentence (``ReadOnlyQuery``)."""
+    try:
+        yield
+    except duckdb.Error as error:
+        raise ReadOnlyQuery(_query_refusal(error)) from None
 
 
 def _query_refusal(error: Exception) -> str:
