@@ -6,6 +6,13 @@ are shown as ``print_frame`` shows a frame's: DECIMAL results (sum(), some
 counts) as plain numbers, times with a zone in UTC; CSV and JSON write times
 in ISO 8601, JSON writes NaN and infinities as null, and nested values (lists,
 structs, maps) as JSON in a CSV cell.
+
+A table that fits the width (the terminal's, or 200 columns when piped) is
+drawn here, in rich's own frame, character for character (a test compares
+them): importing and running rich's table costs about 40 ms, a quarter of
+what the whole answer costs otherwise. A table too wide, or with a cell
+that holds a line break or other control character, is drawn by rich, which
+folds its columns to the width. Cells are text as it is, never rich markup.
 """
 
 from __future__ import annotations
@@ -13,12 +20,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
+import unicodedata
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+import click
+
 from closewatch.cli import kit
+
+#: The width a table is drawn to when the output is not a terminal (cli/kit.py's out_console).
+PIPED_WIDTH = 200
 
 
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
@@ -31,15 +45,61 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: str) -> 
         records = [dict(zip(columns, (_jsonable(value) for value in row), strict=True)) for row in rows]
         sys.stdout.write(json.dumps(records, ensure_ascii=False, separators=(",", ":")) + "\n")
     else:
-        from rich.table import Table
+        cells = [["" if value is None else str(_plain(value)) for value in row] for row in rows]
+        terminal = sys.stdout.isatty()
+        width = shutil.get_terminal_size().columns if terminal else PIPED_WIDTH
+        lines = framed(columns, cells, width, bold_header=terminal)
+        if lines is None:
+            _print_with_rich(columns, cells)
+        else:
+            click.echo("\n".join(lines))
+        click.echo(click.style(f"{len(rows):,} rows", dim=True), err=True)
 
-        table = Table(show_lines=False)
-        for name in columns:
-            table.add_column(name, overflow="fold")
-        for row in rows:
-            table.add_row(*("" if value is None else str(_plain(value)) for value in row))
-        kit.out_console().print(table)
-        kit.err_console.print(f"{len(rows):,} rows", style="dim")
+
+def framed(columns: list[str], cells: list[list[str]], width: int, bold_header: bool = False) -> list[str] | None:
+    """The lines of rich's default table (heavy head, one space of padding), or None if it does not fit ``width``."""
+    texts = [columns, *cells]
+    if any(_control(text) for row in texts for text in row):
+        return None
+    widths = [max(_cells(row[index]) for row in texts) for index in range(len(columns))]
+    if not columns or sum(widths) + 3 * len(widths) + 1 > width:
+        return None
+
+    def line(left: str, fill: str, middle: str, right: str) -> str:
+        return left + middle.join(fill * (size + 2) for size in widths) + right
+
+    def row(texts: list[str], edge: str, bold: bool = False) -> str:
+        padded = (f" {click.style(text, bold=True) if bold else text}{' ' * (size - _cells(text))} "
+                  for text, size in zip(texts, widths, strict=True))
+        return edge + edge.join(padded) + edge
+
+    return [line("┏", "━", "┳", "┓"), row(columns, "┃", bold_header), line("┡", "━", "╇", "┩"),
+            *(row(texts, "│") for texts in cells), line("└", "─", "┴", "┘")]
+
+
+def _print_with_rich(columns: list[str], cells: list[list[str]]) -> None:
+    """A table rich folds to the width: for the wide ones, and cells with line breaks."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_lines=False)
+    for name in columns:
+        table.add_column(Text(name), overflow="fold")
+    for texts in cells:
+        table.add_row(*(Text(text) for text in texts))
+    kit.out_console().print(table)
+
+
+def _cells(text: str) -> int:
+    """Terminal cells of ``text``: East Asian wide and full-width characters take two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _control(text: str) -> bool:
+    """Whether ``text`` holds a line break, tab or other control character (rich lays those out itself)."""
+    return not text.isprintable()
 
 
 def _plain(value: Any) -> Any:

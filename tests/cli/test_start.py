@@ -56,3 +56,12 @@ def test_a_small_ingest_imports_neither_pandas_nor_pyarrows_dataset_or_compute(t
     for path in (write_lines(tmp_path / "a.jsonl", lines), text):
         heavy = imported_by("--db", str(tmp_path / "new.duckdb"), "ingest", str(path))
         assert not heavy & {"pandas", "pyarrow.dataset", "pyarrow.compute", "closewatch.generator.traffic"}, path
+
+
+def test_sql_runs_in_its_own_process_without_polars_pydantic_or_rich(tmp_path):
+    db = tmp_path / "small.duckdb"
+    lines = [json.dumps({"ts": "2026-11-20T10:00:00Z", "code": 1006, "reason": "lost"})]
+    subprocess.run([sys.executable, "-m", "closewatch.cli", "--db", str(db), "ingest", str(write_lines(tmp_path / "a.jsonl", lines))],
+                   check=True, capture_output=True, timeout=120)
+    for output in ("table", "csv", "json"):
+        assert imported_by("--db", str(db), "sql", "select count(*) from closures", "--format", output) == {"duckdb"}, output
