@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -52,6 +54,26 @@ def test_identical_lines_in_one_file_are_distinct_events(run, tmp_path):
     run("ingest", str(write_lines(tmp_path / "same.jsonl", [line, line, line])))
     run("ingest", str(write_lines(tmp_path / "same.jsonl", [line, line, line])))
     assert run.json("select count(*) as n from closures") == [{"n": 3}]
+
+
+def test_event_ids_are_the_digest_of_identity_and_occurrence(run, tmp_path):
+    """Pins the id formula: a change would store every event again next to its old copy in users' stores.
+
+    Identical lines at one time are numbered by occurrence; a line sharing only
+    the time, and one at its own time, are the first of their kind.
+    """
+    same = {"ts": "2026-11-20T10:15:02.5Z", "session_id": "s1", "code": 3008, "reason": "Session Expired", "client": "web"}
+    lines = [same, same, {**same, "client": "ios"}, same, {**same, "ts": "2026-11-20T10:15:03Z"}]
+    run("ingest", str(write_lines(tmp_path / "ids.jsonl", [json.dumps(line) for line in lines])))
+    epoch_us = (datetime(2026, 11, 20, 10, 15, 2, 500_000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    def event_id(epoch: int, client: str, occurrence: int) -> str:
+        identity = "\x1f".join([str(epoch), "s1", "3008", "Session Expired", client])
+        return hashlib.md5(f"{identity}#{occurrence}".encode()).hexdigest()
+
+    expected = [event_id(epoch_us, "web", 0), event_id(epoch_us, "web", 1), event_id(epoch_us, "ios", 0),
+                event_id(epoch_us, "web", 2), event_id(epoch_us + 500_000, "web", 0)]
+    assert [row["event_id"] for row in run.json("select event_id from closures order by source_line")] == expected
 
 
 def test_file_without_events_is_recorded_and_reported(run, tmp_path):
