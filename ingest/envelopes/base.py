@@ -102,13 +102,28 @@ def sql_records(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -
 
     The SQL returns source_line, text, env_ts (TIMESTAMPTZ), zone, labels (JSON text) and reject.
     """
-    con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
-    con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
+    register_lines(con, lines)
     frame = pl.from_arrow(con.execute(sql).to_arrow_table())
     con.unregister("batch")
     if "env_ts" in frame.columns and frame.schema["env_ts"] != UTC_US:
         frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
     return conform_records(frame)
+
+
+def register_lines(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame) -> None:
+    """The batch's non-blank lines as the view ``lines`` (source_line, raw).
+
+    Blank means what DuckDB's ``trim(raw) = ''`` means (only space separators,
+    Unicode category Zs), tested in polars: the same lines for a fraction of
+    the cost (DuckDB's trim copies every line).
+    """
+    con.register("batch", lines.filter(pl.col("raw").str.contains(r"[^\p{Zs}]")).to_arrow())  # Arrow: scanned as is
+    con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch")
+
+
+def nonblank(lines: pl.DataFrame) -> pl.DataFrame:
+    """Lines with something besides whitespace (``str.strip_chars() != ""`` without copying every line)."""
+    return lines.filter(pl.col("raw").str.contains(r"\S"))
 
 
 def json_spec(**fields: str | dict) -> str:
@@ -122,12 +137,17 @@ def zone_sql(text: str) -> str:
             f"WHEN substr({text}, -6, 1) IN ('+', '-') AND substr({text}, -3, 1) = ':' THEN right({text}, 6) END")
 
 
-def rfc3339_utc(text: pl.Expr) -> pl.Expr:
-    """RFC 3339 times to UTC: the "Z" times collectors write parsed directly (fast), any other through
-    ingest.timestamps.parse_text (offsets, spaces, commas)."""
-    zulu = text.str.ends_with("Z")
+def rfc3339_utc(text: pl.Series) -> pl.Series:
+    """RFC 3339 times to UTC: the "Z" times collectors write parsed directly (fast), and only the others
+    through ingest.timestamps.parse_text (offsets, spaces, commas), which costs several passes a row."""
+    zulu = text.str.ends_with("Z").fill_null(False)
     direct = text.str.strip_suffix("Z").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
-    return pl.when(zulu).then(direct.dt.replace_time_zone("UTC")).otherwise(parse_text(text, "UTC")).cast(UTC_US)
+    out = pl.select(pl.when(zulu).then(direct.dt.replace_time_zone("UTC"))).to_series().cast(UTC_US)
+    others = (~zulu & text.is_not_null()).arg_true()
+    if others.len():
+        parsed = pl.select(parse_text(pl.lit(text.gather(others)), "UTC")).to_series()
+        out = out.scatter(others, parsed)
+    return out.alias(text.name)
 
 
 def epoch_sql(number: str, unit: str) -> str:

@@ -27,6 +27,7 @@ from closewatch.ingest.envelopes.base import (
     iso,
     json_objects,
     json_spec,
+    register_lines,
     share,
     sql_records,
     zone_sql,
@@ -424,8 +425,7 @@ OTLP_LABELS = {"service.name": "service", "host.name": "host", "k8s.pod.name": "
 def _unwrap_otlp(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
     with duck() as con:
         for lines in batches:
-            con.register("batch", lines.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
-            con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch WHERE trim(raw) <> ''")
+            register_lines(con, lines)
             frame = pl.from_arrow(con.execute(_OTLP_SQL).to_arrow_table())
             con.unregister("batch")
             distinct = frame["otlp_attributes"].drop_nulls().unique().to_list()

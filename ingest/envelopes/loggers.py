@@ -27,7 +27,7 @@ from closewatch.ingest.envelopes.base import (
     zone_sql,
 )
 
-_CODE_KEYS = ("close_code", "code", "status_code", "close_status_code", "error_code")
+_CODE_KEYS = ("close_code", "code", "status_code", "close_status_code", "error_code")  # each ends in "code"
 #: pino's numeric levels (pinojs/pino lib/constants.js DEFAULT_LEVELS).
 PINO_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}
 
@@ -43,7 +43,10 @@ def _logger_sql(message: str, level: str, logger: str | None, time_text: str, ti
                      f" ELSE j.{level} END"
     prefix = f"upper({level_text}) || ':' || coalesce(j.{logger}, '') || ':'" if logger else f"upper({level_text}) || '::'"
     tail = f" || CASE WHEN j.{extra} IS NOT NULL THEN chr(10) || j.{extra} ELSE '' END" if extra else ""
-    has_code = " OR ".join(f"coalesce(try(json_exists(raw, '$.{key}')), false)" for key in _CODE_KEYS)
+    # every code key ends in 'code"' unless it is written with an escape: only such lines pay for the JSON lookups
+    # (a CASE, because DuckDB evaluates both sides of an AND)
+    has_code = "CASE WHEN contains(raw, 'code\"') OR contains(raw, '\\u') THEN (" + " OR ".join(
+        f"coalesce(try(json_exists(raw, '$.{key}')), false)" for key in _CODE_KEYS) + ") ELSE false END"
     time_sql = f"TRY_CAST({time_text} AS TIMESTAMPTZ)"
     if time_number:
         time_sql = (f"CASE WHEN TRY_CAST({time_number} AS DOUBLE) IS NOT NULL "

@@ -17,6 +17,7 @@ from closewatch.ingest.envelopes.base import (
     epoch_sql,
     fill_times,
     json_spec,
+    nonblank,
     now_utc,
     share,
     sql_records,
@@ -78,7 +79,7 @@ def _bsd_times(ctx: UnwrapContext) -> pl.Expr:
 
 
 def _syslog_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
-    lines = lines.filter(pl.col("raw").str.strip_chars() != "")
+    lines = nonblank(lines)
     if lines.height == 0:
         return conform_records(lines)
     frame = _parse_shapes(lines)

@@ -518,3 +518,92 @@ def test_docker_lines_with_escapes_are_decoded_as_json():
     assert found.select("close_code", "close_reason").rows() == [
         (3008, EXPIRED), (1008, 'Unauthorized Connection: key <none> "x"')]
     assert found["ts"].to_list() == [T0, T0 + timedelta(seconds=1)]
+
+
+# --------------------------------------------------------------------------
+# Fast paths read what the general readers read
+# --------------------------------------------------------------------------
+
+ODD_DOCKER = [
+    '{"log":"WebSocket Disconnected: Status=3008, Msg=Session Expired\\n","stream":"stdout","time":"2026-11-20T10:00:03.3Z"}',
+    '{"log":"no newline: a partial entry","stream":"stderr","time":"2026-11-20T10:00:03.300000000Z"}',
+    '{"log":"","stream":"stdout","time":"2026-11-20T10:00:04Z"}',
+    '{"log":"\\n","stream":"stdout","time":"2026-11-20T10:00:04+01:00"}',
+    '{"log":"two\\n\\n","stream":"stdout","time":"2026-11-20T10:00:05Z"}',
+    '{"log":"quote \\" inside\\n","stream":"stdout","time":"2026-11-20T10:00:05Z"}',
+    '{"log":"back\\\\slash\\n","stream":"stdout","time":"2026-11-20T10:00:05Z"}',
+    '{"log":"unicode é ✓ \u3000\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"}',
+    '{"log":"x\\n","stream":"stdin","time":"2026-11-20T10:00:06Z"}',
+    '{"log":"x\\n","stream":"stdout","time":""}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-13-20T10:00:06Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"yesterday"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20 10:00:06,5Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06.25z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06-05:30"}',
+    '{"log":"x\\n","stream":"stdout","time":"+01:00"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06.123456789Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06.9999999Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-02-30T10:00:06Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2028-02-29T23:59:59Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T24:00:00Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T23:59:60Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06.Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"0001-01-01T00:00:00Z"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"} ',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06Z","attrs":{"tag":"a"}}',
+    '{"stream":"stdout","log":"x\\n","time":"2026-11-20T10:00:06Z"}',
+    '{"log":"a","stream":"stdout","time":"b","stream":"stdout","time":"c"}',
+    '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"',
+    '{"log":"x\\n","stream":"stdout"}',
+    'not json',
+]
+
+
+def test_docker_split_takes_exactly_the_lines_its_regex_describes():
+    from closewatch.ingest.envelopes.containers import _DOCKER_LINE, _DOCKER_TIME_SHAPE, _docker_split
+
+    raw = pl.Series("raw", ODD_DOCKER)
+    by_regex = raw.str.extract_groups(_DOCKER_LINE).struct.unnest().select("log", "stream", "time")
+    taken = pl.col("time").str.contains(_DOCKER_TIME_SHAPE).fill_null(False)
+    by_regex = by_regex.select(pl.when(taken).then(pl.col(name)).alias(name) for name in by_regex.columns)
+    assert _docker_split(raw).equals(by_regex)
+    assert by_regex["log"].null_count() not in (0, raw.len())  # both kinds of line are in the sample
+
+
+def test_docker_lines_read_by_the_split_are_read_as_the_json_reader_reads_them():
+    from closewatch.ingest.envelopes.base import UTC_US, duck
+    from closewatch.ingest.envelopes.containers import _DOCKER_SQL, _docker_fast
+
+    lines = pl.DataFrame({"source_line": range(1, len(ODD_DOCKER) + 1), "raw": ODD_DOCKER},
+                         schema={"source_line": pl.Int64, "raw": pl.String})
+    fast, rest = _docker_fast(lines)
+    with duck() as con:
+        con.register("lines", lines.filter(pl.col("source_line").is_in(fast["source_line"].implode())).to_arrow())
+        slow = pl.from_arrow(con.execute(_DOCKER_SQL).to_arrow_table())
+    slow = slow.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
+    columns = ["source_line", "text", "env_ts", "zone", "stream"]
+    assert fast.height >= 6 and rest.height >= 6
+    assert fast.select(columns).equals(slow.select(columns))
+    assert fast["reject"].is_null().to_list() == slow["reject"].is_null().to_list()
+
+
+def test_blank_lines_are_the_lines_duckdb_trims_to_nothing():
+    from closewatch.ingest.envelopes.base import register_lines
+
+    texts = ["", " ", "\t", "\u00a0\u3000 ", "\u2028", "\r", " x ", "\u200a", "\x0b", "{}"]
+    lines = pl.DataFrame({"source_line": range(len(texts)), "raw": texts}, schema={"source_line": pl.Int64, "raw": pl.String})
+    con = duckdb.connect()
+    con.register("every", lines.to_arrow())
+    expected = [row[0] for row in con.execute("SELECT source_line FROM every WHERE trim(raw) <> '' ORDER BY 1").fetchall()]
+    register_lines(con, lines)
+    assert [row[0] for row in con.execute("SELECT source_line FROM lines ORDER BY 1").fetchall()] == expected == [2, 4, 5, 6, 8, 9]
+
+
+@pytest.mark.parametrize("key", ["code", "close_code", "co\\u0064e", "error_\\u0063ode"])
+def test_a_logger_record_with_a_code_field_goes_to_the_structured_reader_however_its_key_is_written(key):
+    line = f'{{"level":50,"time":1794787200358,"msg":"WebSocket closed","{key}":4001,"reason":"Not Authorized"}}'
+    plain = '{"level":30,"time":1794787200358,"msg":"the error code\\" was 4001"}'
+    records = pl.concat(list(get_envelope("pino").unwrap(
+        iter([pl.DataFrame({"source_line": [1, 2], "raw": [line, plain]})]), __import__(
+            "closewatch.ingest.envelopes.base", fromlist=["UnwrapContext"]).UnwrapContext())))
+    assert records["text"].to_list() == [line, 'INFO::the error code" was 4001']
