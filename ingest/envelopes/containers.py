@@ -60,37 +60,18 @@ def _unwrap_docker(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Itera
 
 
 # Go's encoding/json writes a JSONLog's fields in declaration order with no spaces, so nearly every line is
-# {"log":"...","stream":"...","time":"..."}: read by splitting at the literal separators; a line with
-# escapes (quotes, backslashes, \u003c...) or attrs, a time other than the UTC one docker writes, or anything
-# else, goes to the JSON reader. The split takes exactly the lines this regex describes, and their time is read
-# as DuckDB's TRY_CAST reads it (a shape both read alike; the calendar checked by both):
+# {"log":"...","stream":"...","time":"..."}: read with one regex; a line with escapes (quotes, backslashes,
+# \u003c...) or attrs, a time in another shape than the UTC one docker writes (polars and DuckDB read some
+# odd ones differently: a lowercase z, a space for the T), or anything else, goes to the JSON reader.
 _DOCKER_LINE = r'^\{"log":"(?P<log>[^"\\]*(?:\\n)?)","stream":"(?P<stream>stdout|stderr)","time":"(?P<time>[^"\\]+)"\}$'
 _DOCKER_TIME_SHAPE = r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z$"
-_DOCKER_HEAD, _DOCKER_STREAM, _DOCKER_TIME, _DOCKER_TAIL = '{"log":"', '","stream":"', '","time":"', '"}'
-
-
-def _docker_split(raw: pl.Series) -> pl.DataFrame:
-    """log, stream and time of the lines in the common layout (null for the others), without a regex:
-    a few literal splits and tests cost a fraction of one capturing match a line."""
-    head = raw.str.split_exact(_DOCKER_STREAM, 1).struct.unnest()
-    tail = head["field_1"].str.split_exact(_DOCKER_TIME, 1).struct.unnest()
-    log = head["field_0"].str.strip_prefix(_DOCKER_HEAD)
-    time = tail["field_1"].str.strip_suffix(_DOCKER_TAIL)
-    ok = (
-        head["field_0"].str.starts_with(_DOCKER_HEAD)
-        & ~log.str.strip_suffix("\\n").str.contains_any(['"', "\\"])
-        & tail["field_0"].is_in(["stdout", "stderr"])
-        & tail["field_1"].str.ends_with(_DOCKER_TAIL)
-        & (time.str.len_bytes() > 0) & ~time.str.contains_any(['"', "\\"])
-    ).fill_null(False)
-    ok = ok & time.str.contains(_DOCKER_TIME_SHAPE).fill_null(False)
-    return pl.DataFrame({"log": log, "stream": tail["field_0"], "time": time}).select(
-        pl.when(ok).then(pl.col(name)).alias(name) for name in ("log", "stream", "time"))
 
 
 def _docker_fast(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(records read by the split, the lines left for the JSON reader)."""
-    got = pl.concat([lines, _docker_split(lines["raw"])], how="horizontal")
+    """(records read by the regex, the lines left for the JSON reader)."""
+    got = lines.with_columns(g=pl.col("raw").str.extract_groups(_DOCKER_LINE)).unnest("g")
+    shaped = pl.col("log").is_not_null() & pl.col("time").str.contains(_DOCKER_TIME_SHAPE)
+    got = got.with_columns(pl.when(shaped).then(pl.col("log")).alias("log"))
     simple = got.filter(pl.col("log").is_not_null())
     ts = rfc3339_utc(simple["time"])
     records = simple.with_columns(env_ts=ts).select(

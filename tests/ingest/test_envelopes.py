@@ -559,18 +559,7 @@ ODD_DOCKER = [
 ]
 
 
-def test_docker_split_takes_exactly_the_lines_its_regex_describes():
-    from closewatch.ingest.envelopes.containers import _DOCKER_LINE, _DOCKER_TIME_SHAPE, _docker_split
-
-    raw = pl.Series("raw", ODD_DOCKER)
-    by_regex = raw.str.extract_groups(_DOCKER_LINE).struct.unnest().select("log", "stream", "time")
-    taken = pl.col("time").str.contains(_DOCKER_TIME_SHAPE).fill_null(False)
-    by_regex = by_regex.select(pl.when(taken).then(pl.col(name)).alias(name) for name in by_regex.columns)
-    assert _docker_split(raw).equals(by_regex)
-    assert by_regex["log"].null_count() not in (0, raw.len())  # both kinds of line are in the sample
-
-
-def test_docker_lines_read_by_the_split_are_read_as_the_json_reader_reads_them():
+def test_docker_lines_read_by_the_regex_are_read_as_the_json_reader_reads_them():
     from closewatch.ingest.envelopes.base import UTC_US, duck
     from closewatch.ingest.envelopes.containers import _DOCKER_SQL, _docker_fast
 
