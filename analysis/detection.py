@@ -1,5 +1,9 @@
 """The detection job: read a window of closures, run every detector, replace the window's findings.
 
+Every run leaves a mark (``analysis_marks``: window, thresholds, the newest
+``ingested_at`` and closure count it saw) in the transaction that writes its
+findings; ``analysis.incremental`` starts the scheduler's next run from it.
+
 The store is read once (read-only, short-lived) through Arrow into polars:
 the window's closures that are not normal (the stuff of every pattern), the
 closures of every kind per client and minute (the denominators, counted by
@@ -278,7 +282,12 @@ CLIENT_PATTERNS = ("repeated_violation", "frequent_disconnects", "concurrency_sa
 
 
 def client_findings(closures: pl.LazyFrame, activity: pl.LazyFrame, thresholds: Thresholds) -> pl.DataFrame:
-    """The per-client patterns (CLIENT_PATTERNS)."""
+    """The per-client patterns (CLIENT_PATTERNS).
+
+    Each client's findings come from its own closures and activity alone, so
+    an incremental run recomputes only the clients of new closures, from a
+    UTC midnight where no episode of theirs is cut (analysis.incremental).
+    """
     limit = thresholds["general"].evidence_limit
     return pl.concat([
         detectors.repeated_violation(closures, activity, thresholds["repeated_violation"], limit),
@@ -290,12 +299,22 @@ def client_findings(closures: pl.LazyFrame, activity: pl.LazyFrame, thresholds: 
 
 
 def spike_findings(closures: pl.LazyFrame, history: pl.LazyFrame, grid: tuple[datetime, datetime], thresholds: Thresholds) -> pl.DataFrame:
-    """error_spike, per category."""
+    """error_spike, per category.
+
+    A category's spikes depend on its own counts only and a baseline looks
+    back, never forward: an incremental run recomputes the categories of new
+    closures from the earliest new closure's bucket, earlier counts as history.
+    """
     return detectors.error_spike(closures, history, grid, thresholds["error_spike"], thresholds["general"].evidence_limit)
 
 
 def reason_findings(closures: pl.LazyFrame, reasons_before: pl.LazyFrame, store_first: datetime, thresholds: Thresholds) -> pl.DataFrame:
-    """new_reason, per reason template."""
+    """new_reason, per reason template.
+
+    A template's finding needs all its closures in the window: an incremental
+    run recomputes the templates of new closures over the whole window, and
+    reads only those never seen before the window (the others cannot be new).
+    """
     learned_at = store_first + thresholds["new_reason"].learning
     return detectors.new_reason(closures, reasons_before, learned_at, thresholds["new_reason"], thresholds["general"].evidence_limit)
 
