@@ -152,3 +152,14 @@ def test_an_episode_across_midnight_is_recomputed_whole(tmp_path):
     found = detections(store).filter(pl.col("pattern") == "repeated_violation")
     assert found.height == 1 and found["count"][0] == 30
     assert_same_findings(detections(store), full_run_of_a_copy(store, tmp_path))
+
+
+def test_new_closures_of_too_many_clients_make_a_full_run(week, tmp_path, monkeypatch):
+    store = Store(tmp_path / "closewatch.duckdb")
+    ingest_frame(store, week.head(3000), tmp_path / "first.jsonl")
+    detect_incremental(store)
+    ingest_frame(store, week.slice(3000, 3000), tmp_path / "second.jsonl")
+    monkeypatch.setattr("closewatch.analysis.incremental.MAX_CHANGED", 1)
+    run = detect_incremental(store)
+    assert run.mode == "full" and "more than 1 clients" in (run.why_full or "")
+    assert_same_findings(detections(store), full_run_of_a_copy(store, tmp_path))
