@@ -57,6 +57,7 @@ def streamlit_argv(port: int, address: str, max_upload_mb: int | None) -> list[s
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
         "--client.showErrorDetails", "none",
+        "--runner.magicEnabled", "false",
     )
     if max_upload_mb is not None:
         argv += ["--server.maxUploadSize", str(max_upload_mb)]

@@ -250,6 +250,13 @@ def cached(function: Reader, *args: Any) -> Any:
     return _call(_name(function), get_store(), args)
 
 
+def last_view(moment: float | None = None) -> float:
+    """When a page last asked for data (time.monotonic); with ``moment``, set it (runs that are not a user's put it back)."""
+    if moment is not None:
+        _LAST_VIEW[0] = moment
+    return _LAST_VIEW[0]
+
+
 def clear_cache() -> None:
     """Forget every cached result and token (tests; a store replaced under the same path)."""
     _CACHE.clear()
@@ -272,10 +279,12 @@ class Warmer:
     """
 
     def __init__(self, store_of: Callable[[], Store] | None = None, every_s: float = WARM_EVERY_S,
-                 before: Callable[[], None] | None = None, min_gap_s: float = WARM_MIN_GAP_S):
+                 before: Callable[[], None] | None = None, min_gap_s: float = WARM_MIN_GAP_S,
+                 then: Callable[[], None] | None = None):
         self.store_of = store_of or get_store
         self.every_s = every_s
         self.before = before
+        self.then = then
         self.min_gap_s = min_gap_s
         self.last_warm = 0.0
         self.stop = threading.Event()
@@ -304,21 +313,32 @@ class Warmer:
         for name, arguments in list(_WARM):
             _call(name, store, arguments())
         self.warmed = tokens
-        log.info("%s: the pages' first views are cached (%d reads, %.1f s)", WARMED, len(_WARM), time.perf_counter() - clock)
+        log.info("the pages' first views are cached (%d reads, %.1f s)", len(_WARM), time.perf_counter() - clock)
         return len(_WARM)
 
     def _loop(self) -> None:
-        if self.before is not None:
-            try:
-                self.before()
-            except Exception:
-                log.warning("warming the dashboard's imports failed", exc_info=True)
+        started = time.perf_counter()
+        self._hook(self.before, "warming the dashboard's imports")
         while not self.stop.is_set():
+            first = self.warmed is None
             try:
                 self.warm_once()
             except Exception:  # a busy store, a half-written config: the next tick tries again
                 log.warning("warming the dashboard's caches failed; trying again in %s s", self.every_s, exc_info=True)
+            if first and self.warmed is not None:
+                self._hook(self.then, "preparing the pages")
+                log.info("%s: ready for the first visitor, %.1f s after the start", WARMED, time.perf_counter() - started)
             self.stop.wait(self.every_s)
+
+    @staticmethod
+    def _hook(hook: Callable[[], None] | None, what: str) -> None:
+        """Run a start hook; its failure is logged, never fatal (the pages would only be slower)."""
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            log.warning("%s failed", what, exc_info=True)
 
 
 def _import_pages() -> None:
