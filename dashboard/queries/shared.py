@@ -47,6 +47,8 @@ WARM_EVERY_S = 2.0
 WARM_MIN_GAP_S = 30.0
 #: ... and only while someone has viewed a page this recently: an unwatched dashboard costs no queries.
 WARM_ACTIVE_S = 600.0
+#: The default page's readers are warmed first: a visitor arriving right at the start opens that page, and waits for them.
+WARM_FIRST = "closewatch.dashboard.queries.overview."
 #: The words the warmer logs when the first views are ready (bench/bench_pages.py waits for them).
 WARMED = "dashboard warmed"
 #: The closure columns every closure table shows (Explorer rows, a closure's neighbours, a finding's evidence).
@@ -310,7 +312,7 @@ class Warmer:
         self.last_warm = time.monotonic()
         clock = time.perf_counter()
         _import_pages()
-        for name, arguments in list(_WARM):
+        for name, arguments in sorted(_WARM, key=lambda entry: not entry[0].startswith(WARM_FIRST)):
             _call(name, store, arguments())
         self.warmed = tokens
         log.info("the pages' first views are cached (%d reads, %.1f s)", len(_WARM), time.perf_counter() - clock)

@@ -138,3 +138,13 @@ def test_after_the_start_the_warmer_refreshes_only_for_active_users_and_not_on_e
     assert warmer.warm_once() == 0  # nobody looking: nothing run
     shared.cached(timespan.span)
     assert warmer.warm_once() > 0
+
+
+def test_the_warmer_reads_for_the_default_page_first(loaded, monkeypatch):
+    """A visitor arriving right at the start opens the Overview: its reads are not queued behind the other pages'."""
+    asked = []
+    call = shared._call
+    monkeypatch.setattr(shared, "_call", lambda name, store, args: asked.append(name) or call(name, store, args))
+    assert shared.Warmer(store_of=lambda: loaded).warm_once() == len(asked) > 2
+    assert asked[0].startswith(shared.WARM_FIRST) and asked[0] == shared._name(overview.overview)
+    assert not any(name.startswith(shared.WARM_FIRST) for name in asked[1:])
