@@ -17,14 +17,12 @@ folds its columns to the width. Cells are text as it is, never rich markup.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
 import sys
 import unicodedata
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from typing import Any
 
 import click
@@ -38,6 +36,8 @@ PIPED_WIDTH = 200
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: str) -> None:
     """Print rows as a rich table, CSV, or one JSON array of objects (the formats of ``print_frame``)."""
     if output == "csv":
+        import csv
+
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([_csv_cell(value) for value in row] for row in rows)
@@ -104,7 +104,8 @@ def _control(text: str) -> bool:
 
 def _plain(value: Any) -> Any:
     """A DECIMAL as an int (no fraction digits) or a float; a time with a zone in UTC; anything else as it is."""
-    if isinstance(value, Decimal):
+    decimal = sys.modules.get("decimal")  # DuckDB imports it to make a DECIMAL value: not imported, there is none
+    if decimal is not None and isinstance(value, decimal.Decimal):
         exponent = value.as_tuple().exponent
         return int(value) if isinstance(exponent, int) and exponent >= 0 else float(value)
     if isinstance(value, datetime) and value.tzinfo is not None:

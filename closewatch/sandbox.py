@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +60,9 @@ from closewatch.store import Store, refusing, user_relation
 
 __all__ = ["Answer", "Limits", "QueryRefused", "Rows", "refresh_snapshot", "run_here", "run_query", "snapshot_dir"]
 
-if TYPE_CHECKING:  # imported where used: the parent imports polars while the child runs, the child never imports psutil
+if TYPE_CHECKING:  # imported where used: the parent imports polars while the child runs, the child never imports psutil,
+    import subprocess  # and the command line (run_here) imports neither, nor subprocess
+
     import polars as pl
 
 #: How often the parent looks at the child (and calls the caller's tick).
@@ -102,6 +103,8 @@ def run_query(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS, tick: Cal
     ``tick(elapsed_s)`` is called while the query runs; an exception it raises
     (a Streamlit rerun or stop, KeyboardInterrupt) kills the child and propagates.
     """
+    import subprocess
+
     snapshot = refresh_snapshot(store)
     clock = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="query-", dir=snapshot.parent) as work:
@@ -134,6 +137,8 @@ def run_query(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS, tick: Cal
 
 def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callable[[float], None] | None) -> None:
     """Wait for the child; kill it (and say why) at the time or memory limit."""
+    import subprocess
+
     import psutil
 
     ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024

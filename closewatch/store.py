@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from closewatch import lake as lakes
 from closewatch.errors import ClosewatchError, ReadOnlyQuery, SchemaTooNew, StoreBusy, StoreError, StoreReadOnly, first_line
 from closewatch.schema import LATEST, MIGRATIONS
 
@@ -50,7 +49,7 @@ class Store:
     def __init__(self, path: str | Path, lock_timeout_s: float = 30.0, on_wait: WaitNotice | None = None,
                  lake: str | Path | None = None):
         self.path = Path(path)
-        self.lake = lakes.check_lake(lake) if lake else None
+        self.lake = _lakes().check_lake(lake) if lake else None
         self.lock_timeout_s = lock_timeout_s
         self.on_wait = on_wait
         self._schema_checked = False
@@ -129,13 +128,13 @@ class Store:
 
     def _attach_lake(self, con: duckdb.DuckDBPyConnection) -> None:
         if self.lake is not None:
-            lakes.attach(con, self.lake)
+            _lakes().attach(con, self.lake)
 
     def _lake_token(self) -> str:
         """The lake's manifest changes with every Spark job that adds to it."""
         if self.lake is None:
             return ""
-        manifest = self.lake / lakes.MANIFEST
+        manifest = self.lake / _lakes().MANIFEST
         return f":{manifest.stat().st_mtime_ns}" if manifest.exists() else ":"
 
     def _open_current(self, read_only: bool, config: dict | None = None,
@@ -311,6 +310,13 @@ def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | No
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> Any:
     """The first column of ``first_row``: a count, a max, the number of rows a DML statement changed."""
     return first_row(con, sql, params)[0]
+
+
+def _lakes():
+    """closewatch.lake, imported where a store has a lake: most commands' stores have none."""
+    from closewatch import lake
+
+    return lake
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
