@@ -107,7 +107,7 @@ def run_query(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS, tick: Cal
 
     snapshot = refresh_snapshot(store)
     clock = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="query-", dir=snapshot.parent) as work:
+    with _query_folder(snapshot) as work:
         result = Path(work) / "result.arrow"
         command = [sys.executable, "-m", "closewatch.sandbox", str(snapshot), str(result),
                    json.dumps({"memory_limit_mb": limits.memory_limit_mb, "threads": limits.threads,
@@ -170,7 +170,7 @@ def run_here(store: Store, sql: str, limits: Limits = DEFAULT_LIMITS) -> Rows:
     """
     snapshot = refresh_snapshot(store)
     clock = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="query-", dir=snapshot.parent, ignore_cleanup_errors=True) as work:
+    with _query_folder(snapshot) as work:
         query_store = Store(snapshot, lock_timeout_s=5, lake=store.lake)
         with query_store.user_connection(duckdb_limits(limits, Path(work) / "spill")) as con:
             outcome: dict[str, Any] = {}
@@ -279,6 +279,8 @@ def refresh_snapshot(store: Store) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one copier at a time; the others then find it fresh
         if snapshot.exists() and _read(stamp_file) == _stamp(store.path):
             return snapshot
+        for stale in folder.glob("copy-*"):  # a copier killed midway left it: copiers hold the lock while theirs exists
+            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="copy-", dir=folder) as work:
             copy = Path(work) / "snapshot.duckdb"
             with store.connect(read_only=True, lake=False):  # no writer meanwhile: the file and its WAL agree
@@ -293,6 +295,26 @@ def refresh_snapshot(store: Store) -> Path:
             os.replace(copy, snapshot)  # queries running on the old copy keep it open until they end
         stamp_file.write_text(stamp, encoding="utf-8")
     return snapshot
+
+
+def _query_folder(snapshot: Path) -> tempfile.TemporaryDirectory:
+    """A query's own folder beside the snapshot (its result, DuckDB's spill), named after this process.
+
+    A process killed while its query ran (kill -9, a machine's OOM killer)
+    leaves its folder behind, spill files and all; the next query removes the
+    folders of processes that are gone.
+    """
+    for folder in snapshot.parent.glob("query-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            os.kill(pid, 0)
+        except (IndexError, ValueError):
+            continue  # not named by this code
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
+    return tempfile.TemporaryDirectory(prefix=f"query-{os.getpid()}-", dir=snapshot.parent, ignore_cleanup_errors=True)
 
 
 def _stamp(path: Path) -> str:

@@ -177,3 +177,18 @@ def test_the_cli_stops_a_runaway_query_in_one_sentence_with_exit_1(filled, db_pa
     assert done.returncode == 1 and done.stdout == "", done
     assert done.stderr.strip().splitlines() == [
         "Error: The query ran longer than 1.5 s and was stopped; add a WHERE on ts, aggregate, or raise [sql] timeout in closewatch.toml."]
+
+
+def test_the_folders_of_killed_queries_and_copies_are_removed_by_the_next_query(filled):
+    run_here(filled, "SELECT 1")
+    folder = snapshot_dir(filled)
+    dead = folder / "query-4194305-x"  # above Linux's largest pid: no such process
+    alive = folder / f"query-{os.getpid()}-y"  # a query of a live process (this one)
+    for left in (dead, alive, folder / "copy-z"):
+        (left / "spill").mkdir(parents=True)
+    run_here(filled, "SELECT 1")
+    assert not dead.exists() and alive.exists()
+    with filled.transaction() as con:  # a change: the next query copies the store again, under the copiers' lock
+        con.execute("INSERT INTO closures (event_id, ts, client_id, category) VALUES ('new', now(), 'x', 'normal')")
+    run_query(filled, "SELECT 1")
+    assert not (folder / "copy-z").exists() and alive.exists()
