@@ -146,3 +146,13 @@ def test_lake_drop_from_the_command_line(lake: Path, run):
     assert not (lake / "closures" / "date=2024-05-01").exists() and (lake / "closures" / f"date={lakes.NO_DATE}").exists()
     missing = run("--lake", str(lake.parent / "nowhere"), "lake", "drop", "--before", "2024-05-15")
     assert missing.exit_code == 1 and "is not a folder" in missing.output
+
+
+def test_closewatch_sql_and_info_read_the_lake(local: Store, lake: Path, run):
+    """`closewatch sql` runs in its own process on the snapshot (closewatch/sandbox.py run_here): the lake is read there too."""
+    answer = run("--lake", str(lake), "sql", "SELECT count(*) AS n FROM closures", "--format", "json")
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout) == [{"n": 4}]
+    refused = run("--lake", str(lake), "sql", f"COPY (SELECT 1) TO '{lake / 'closures' / 'x.csv'}'")
+    assert refused.exit_code == 1 and "cannot read or write files" in refused.stderr and not (lake / "closures" / "x.csv").exists()
+    assert "closures: 4" in run("--lake", str(lake), "info").stdout
