@@ -147,6 +147,7 @@ def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
 def print_frame(frame: pl.DataFrame, output: str) -> None:
     """Print rows as a rich table, CSV, or one JSON array of objects."""
     from rich.table import Table
+    from rich.text import Text
 
     frame = plain_numbers(frame)
     if output == "csv":
@@ -158,7 +159,8 @@ def print_frame(frame: pl.DataFrame, output: str) -> None:
         for name in frame.columns:
             table.add_column(name, overflow="fold")
         for row in frame.iter_rows():
-            table.add_row(*("" if value is None else str(value) for value in row))
+            # Text, not str: a reason like "[bold]x" is data, never rich markup.
+            table.add_row(*(Text("" if value is None else str(value)) for value in row))
         out_console().print(table)
         __getattr__("err_console").print(f"{frame.height:,} rows", style="dim")
 

@@ -126,3 +126,14 @@ def test_sums_print_as_numbers_not_strings(run, tmp_path):
     run("ingest", str(write_lines(tmp_path / "a.jsonl", [json.dumps({"code": 1000}), json.dumps({"code": 1006})])))
     rows = run.json("select sum(close_code) as total, avg(close_code) as mean, sum(close_code) / 7 as seventh from closures")
     assert rows == [{"total": 2006, "mean": 1003.0, "seventh": pytest.approx(2006 / 7)}]
+
+
+def test_table_cells_are_data_not_rich_markup(run, tmp_path):
+    custom = tmp_path / "mine.toml"
+    custom.write_text(
+        '[[entry]]\ncodes = [3999]\ncategory = "server_error"\nseverity = "error"\nretry_safe = "with_backoff"\n'
+        'action = "[bold]Retry[/bold] later [red]"\nera = "v3"\ndocs = "x"\n'
+    )
+    result = run("catalog", "--catalog", str(custom), db=False)
+    assert result.exit_code == 0, result.output
+    assert "[bold]Retry[/bold] later [red]" in result.stdout
