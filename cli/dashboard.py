@@ -1,10 +1,9 @@
 """Dashboard commands: `dashboard` runs the Streamlit app; `up` runs everything (demo data, scheduler, dashboard).
 
-Both start Streamlit as a child process (``streamlit run dashboard/server.py``,
-which serves dashboard/app.py with each page's frontend files named in its
-HTML, through ``launcher``, which makes children die with their parent) with
-the database in $CLOSEWATCH_DB, telemetry off and headless, so the app is
-the same whether it is started here or with ``streamlit run dashboard/app.py``. `up` supervises two children and stops both, in order, on
+Both start Streamlit as a child process (``streamlit run dashboard/app.py``
+through ``launcher``, which makes children die with their parent) with the database in $CLOSEWATCH_DB, telemetry off and
+headless, so the app is the same whether it is started here or with
+``streamlit run``. `up` supervises two children and stops both, in order, on
 Ctrl-C or SIGTERM.
 """
 
@@ -34,7 +33,6 @@ if TYPE_CHECKING:  # annotations only: every command starts without pydantic's m
     from closewatch.store import Store
 
 APP = Path(importlib.util.find_spec("closewatch.dashboard").origin).with_name("app.py")  # wherever the package is installed
-SERVER = APP.with_name("server.py")  # app.py behind st.App, with each page's frontend files named in its HTML
 DEMO = Path(__file__).resolve().parents[1] / "sample_logs" / "demo"  # in a source checkout (the demo logs are not packaged)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
@@ -52,7 +50,7 @@ class UpError(ClosewatchError):
 def streamlit_argv(port: int, address: str, max_upload_mb: int | None) -> list[str]:
     """The child command: the same settings as dashboard/.streamlit/config.toml, wherever we start from."""
     argv = launcher(
-        "closewatch.dashboard.streamlit_run", "run", str(SERVER),  # streamlit, with every page prepared at start
+        "closewatch.dashboard.streamlit_run", "run", str(APP),  # streamlit, with the pages' first views computed at start
         "--server.port", str(port),
         "--server.address", address,
         "--server.headless", "true",

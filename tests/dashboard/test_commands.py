@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from closewatch.cli.dashboard import APP, SERVER, streamlit_argv
+from closewatch.cli.dashboard import APP, streamlit_argv
 from closewatch.cli.probe import PageNotRendered, render_page
 from closewatch.store import Store
 from tests.dashboard.browser import free_port
@@ -52,8 +52,7 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float = 120
 def test_the_streamlit_child_runs_headless_without_telemetry():
     argv = streamlit_argv(8600, "localhost", 64)
     options = dict(zip(argv[6::2], argv[7::2], strict=True))
-    assert argv[3:6] == ["closewatch.dashboard.streamlit_run", "run", str(SERVER)] and SERVER == APP.with_name("server.py")
-    assert APP.name == "app.py" and APP.parent.name == "dashboard" and SERVER.exists()
+    assert argv[3:6] == ["closewatch.dashboard.streamlit_run", "run", str(APP)] and APP.name == "app.py" and APP.parent.name == "dashboard"
     assert options["--server.headless"] == "true"
     assert options["--browser.gatherUsageStats"] == "false"
     assert options["--server.port"] == "8600" and options["--server.maxUploadSize"] == "64"

@@ -78,7 +78,7 @@ def test_every_page_runs_once_before_the_server_says_it_is_ready(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLOSEWATCH_")}
     env.update(CLOSEWATCH_DB=str(db), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "closewatch.dashboard.streamlit_run", "run", str(DASHBOARD / "server.py"),
+        [sys.executable, "-m", "closewatch.dashboard.streamlit_run", "run", str(DASHBOARD / "app.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
