@@ -93,7 +93,7 @@ class Store:
     def user_query(self, sql: str, limit: int | None = None, config: dict | None = None) -> pl.DataFrame:
         """Run a user's ad-hoc SQL on ``user_connection`` and return at most ``limit`` rows as a frame."""
         with self.user_connection(config) as con, refusing():
-            return user_relation(con, sql, limit).pl()
+            return as_frame_types(user_relation(con, sql, limit)).pl()
 
     @contextmanager
     def user_connection(self, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -355,6 +355,27 @@ def user_relation(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = 
     if relation is None:
         raise ReadOnlyQuery("That statement returns no rows; closewatch sql runs read-only SELECT queries.")
     return relation.limit(limit) if limit is not None else relation
+
+
+# DuckDB types polars cannot take in (an INTERVAL, a UNION, a BIT string, also
+# inside a list or struct): such a column is shown as DuckDB writes it as text.
+_NO_FRAME_TYPE = re.compile(r"\b(INTERVAL|UNION|BIT)\b")
+
+
+def as_frame_types(relation: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """``relation`` with the columns a polars frame cannot hold cast to VARCHAR, so any query's rows can be shown."""
+    types = [str(kind) for kind in relation.types]
+    if not any(_NO_FRAME_TYPE.search(kind) for kind in types):
+        return relation
+    columns = [
+        f"{_quote(name)}::VARCHAR AS {_quote(name)}" if _NO_FRAME_TYPE.search(kind) else _quote(name)
+        for name, kind in zip(relation.columns, types, strict=True)
+    ]
+    return relation.select(", ".join(columns))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 @contextmanager

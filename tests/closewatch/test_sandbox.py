@@ -61,6 +61,13 @@ def test_a_query_that_needs_too_much_memory_is_stopped_in_one_sentence(filled):
         run_query(filled, "SELECT string_agg(repeat('x', 1000000), ',') FROM range(5000)", Limits(timeout_s=60, memory_limit_mb=128))
 
 
+def test_columns_a_frame_cannot_hold_come_back_as_duckdb_writes_them(filled):
+    """The dashboard shows any query's rows: an INTERVAL, a UNION or a BIT column (also in a list) is text."""
+    answer = run_query(filled, 'SELECT interval 3 day AS "gap ""quoted""", [interval 1 hour] AS gaps, '
+                                       "union_value(k := 1) AS u, '101'::BIT AS bits, 7 AS n")
+    assert answer.frame.rows(named=True) == [{'gap "quoted"': "3 days", "gaps": "['01:00:00']", "u": "1", "bits": "101", "n": 7}]
+
+
 def test_rows_beyond_the_row_limit_are_cut_and_said(filled):
     answer = run_query(filled, "SELECT * FROM range(50)", Limits(max_rows=10))
     assert answer.frame.height == 10 and answer.truncated
