@@ -11,7 +11,7 @@ equal in every column but ``detected_at``.
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -38,13 +38,13 @@ def detections(store: Store) -> pl.DataFrame:
     return store.query(f"SELECT {', '.join(COMPARED)} FROM detections ORDER BY detection_id")
 
 
-def full_run_of_a_copy(store: Store, tmp_path: Path) -> pl.DataFrame:
+def full_run_of_a_copy(store: Store, tmp_path: Path, since: datetime | None = None) -> pl.DataFrame:
     copy = tmp_path / "full.duckdb"
     shutil.copy(store.path, copy)
     full = Store(copy)
     with full.transaction() as con:
         con.execute("DELETE FROM detections; DELETE FROM analysis_marks")
-    run = detect(full)
+    run = detect(full, since=since)
     assert run.mode == "full"
     return detections(full)
 
@@ -86,6 +86,27 @@ def test_incremental_runs_after_each_batch_store_what_one_full_run_stores(week, 
     assert set(full["pattern"]) >= {"repeated_violation", "frequent_disconnects", "concurrency_saturation",
                                     "auth_failures", "expiry_cost_leak", "new_reason"}
     assert_same_findings(detections(store), full)
+
+
+@pytest.mark.slow
+def test_a_late_batch_from_before_the_window_start_is_handled_incrementally(week, tmp_path):
+    """The scheduler's window starts at a midnight: closures from before it still change its spikes and known reasons."""
+    start = week["ts"].min()
+    day = lambda n: start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=n)
+    since = day(2).astimezone(UTC)
+    held = pl.col("ts").is_between(day(1), day(4)) & (pl.col("session_id").hash(7) % 2 == 0)
+    late, on_time = week.filter(held), week.filter(~held)
+    store = Store(tmp_path / "closewatch.duckdb")
+    begin, runs = start, []
+    for number, cut in enumerate([day(3), day(5) + timedelta(hours=7), day(8)]):
+        ingest_frame(store, on_time.filter(pl.col("ts").is_between(begin, cut, closed="left")), tmp_path / f"batch-{number}.jsonl")
+        runs.append(detect_incremental(store, since=since))
+        begin = cut
+    ingest_frame(store, late, tmp_path / "late.jsonl")
+    runs.append(detect_incremental(store, since=since))
+
+    assert [run.mode for run in runs] == ["full", "incremental", "incremental", "incremental"], [run.why_full for run in runs]
+    assert_same_findings(detections(store), full_run_of_a_copy(store, tmp_path, since))
 
 
 @pytest.mark.slow
