@@ -152,7 +152,9 @@ WITH j AS (
                                                             _SOURCE_REALTIME_TIMESTAMP="VARCHAR", _HOSTNAME="VARCHAR",
                                                             _SYSTEMD_UNIT="VARCHAR", SYSLOG_IDENTIFIER="VARCHAR",
                                                             __CURSOR="VARCHAR")})) AS j,
-           (contains(raw, '"MESSAGE" : null') OR contains(raw, '"MESSAGE": null') OR contains(raw, '"MESSAGE":null')) AS null_message
+           CASE WHEN contains(raw, 'null')  -- one search a line; the three spellings only where it is found
+                THEN contains(raw, '"MESSAGE" : null') OR contains(raw, '"MESSAGE": null') OR contains(raw, '"MESSAGE":null')
+                ELSE false END AS null_message
     FROM lines
 )
 SELECT source_line,
