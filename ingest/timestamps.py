@@ -45,7 +45,8 @@ def parse_text(values: pl.Expr, tz: str = "UTC") -> pl.Expr:
         text.str.to_datetime(_ISO_MINUTES, strict=False, time_unit="us"),
     )
     local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
-    numeric = parse_epoch(text.cast(pl.Float64, strict=False))
+    # Only unsigned digits are an epoch number: a bare offset ("+01:00" -> "+0100") would read as 100 s after 1970.
+    numeric = pl.when(text.str.contains(r"^\d+(\.\d+)?$")).then(parse_epoch(text.cast(pl.Float64, strict=False)))
     return pl.coalesce(zoned, local, numeric).cast(UTC_US)
 
 
