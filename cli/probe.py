@@ -11,12 +11,7 @@ it every ``[dashboard] probe_every`` (see ``cli/dashboard.py``).
 
 from __future__ import annotations
 
-import time
-
 from closewatch.errors import ClosewatchError
-
-#: Largest message the probe accepts from the server (a page's deltas; the probe reads and drops them).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class PageNotRendered(ClosewatchError):
@@ -30,27 +25,12 @@ def render_page(url: str, timeout_s: float) -> float:
     server closes it, or the run does not finish within ``timeout_s``.
     """
     from google.protobuf.message import DecodeError
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
     from websockets.exceptions import WebSocketException
-    from websockets.sync.client import connect
 
-    started = time.monotonic()
-    stream = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/_stcore/stream"
-    rerun = BackMsg()
-    rerun.rerun_script.query_string = ""
+    from closewatch.page_socket import run_page, stream_of
+
     try:
-        with connect(stream, subprotocols=["streamlit"], open_timeout=timeout_s, close_timeout=1,
-                     max_size=MAX_MESSAGE_BYTES) as socket:
-            socket.send(rerun.SerializeToString())
-            while True:
-                left = timeout_s - (time.monotonic() - started)
-                if left <= 0:
-                    raise TimeoutError
-                message = ForwardMsg()
-                message.ParseFromString(socket.recv(timeout=left))
-                if message.WhichOneof("type") == "script_finished":
-                    return time.monotonic() - started
+        return run_page(stream_of(url), timeout_s)
     except TimeoutError:
         raise PageNotRendered(f"no page rendered within {timeout_s:g} s") from None
     except (OSError, WebSocketException, DecodeError) as error:

@@ -24,17 +24,15 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import ssl
 import sys
 import time
-from typing import Any
+
+from closewatch import page_socket
 
 log = logging.getLogger("closewatch.dashboard")
 
 #: How long the start waits for its own server to accept the page socket, and for one page's run.
 PRERENDER_TIMEOUT_S = 60.0
-#: Largest message a prerender accepts from the server (a page's deltas; read and dropped).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def _warm_imports() -> None:
@@ -57,40 +55,6 @@ def stream_url() -> str:
     return f"{scheme}://{host}:{config.get_option('server.port')}" + (f"/{base}" if base else "") + "/_stcore/stream"
 
 
-def _connect(url: str, timeout_s: float) -> Any:
-    """The page socket, as the browser opens it (a server's own certificate is not checked: this is a call to itself)."""
-    from websockets.sync.client import connect
-
-    context = None
-    if url.startswith("wss://"):
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return connect(url, subprotocols=["streamlit"], open_timeout=timeout_s, close_timeout=1, max_size=MAX_MESSAGE_BYTES,
-                   ssl=context)
-
-
-def run_page(url: str, page: str, timeout_s: float = PRERENDER_TIMEOUT_S) -> None:
-    """One run of ``page`` (its URL path; "" is the default page) over the page socket at ``url``; returns when it finished."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-    started = time.monotonic()
-    rerun = BackMsg()
-    rerun.rerun_script.query_string = ""
-    rerun.rerun_script.page_name = page
-    with _connect(url, timeout_s) as socket:
-        socket.send(rerun.SerializeToString())
-        while True:
-            left = timeout_s - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError(f"the page {page or '(default)'} did not finish within {timeout_s:g} s")
-            message = ForwardMsg()
-            message.ParseFromString(socket.recv(timeout=left))
-            if message.WhichOneof("type") == "script_finished":
-                return
-
-
 def wait_for_socket(url: str, timeout_s: float = PRERENDER_TIMEOUT_S) -> None:
     """Until the server accepts the page socket (the warmer starts before Streamlit listens)."""
     from websockets.exceptions import WebSocketException
@@ -98,7 +62,7 @@ def wait_for_socket(url: str, timeout_s: float = PRERENDER_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with _connect(url, 2):
+            with page_socket.connect(url, 2):
                 return
         except (OSError, WebSocketException):
             if time.monotonic() > deadline:
@@ -116,7 +80,7 @@ def prerender() -> None:
     wait_for_socket(url)
     viewed = shared.last_view()
     for name in ui.PAGES:
-        run_page(url, name)
+        page_socket.run_page(url, PRERENDER_TIMEOUT_S, name)
     shared.last_view(viewed)  # these runs are not a user: the warmer refreshes only for people
     gc.freeze()
     log.info("every page ran once (%d pages, %.1f s)", len(ui.PAGES), time.perf_counter() - clock)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from closewatch import jobs
+from closewatch import page_socket
 from closewatch.dashboard import streamlit_run, ui
 from closewatch.dashboard.queries.shared import WARMED
 from closewatch.ingest.sources import expand_inputs
@@ -95,7 +96,7 @@ def test_every_page_runs_once_before_the_server_says_it_is_ready(tmp_path):
         assert log.index("every page ran once") < log.index(WARMED)
         assert "Traceback" not in log and "failed" not in log, log
         # the same call works for anyone: a page's run over the socket, as a browser asks for it
-        streamlit_run.run_page(f"ws://127.0.0.1:{port}/_stcore/stream", "patterns", timeout_s=60)
+        page_socket.run_page(f"ws://127.0.0.1:{port}/_stcore/stream", 60, "patterns")
     finally:
         process.terminate()
         process.wait(timeout=30)
