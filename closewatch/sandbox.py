@@ -141,7 +141,6 @@ def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callab
 
     import psutil
 
-    ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024
     process = psutil.Process(child.pid)
     while True:
         try:
@@ -150,14 +149,11 @@ def _watch(child: subprocess.Popen, limits: Limits, started: float, tick: Callab
         except subprocess.TimeoutExpired:
             pass
         elapsed = time.monotonic() - started
-        if elapsed > limits.timeout_s:
-            raise QueryRefused(_time_sentence(limits))
         try:
             rss = process.memory_info().rss
         except psutil.Error:
             rss = 0
-        if rss > ceiling:
-            raise QueryRefused(_memory_sentence(limits))
+        _check_limits(limits, elapsed, rss)
         if tick is not None:
             tick(elapsed)
 
@@ -206,16 +202,12 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, limit: int, outcome: dict[s
 
 def _watch_here(worker: threading.Thread, con: duckdb.DuckDBPyConnection, limits: Limits, started: float) -> None:
     """Wait for the worker; interrupt its query at the time limit, past the memory ceiling, or at Ctrl-C."""
-    ceiling = (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024
     try:
         while True:
             worker.join(POLL_S)
             if not worker.is_alive():
                 return
-            if time.monotonic() - started > limits.timeout_s:
-                raise QueryRefused(_time_sentence(limits))
-            if _resident_bytes() > ceiling:
-                raise QueryRefused(_memory_sentence(limits))
+            _check_limits(limits, time.monotonic() - started, _resident_bytes())
     except BaseException:  # the limits above, KeyboardInterrupt, SystemExit: stop the query before the connection closes
         con.interrupt()
         worker.join(INTERRUPT_GRACE_S)
@@ -240,6 +232,17 @@ def _kill(child: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
         child.wait()
+
+
+def _check_limits(limits: Limits, elapsed_s: float, resident_bytes: int) -> None:
+    """Raise the one-sentence QueryRefused when a running query is past its time or its memory ceiling.
+
+    The ceiling is twice the memory limit plus MEMORY_SLACK_MB: DuckDB does not account for every allocation.
+    """
+    if elapsed_s > limits.timeout_s:
+        raise QueryRefused(_time_sentence(limits))
+    if resident_bytes > (2 * limits.memory_limit_mb + MEMORY_SLACK_MB) * 1024 * 1024:
+        raise QueryRefused(_memory_sentence(limits))
 
 
 def _time_sentence(limits: Limits) -> str:
