@@ -146,23 +146,27 @@ def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
 
 def print_frame(frame: pl.DataFrame, output: str) -> None:
     """Print rows as a rich table, CSV, or one JSON array of objects."""
-    from rich.table import Table
-    from rich.text import Text
-
     frame = plain_numbers(frame)
     if output == "csv":
         sys.stdout.write(frame.write_csv())
     elif output == "json":
         sys.stdout.write(frame.write_json() + "\n")
     else:
-        table = Table(show_lines=False)
-        for name in frame.columns:
-            table.add_column(name, overflow="fold")
-        for row in frame.iter_rows():
-            # Text, not str: a reason like "[bold]x" is data, never rich markup.
-            table.add_row(*(Text("" if value is None else str(value)) for value in row))
-        out_console().print(table)
+        print_table(frame.columns, [["" if value is None else str(value) for value in row] for row in frame.iter_rows()])
         __getattr__("err_console").print(f"{frame.height:,} rows", style="dim")
+
+
+def print_table(columns: list[str], cells: list[list[str]]) -> None:
+    """A rich table folded to the output's width; names and cells are Text, so "[bold]x" is data, never rich markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_lines=False)
+    for name in columns:
+        table.add_column(Text(name), overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(text) for text in row))
+    out_console().print(table)
 
 
 

@@ -50,7 +50,7 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: str) -> 
         width = shutil.get_terminal_size().columns if terminal else PIPED_WIDTH
         lines = framed(columns, cells, width, bold_header=terminal)
         if lines is None:
-            _print_with_rich(columns, cells)
+            kit.print_table(columns, cells)  # too wide, or a line break: rich folds it
         else:
             click.echo("\n".join(lines))
         click.echo(click.style(f"{len(rows):,} rows", dim=True), err=True)
@@ -75,19 +75,6 @@ def framed(columns: list[str], cells: list[list[str]], width: int, bold_header: 
 
     return [line("┏", "━", "┳", "┓"), row(columns, "┃", bold_header), line("┡", "━", "╇", "┩"),
             *(row(texts, "│") for texts in cells), line("└", "─", "┴", "┘")]
-
-
-def _print_with_rich(columns: list[str], cells: list[list[str]]) -> None:
-    """A table rich folds to the width: for the wide ones, and cells with line breaks."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_lines=False)
-    for name in columns:
-        table.add_column(Text(name), overflow="fold")
-    for texts in cells:
-        table.add_row(*(Text(text) for text in texts))
-    kit.out_console().print(table)
 
 
 def _cells(text: str) -> int:
