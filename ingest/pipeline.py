@@ -262,7 +262,7 @@ def _stage_lines(source: Input, fmt: Format, options: ParseOptions, staging: Pat
         hashing.drain()
         result.lines_read = lines.lines
     if result.accepted:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * FROM read_parquet('{_quoted(staging / 'events-*.parquet')}')")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * FROM read_parquet({literal(str(staging / 'events-*.parquet'))})")
     return hashing.hexdigest()
 
 
@@ -378,7 +378,7 @@ def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, sou
     if first_untimed is not None:
         untimed, untimed_join = "u.untimed_ordinal", _UNTIMED_JOIN
     con.execute("SET preserve_insertion_order = false")  # every order that matters is explicit (ORDER BY source_line)
-    con.execute(_FINAL_SQL.format(final=_quoted(staging / "final.parquet"), secret=ANY_SECRET.replace("'", "''"), mask=MASK,
+    con.execute(_FINAL_SQL.format(final=literal(str(staging / "final.parquet")), secret=literal(ANY_SECRET), mask=literal(MASK),
                                   file_key=_file_key(source, first_untimed), field=limits.max_field_length,
                                   untimed=untimed, untimed_join=untimed_join))
     return out_of_range
@@ -388,12 +388,8 @@ def _put(con: duckdb.DuckDBPyConnection, staging: Path, name: str, frame: pl.Dat
     """A small polars frame as a table of ``con``, through a Parquet file in the staging folder."""
     path = staging / f"{name}.table.parquet"
     frame.write_parquet(path)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet('{_quoted(path)}')")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet({literal(str(path))})")
     path.unlink()
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 #: How much of a file's start identifies it for untimestamped closes (see _finalise).
@@ -476,7 +472,7 @@ _FINAL_SQL = f"""
 COPY (
     WITH e AS (
         SELECT p.*,
-               left(CASE WHEN regexp_matches(p.session_id, '{{secret}}') THEN '{{mask}}' ELSE p.session_id END, {{field}}) AS session_clean,
+               left(CASE WHEN regexp_matches(p.session_id, {{secret}}) THEN {{mask}} ELSE p.session_id END, {{field}}) AS session_clean,
                r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
                c.redacted AS client_clean, {{untimed}}
         FROM parts p
@@ -492,7 +488,7 @@ COPY (
            ts, session_clean AS session_id, new_code AS close_code, reason_redacted AS close_reason, client_clean AS client_id,
            source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)}, labels
     FROM identified
-) TO '{{final}}' (FORMAT parquet)
+) TO {{final}} (FORMAT parquet)
 """
 
 
@@ -530,7 +526,7 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         # the lock), which doubled the append's cost.
         con.execute("SET preserve_insertion_order = false")
         if final.exists():
-            inserted = scalar(con, _INSERT_SQL.format(final=_quoted(final), stored=stored_ids_sql(con, final), source=literal(result.source),
+            inserted = scalar(con, _INSERT_SQL.format(final=literal(str(final)), stored=stored_ids_sql(con, final), source=literal(result.source),
                                                       format=literal(result.format), batch=literal(result.batch_id)))
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
@@ -551,7 +547,7 @@ def stored_ids_sql(con: duckdb.DuckDBPyConnection, closures: Path) -> str:
     For whoever appends staged closures in a transaction on ``con`` (the
     followers too): ``... ANTI JOIN (<this>) AS stored ON stored.event_id = staged.event_id``.
     """
-    first, last, untimed = first_row(con, f"SELECT min(ts), max(ts), count(*) - count(ts) FROM read_parquet('{_quoted(closures)}')")
+    first, last, untimed = first_row(con, f"SELECT min(ts), max(ts), count(*) - count(ts) FROM read_parquet({literal(str(closures))})")
     return _stored_ids(first, last, untimed)
 
 
@@ -569,7 +565,7 @@ def _stored_ids(first: datetime | None, last: datetime | None, untimed: int) -> 
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
 SELECT {", ".join("{source}" if c == "source_file" else "{format}" if c == "source_format" else "{batch}" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
-FROM read_parquet('{{final}}') AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
+FROM read_parquet({{final}}) AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
 """
 
 

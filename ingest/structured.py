@@ -17,7 +17,7 @@ import polars as pl
 
 from closewatch.ingest.fields import ALIASES, ALL_NAMES, KNOWN_REASON_SQL, TYPING_SQL, finish, has_frames, missing_names, to_events
 from closewatch.ingest.formats import EVENT_SCHEMA, Format, LineBatches, ParseOptions, Parsed, StagedCounts
-from closewatch.store import first_row
+from closewatch.store import first_row, literal
 
 _JSON_ROWS_SQL = f"""
     CREATE OR REPLACE TEMP VIEW rows AS
@@ -89,7 +89,7 @@ def stage_json_file(path: Path, options: ParseOptions, con: duckdb.DuckDBPyConne
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW rows AS
             SELECT row_number() OVER () AS source_line, NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error, *
-            FROM read_json('{_quoted(path)}', columns = {columns}, format = 'newline_delimited',
+            FROM read_json({literal(str(path))}, columns = {columns}, format = 'newline_delimited',
                            compression = '{compression}', maximum_object_size = 16777216)
         """)
         con.execute(f"CREATE OR REPLACE TEMP TABLE typed AS {TYPING_SQL}")
@@ -117,10 +117,6 @@ def _split_typed(con: duckdb.DuckDBPyConnection) -> StagedCounts | None:
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def parse_delimited(batches: LineBatches, options: ParseOptions) -> Iterator[Parsed]:

@@ -277,3 +277,28 @@ def test_the_duplicate_check_reads_only_stored_rows_of_the_files_period(tmp_path
         assert scope("('2026-11-05T10:00:00Z'::TIMESTAMPTZ), (NULL)") == {"d5", "untimed"}
         assert scope("(NULL::TIMESTAMPTZ)") == {"untimed"}
         assert scope("('2026-12-01T00:00:00Z'::TIMESTAMPTZ)") == set()
+
+
+def test_a_quote_in_the_folders_and_file_names_is_part_of_the_path(tmp_path):
+    """Paths reach DuckDB as SQL literals (the staging folder beside the database, the input's own path)."""
+    from click.testing import CliRunner
+
+    from closewatch.cli.main import cli
+
+    samples = Path(__file__).resolve().parents[2] / "sample_logs"
+    folder = tmp_path / "o'neil's logs"
+    folder.mkdir()
+    names = ["closures.jsonl", "closures.csv", "assemblyai-python-v3.log"]
+    for name in names:
+        (folder / f"it's {name}").write_bytes((samples / name).read_bytes())
+    db = folder / "o'neil.duckdb"
+    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", *(str(folder / f"it's {name}") for name in names)], obj={})
+    assert result.exit_code == 0, result.output
+    expected = {}
+    for name in names:
+        plain = tmp_path / f"plain-{name}.duckdb"
+        assert CliRunner().invoke(cli, ["--db", str(plain), "ingest", str(samples / name)], obj={}).exit_code == 0
+        expected[f"it's {name}"] = Store(plain).query("SELECT count(*) FROM closures").item()
+    stored = dict(Store(db).query("SELECT source_file, count(*) FROM closures GROUP BY 1").rows())
+    assert {Path(source).name: n for source, n in stored.items()} == expected
+    assert all(n > 0 for n in expected.values())
