@@ -29,6 +29,8 @@ from closewatch.cli.probe import PageNotRendered, render_page
 from closewatch.errors import ClosewatchError
 
 if TYPE_CHECKING:  # annotations only: every command starts without pydantic's models and duckdb
+    from collections.abc import Callable
+
     from closewatch.settings import DashboardSettings, Settings
     from closewatch.store import Store
 
@@ -241,10 +243,15 @@ class _Stop(Exception):
     """Raised by the signal handler so the supervisor loop unwinds into its cleanup."""
 
 
-def supervise(children: list[Child], console: Console, watch: PageWatch | None = None) -> None:
-    """Wait until Ctrl-C / SIGTERM or until a child dies; then stop every child, last started first.
+def run_supervised(children: list[Child], url: str, console: Console, announce: Callable[[], None],
+                   watch_for: Callable[[], PageWatch]) -> None:
+    """Start the children, wait until the dashboard answers, announce it, then wait until Ctrl-C / SIGTERM
+    or until a child dies; then stop every started child, last started first.
 
-    Meanwhile ``watch`` renders a page now and then and restarts a dashboard that stopped answering.
+    The signal handlers are in place before the first child starts: a SIGTERM at any line, while the
+    children start or the instant the address is printed, stops them and exits 0, never by Python's
+    default death by signal. Meanwhile the ``watch_for()`` watch renders a page now and then and
+    restarts a dashboard that stopped answering.
     """
 
     def on_signal(signum, _frame):
@@ -252,11 +259,15 @@ def supervise(children: list[Child], console: Console, watch: PageWatch | None =
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for child in children:
+            child.start()
+        wait_ready(url, children)
+        announce()
+        watch = watch_for()
         while True:
             for child in children:
                 child.check()
-            if watch is not None:
-                watch.poll()
+            watch.poll()
             time.sleep(0.5)
     except (_Stop, KeyboardInterrupt) as stop:
         console.print(f"Stopping ({stop or 'Ctrl-C'})...", highlight=False)
@@ -264,6 +275,8 @@ def supervise(children: list[Child], console: Console, watch: PageWatch | None =
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         for child in reversed(children):
+            if child.process is None:
+                continue
             status = child.stop()
             console.print(f"  {child.name} stopped" + (f" (exit status {status})" if status not in (0, None, -15) else ""), highlight=False)
         for sig, handler in previous.items():
@@ -296,15 +309,13 @@ def dashboard(ctx: click.Context, port: int, address: str, max_upload_mb: int | 
     check_port(address, port)
     db = store.path.resolve()
     console = Console(soft_wrap=True)
+    url = url_of(address, port)
     child = Child("dashboard", streamlit_argv(port, address, max_upload_mb), child_env(ctx, db), _log_dir(db) / "dashboard.log")
-    child.start()
-    try:
-        wait_ready(url_of(address, port), [child])
-    except BaseException:
-        child.stop()
-        raise
-    console.print(f"closewatch dashboard: [bold]{url_of(address, port)}[/] on {db} (Ctrl-C stops it; log: {child.log_path})", highlight=False)
-    supervise([child], console, PageWatch(url_of(address, port), child, get_settings(ctx).dashboard, console))
+
+    def announce() -> None:
+        console.print(f"closewatch dashboard: [bold]{url}[/] on {db} (Ctrl-C stops it; log: {child.log_path})", highlight=False)
+
+    run_supervised([child], url, console, announce, lambda: PageWatch(url, child, get_settings(ctx).dashboard, console))
 
 
 @click.command()
@@ -354,19 +365,15 @@ def up(ctx: click.Context, port: int, address: str, demo: bool, max_upload_mb: i
     ]
     if live:
         children.insert(0, Child("demo writer", launcher("closewatch.generator.live", str(live_log(db))), env, logs / "demo-writer.log"))
-    try:
-        for child in children:
-            child.start()
-        wait_ready(url_of(address, port), children)
-    except BaseException:
-        for child in reversed(children):
-            child.stop()
-        raise
-    console.print(f"closewatch is up: [bold]{url_of(address, port)}[/]", highlight=False)
-    console.print(f"  database {db}; scheduler and dashboard logs in {logs}/; Ctrl-C stops both.", highlight=False)
-    if live:
-        console.print(f"  live demo traffic is written to {live_log(db)} and followed (an incident every 5 minutes).", highlight=False)
-    supervise(children, console, PageWatch(url_of(address, port), app, settings.dashboard, console))
+    url = url_of(address, port)
+
+    def announce() -> None:
+        console.print(f"closewatch is up: [bold]{url}[/]", highlight=False)
+        console.print(f"  database {db}; scheduler and dashboard logs in {logs}/; Ctrl-C stops both.", highlight=False)
+        if live:
+            console.print(f"  live demo traffic is written to {live_log(db)} and followed (an incident every 5 minutes).", highlight=False)
+
+    run_supervised(children, url, console, announce, lambda: PageWatch(url, app, settings.dashboard, console))
 
 
 def _load_demo(settings: Settings, store: Store, console: Console) -> None:

@@ -174,6 +174,27 @@ def test_closewatch_up_without_the_demo_starts_no_writer(tmp_path):
             process.kill()
 
 
+def test_sigterm_while_the_children_start_stops_them_and_exits_0(tmp_path):
+    """The handlers are in place before the first child starts: a SIGTERM before the address is printed is a clean stop."""
+    port = free_port()
+    process = start(["up", "--db", str(tmp_path / "empty.duckdb"), "--port", str(port), "--no-demo"], tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(children) < 2 and process.poll() is None:
+            children = psutil.Process(process.pid).children()
+            time.sleep(0.05)
+        assert len(children) == 2, "up starts the scheduler and the dashboard"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        assert "closewatch is up" not in process.stdout.read()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"children left running: {[child.cmdline() for child in alive]}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 @pytest.mark.slow
 def test_children_die_with_a_killed_parent(tmp_path):
     """SIGKILL cannot be handled, so the children ask the kernel to stop them when `closewatch` dies."""
