@@ -45,7 +45,7 @@ _ONE_US = timedelta(microseconds=1)
 # Who a closure is about. A log file that names exactly one client is that client's log, so its
 # lines without a client id (some formats name the client only on error lines) are that
 # client's too; a log that names no client is one application's log, and its file stands in.
-_FILE_CLIENTS = """
+FILE_CLIENTS_SQL = """
 file_clients AS (
     SELECT source_file, min(client_id) AS file_client
     FROM closures
@@ -54,37 +54,38 @@ file_clients AS (
     GROUP BY source_file
     HAVING count(DISTINCT client_id) = 1
 )"""
-_CLIENT_KEY = "coalesce(c.client_id, f.file_client, '(no client id) ' || regexp_extract(c.source_file, '[^/\\\\]+$'))"
+CLIENT_KEY_SQL = "coalesce(c.client_id, f.file_client, '(no client id) ' || regexp_extract(c.source_file, '[^/\\\\]+$'))"
 
 # Only closures that are not normal travel to polars: they are what the patterns are made of.
-_WINDOW_SQL = f"""
-WITH {_FILE_CLIENTS}
+WINDOW_SQL = f"""
+WITH {FILE_CLIENTS_SQL}
 SELECT c.event_id,
        epoch_us(c.ts) AS ts_us,
        c.session_id,
-       {_CLIENT_KEY} AS client_id,
+       {CLIENT_KEY_SQL} AS client_id,
        coalesce(c.category, 'unknown') AS category,
        c.close_reason, c.chunk_ms, c.audio_rate_ratio, c.session_duration_s
 FROM closures AS c LEFT JOIN file_clients AS f USING (source_file)
 WHERE c.ts >= ? AND c.ts < ? AND c.category IS DISTINCT FROM 'normal'
 """
 # Normal closures only matter as denominators: closures per client and minute, counted in one scan.
-_ACTIVITY_SQL = f"""
-WITH {_FILE_CLIENTS},
+ACTIVITY_SQL = f"""
+WITH {FILE_CLIENTS_SQL},
 counted AS (
     SELECT client_id, source_file, (epoch_us(ts) // 60000000) * 60000000 AS minute_us, count(*) AS n
     FROM closures
     WHERE ts >= ? AND ts < ?
     GROUP BY ALL
 )
-SELECT {_CLIENT_KEY} AS key, c.minute_us, sum(c.n) AS closures
+SELECT {CLIENT_KEY_SQL} AS key, c.minute_us, sum(c.n) AS closures
 FROM counted AS c LEFT JOIN file_clients AS f USING (source_file)
 GROUP BY ALL
 """
-_HISTORY_SQL = """
-SELECT category, (epoch_us(ts) // ?) * ? AS bucket_us, count(*) AS n
+# A NULL category counts as unknown here as in the window, so the baseline and the window agree.
+HISTORY_SQL = """
+SELECT coalesce(category, 'unknown') AS category, (epoch_us(ts) // ?) * ? AS bucket_us, count(*) AS n
 FROM closures
-WHERE ts >= ? AND ts < ? AND category <> 'normal'
+WHERE ts >= ? AND ts < ? AND category IS DISTINCT FROM 'normal'
 GROUP BY ALL
 """
 # The watermark of a run: the newest ingest time, how many closures, and the stamp of reclassifications.
@@ -93,9 +94,9 @@ SELECT max(ingested_at), count(*),
        (SELECT coalesce(max(changed_at)::VARCHAR, '') || ':' || count(*)::VARCHAR FROM data_changes)
 FROM closures
 """
-_REASONS_BEFORE_SQL = """
+REASONS_BEFORE_SQL = """
 SELECT DISTINCT close_reason FROM closures
-WHERE ts < ? AND category <> 'normal' AND close_reason IS NOT NULL
+WHERE ts < ? AND category IS DISTINCT FROM 'normal' AND close_reason IS NOT NULL
 """
 
 
@@ -221,10 +222,10 @@ def read_inputs(store: Store, since_option: datetime | None, until_option: datet
                 f"--until {until:%Y-%m-%d %H:%M:%S} is before the first stored closure ({first:%Y-%m-%d %H:%M:%S} UTC); "
                 "pick a later time."
             )
-        closures = con.execute(_WINDOW_SQL, [since, until]).pl()
-        activity = con.execute(_ACTIVITY_SQL, [since, until]).pl()
-        history = con.execute(_HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()
-        reasons_before = con.execute(_REASONS_BEFORE_SQL, [since]).pl()
+        closures = con.execute(WINDOW_SQL, [since, until]).pl()
+        activity = con.execute(ACTIVITY_SQL, [since, until]).pl()
+        history = con.execute(HISTORY_SQL, [interval_us, interval_us, max(first, since - lookback), since]).pl()
+        reasons_before = con.execute(REASONS_BEFORE_SQL, [since]).pl()
         ingested_to, rows_seen, changes = first_row(con, WATERMARK_SQL)
     return Inputs(closures_frame(closures), activity_frame(activity), history_frame(history),
                   reasons_before.select(pl.col("close_reason").cast(pl.String)),

@@ -51,8 +51,8 @@ import polars as pl
 
 from closewatch.analysis import detection, detectors
 from closewatch.analysis.detection import (
-    CLIENT_PATTERNS, DetectionRun, Mark, Thresholds, _ACTIVITY_SQL, _FILE_CLIENTS, _CLIENT_KEY, _REASONS_BEFORE_SQL,
-    _WINDOW_SQL, detect,
+    ACTIVITY_SQL, CLIENT_KEY_SQL, CLIENT_PATTERNS, FILE_CLIENTS_SQL, HISTORY_SQL, REASONS_BEFORE_SQL, WINDOW_SQL,
+    DetectionRun, Mark, Thresholds, detect,
 )
 from closewatch.analysis.templates import template_expr, templates_of
 from closewatch.analysis.thresholds import load_thresholds
@@ -68,9 +68,9 @@ MAX_CHANGED = 2_000
 
 # The closures stored after the mark, with their client key; `new_rows` is spliced into the queries below.
 _NEW_ROWS = f"""
-WITH {_FILE_CLIENTS},
+WITH {FILE_CLIENTS_SQL},
 new_rows AS (
-    SELECT {_CLIENT_KEY} AS key, c.ts, coalesce(c.category, 'unknown') AS category, c.close_reason
+    SELECT {CLIENT_KEY_SQL} AS key, c.ts, coalesce(c.category, 'unknown') AS category, c.close_reason
     FROM closures AS c LEFT JOIN file_clients AS f USING (source_file)
     WHERE c.ingested_at > ? AND c.ts IS NOT NULL
 )"""
@@ -255,9 +255,9 @@ def _crossed_days(con: duckdb.DuckDBPyConnection, clients: list[str], categories
     """UTC midnights in [start, end) that some client of ``clients`` has pattern closures at most ``gap`` apart across."""
     gap_us = int(gap / _ONE_US)
     rows = con.execute(f"""
-        WITH {_FILE_CLIENTS},
+        WITH {FILE_CLIENTS_SQL},
         pattern_rows AS (
-            SELECT {_CLIENT_KEY} AS key, epoch_us(c.ts) AS t
+            SELECT {CLIENT_KEY_SQL} AS key, epoch_us(c.ts) AS t
             FROM closures AS c LEFT JOIN file_clients AS f USING (source_file)
             WHERE c.ts >= ? AND c.ts < ? AND list_contains(?::VARCHAR[], coalesce(c.category, 'unknown'))
         ),
@@ -298,7 +298,7 @@ def _known_templates(con: duckdb.DuckDBPyConnection, mark: Mark, new: pl.DataFra
     can add to.
     """
     if mark.known_templates is None:
-        before = con.execute(_REASONS_BEFORE_SQL, [mark.since]).pl().select(pl.col("close_reason").cast(pl.String))
+        before = con.execute(REASONS_BEFORE_SQL, [mark.since]).pl().select(pl.col("close_reason").cast(pl.String))
         return set(templates_of(before)["template"].drop_nulls().to_list())
     early = new.filter((pl.col("ts_us") < int((mark.since - _EPOCH) / _ONE_US)) & (pl.col("category") != "normal"))
     return set(mark.known_templates) | set(templates_of(early.select("close_reason"))["template"].drop_nulls().to_list())
@@ -319,23 +319,16 @@ def _bucket(moment: datetime, interval: timedelta) -> datetime:
 def read_changed(con: duckdb.DuckDBPyConnection, planned: Plan, thresholds: Thresholds) -> dict[str, pl.DataFrame]:
     """The closures and counts the changed findings are made of, each part from its own restart point."""
     since, until = planned.since, planned.until
-    keyed = f"SELECT * FROM ({_WINDOW_SQL}) WHERE list_contains(?::VARCHAR[], client_id)"
+    keyed = f"SELECT * FROM ({WINDOW_SQL}) WHERE list_contains(?::VARCHAR[], client_id)"
     clients = con.execute(keyed, [planned.client_from, until, planned.clients]).pl()
-    activity = con.execute(f"SELECT * FROM ({_ACTIVITY_SQL}) WHERE list_contains(?::VARCHAR[], key)",
+    activity = con.execute(f"SELECT * FROM ({ACTIVITY_SQL}) WHERE list_contains(?::VARCHAR[], key)",
                            [planned.client_from, until, planned.clients]).pl()
-    spikes = con.execute(f"SELECT * FROM ({_WINDOW_SQL}) WHERE list_contains(?::VARCHAR[], category)",
+    spikes = con.execute(f"SELECT * FROM ({WINDOW_SQL}) WHERE list_contains(?::VARCHAR[], category)",
                          [planned.spike_from, until, planned.categories]).pl()
     interval_us = int(thresholds["error_spike"].interval / _ONE_US)
     history_from = max(planned.first, since - detection.spike_lookback(thresholds))
-    # before the window as the full run's history reads it; inside it as its window rows (a NULL category is unknown)
-    history = con.execute(
-        "SELECT category, bucket_us, count(*) AS n FROM ("
-        "  SELECT CASE WHEN ts >= ? THEN coalesce(category, 'unknown') ELSE category END AS category,"
-        "         (epoch_us(ts) // ?) * ? AS bucket_us"
-        "  FROM closures WHERE ts >= ? AND ts < ?)"
-        " WHERE category <> 'normal' AND list_contains(?::VARCHAR[], category) GROUP BY ALL",
-        [since, interval_us, interval_us, history_from, planned.spike_from, planned.categories],
-    ).pl()
+    history = con.execute(f"SELECT * FROM ({HISTORY_SQL}) WHERE list_contains(?::VARCHAR[], category)",
+                          [interval_us, interval_us, history_from, planned.spike_from, planned.categories]).pl()
     reasons = _template_rows(con, planned)
     return {
         "clients": detection.closures_frame(clients), "activity": detection.activity_frame(activity),
@@ -347,7 +340,7 @@ def read_changed(con: duckdb.DuckDBPyConnection, planned: Plan, thresholds: Thre
 def _template_rows(con: duckdb.DuckDBPyConnection, planned: Plan) -> pl.DataFrame:
     """The window's closures whose reason has one of the never-seen templates."""
     # a template can have thousands of reasons (ids masked): a semi-join, not a list search per row
-    query = f"SELECT * FROM ({_WINDOW_SQL}) WHERE close_reason IN (SELECT unnest(?::VARCHAR[]))"
+    query = f"SELECT * FROM ({WINDOW_SQL}) WHERE close_reason IN (SELECT unnest(?::VARCHAR[]))"
     if not planned.templates:
         return con.execute(query, [planned.since, planned.since, []]).pl()  # no rows, the columns
     distinct = con.execute(

@@ -197,3 +197,17 @@ def test_a_window_starting_inside_a_stored_finding_replaces_it_whole(incident_st
     storms = stored(incident_store).filter(pl.col("pattern") == "frequent_disconnects")
     assert storms.height == 1
     assert storms.row(0, named=True)["detection_id"] == storm["detection_id"]
+
+
+def test_a_null_category_is_unknown_in_the_spike_baseline_and_the_reason_history(store):
+    """Rows inserted by hand may have no category: before the window they count as unknown, as inside it.
+
+    Steady NULL-category traffic is no spike, and a reason first seen on such a row before the window is not new.
+    """
+    rows = background(days=9)
+    rows += every(T0, 2 * MINUTE, 9 * 24 * 30, client="app-c", category=None)
+    rows += [closure(T0 + DAY, client="app-c", category=None, reason="Quota 7 exhausted")]
+    rows += [closure(T0 + 8 * DAY + 16 * HOUR, client="app-a", category="unknown", reason="Quota 9 exhausted")]
+    write_closures(store, rows)
+    run = detect(store, since=T0 + 8 * DAY, until=T0 + 9 * DAY)
+    assert run.closures > 0 and patterns(run.findings) == []
