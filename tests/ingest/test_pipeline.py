@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closewatch import jobs
 from closewatch.store import Store
+from closewatch.ingest import pipeline
 from closewatch.ingest.sources import bytes_input
 from tests.conftest import write_lines
 
@@ -56,12 +58,17 @@ def test_identical_lines_in_one_file_are_distinct_events(run, tmp_path):
     assert run.json("select count(*) as n from closures") == [{"n": 3}]
 
 
-def test_event_ids_are_the_digest_of_identity_and_occurrence(run, tmp_path):
+@pytest.mark.parametrize("slot_bits", [None, 0])
+def test_event_ids_are_the_digest_of_identity_and_occurrence(run, tmp_path, monkeypatch, slot_bits):
     """Pins the id formula: a change would store every event again next to its old copy in users' stores.
 
     Identical lines at one time are numbered by occurrence; a line sharing only
-    the time, and one at its own time, are the first of their kind.
+    the time, and one at its own time, are the first of their kind. Only rows
+    whose (time, code) slot repeats are numbered; with no slot bits every row
+    shares one slot, so every row is numbered, and the ids must not change.
     """
+    if slot_bits is not None:
+        monkeypatch.setattr(pipeline, "SLOT_BITS", slot_bits)
     same = {"ts": "2026-11-20T10:15:02.5Z", "session_id": "s1", "code": 3008, "reason": "Session Expired", "client": "web"}
     lines = [same, same, {**same, "client": "ios"}, same, {**same, "ts": "2026-11-20T10:15:03Z"}]
     run("ingest", str(write_lines(tmp_path / "ids.jsonl", [json.dumps(line) for line in lines])))
