@@ -355,12 +355,14 @@ def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, sou
 
     Classification and redaction of reasons and clients run in polars on the
     distinct values (few, even in huge files) and are joined back in DuckDB,
-    which also computes the event ids over the whole file and spills to disk
-    rather than running out of memory. (Numbering only the events that share
-    a timestamp, the only ones that can be identical, saved 2 of 7 CPU-s on
-    2 M lines, but finding those timestamps took a 13.5 M-line file's peak
-    memory from 1.30 to 1.48-1.66 GB, past its 1.5 GB bound: issue 16, so
-    the window stays.) The staged rows are read in place (no
+    which also computes the event ids and spills to disk rather than running
+    out of memory. Identical events share their time and code, so only the
+    rows whose (time, code) slot repeats are numbered by a window
+    (``_repeated_slots``); the rest are each the first of their kind. A window
+    over the whole file's wide rows cost about 2 of the finalise's 5-6 CPU-s
+    on 2 M lines (issue 16); a GROUP BY over the times, tried before, took a
+    13.5 M-line file past its 1.5 GB memory bound, which the fixed byte table
+    of slots does not. The staged rows are read in place (no
     screened copy); the small tables go to DuckDB as Parquet written by
     polars, which spares importing pyarrow's dataset module (and pandas) for
     a registered frame.
