@@ -596,3 +596,68 @@ def test_a_logger_record_with_a_code_field_goes_to_the_structured_reader_however
         iter([pl.DataFrame({"source_line": [1, 2], "raw": [line, plain]})]), __import__(
             "closewatch.ingest.envelopes.base", fromlist=["UnwrapContext"]).UnwrapContext())))
     assert records["text"].to_list() == [line, 'INFO::the error code" was 4001']
+
+
+def _document(entries: list[str], indent: bool = True) -> list[str]:
+    joined = (",\n" if indent else ",").join(entries)
+    return ("[\n" + joined + "\n]").split("\n") if indent else ["[" + joined + "]"]
+
+
+_GCP_ENTRY = '{{"insertId": "{n}", "logName": "projects/p/logs/stdout", "timestamp": "2026-11-20T10:00:0{n}Z", {body}}}'
+ODD_DOCUMENTS = {
+    "pretty": json.dumps([{"insertId": str(n), "logName": "projects/p/logs/stdout", "textPayload": f"line {n} é ✓",
+                           "timestamp": "2026-11-20T10:00:03.3Z", "resource": {"labels": {"pod_name": "voicebot-0"}}}
+                          for n in range(5)], indent=2).split("\n"),
+    "compact": _document([_GCP_ENTRY.format(n=n, body=f'"textPayload": "line {n}"') for n in range(3)], indent=False),
+    "escapes": _document([_GCP_ENTRY.format(n=1, body=r'"textPayload": "q \" b \\ \u00e9 \u0000 \/ \u001b[0m end"')]),
+    "surrogate pair": _document([_GCP_ENTRY.format(n=1, body=r'"textPayload": "smile \ud83d\ude00"')]),
+    "repeated key": _document([_GCP_ENTRY.format(n=1, body='"textPayload": "first", "textPayload": "second"'),
+                               _GCP_ENTRY.format(n=2, body='"labels": {"a": "1", "a": "2"}, "textPayload": "x"')]),
+    "numbers": _document([_GCP_ENTRY.format(n=n, body=f'"jsonPayload": {{"message": "m", "close_code": {number}, "x": {number}}}')
+                          for n, number in enumerate(["1.10", "1E5", "1e400", "0.5", "12345678901234567890", "NaN", "-1"])]),
+    "minus zero": _document([_GCP_ENTRY.format(n=1, body='"jsonPayload": {"message": "m", "close_code": -0}')]),
+    "lone surrogate": _document([_GCP_ENTRY.format(n=1, body=r'"textPayload": "a \ud800 b"'),
+                                 _GCP_ENTRY.format(n=2, body='"textPayload": "fine"')]),
+    "bad entry": _document([_GCP_ENTRY.format(n=1, body='"textPayload": "ok"'), '{"insertId": "2", "textPayload": tru}',
+                            _GCP_ENTRY.format(n=3, body='"textPayload": "after"')]),
+    "trailing comma": ["[", _GCP_ENTRY.format(n=1, body='"textPayload": "ok"') + ",", "]"],
+    "cut off": _document([_GCP_ENTRY.format(n=n, body='"textPayload": "x"') for n in range(3)])[:-2],
+    "tab in a string": _document([_GCP_ENTRY.format(n=1, body='"textPayload": "a\tb"')]),
+    "not an object": _document(['"just a string"', "[1, 2]", _GCP_ENTRY.format(n=3, body='"textPayload": "x"')]),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_DOCUMENTS))
+def test_document_entries_handed_over_as_written_read_as_the_reencoded_ones(name):
+    from closewatch.ingest.envelopes.base import duck, sql_records
+    from closewatch.ingest.envelopes.cloud import _GCP_SQL, document_entries
+
+    lines = ODD_DOCUMENTS[name]
+    frame = pl.DataFrame({"source_line": range(1, len(lines) + 1), "raw": lines}, schema={"source_line": pl.Int64, "raw": pl.String})
+    fast, fast_rejects = document_entries(iter([frame]), None)
+    slow, slow_rejects = document_entries(iter([frame]), None, own_text=False)
+    assert fast["source_line"].to_list() == slow["source_line"].to_list()
+    assert fast_rejects.equals(slow_rejects)
+    with duck() as con:
+        assert sql_records(con, fast, _GCP_SQL).equals(sql_records(con, slow, _GCP_SQL))
+
+
+def test_document_entries_keep_their_own_text_only_where_duckdb_reads_it_alike():
+    from closewatch.ingest.envelopes.cloud import document_entries
+
+    def own(name: str) -> bool:
+        lines = ODD_DOCUMENTS[name]
+        frame = pl.DataFrame({"source_line": range(1, len(lines) + 1), "raw": lines}, schema={"source_line": pl.Int64, "raw": pl.String})
+        entries, _ = document_entries(iter([frame]), None)
+        return "\n" in entries["raw"][0] or entries["raw"][0].startswith('{"insertId": ')
+    assert own("pretty") and own("compact") and own("escapes")  # the fast path is taken...
+    assert not any(map(own, ["repeated key", "numbers", "minus zero", "lone surrogate", "surrogate pair"]))  # ...and refused
+
+
+def test_a_document_entry_with_a_lone_surrogate_is_rejected_with_its_line():
+    _, found, rejects, _ = read(["[", '  {"insertId": "1", "logName": "l", "textPayload": "Connection closed: 1006 - a \\ud800 b",'
+                                 ' "timestamp": "2026-11-20T10:00:03Z"},',
+                                 '  {"insertId": "2", "logName": "l", "textPayload": "Connection closed: 1006 - ",'
+                                 ' "timestamp": "2026-11-20T10:00:04Z"}', "]"], envelope="gcp-logging")
+    assert rejects["source_line"].to_list() == [2]
+    assert found.height == 1
