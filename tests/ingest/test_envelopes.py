@@ -661,3 +661,94 @@ def test_a_document_entry_with_a_lone_surrogate_is_rejected_with_its_line():
                                  ' "timestamp": "2026-11-20T10:00:04Z"}', "]"], envelope="gcp-logging")
     assert rejects["source_line"].to_list() == [2]
     assert found.height == 1
+
+
+# JSON loggers: odd records beside the generated ones (each logger's keys are put in by name)
+ODD_LOGGER_RECORDS = [
+    '{{"{m}": "plain é ✓ \u3000 text", "{l}": "info", "{t}": "2026-11-20T10:00:03.300Z"}}',
+    '{{"{m}":"compact","{l}":"warning","{t}":"2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "quote \\" inside", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "nul \\u0000 and \\u00e9", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "repeated", "{m}": "second", "{l}": "info", "{l}": "error", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "no level", "{t}": "2026-11-20T10:00:03+00:00"}}',
+    '{{"{m}": "null level", "{l}": null, "{t}": "2026-11-20T10:00:03.123456Z"}}',
+    '{{"{m}": "numeric level", "{l}": 50, "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "string number level", "{l}": "40", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "non-ascii level", "{l}": "straße", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "offset", "{l}": "info", "{t}": "2026-11-20T11:00:03+01:00"}}',
+    '{{"{m}": "no zone", "{l}": "info", "{t}": "2026-11-20 10:00:03,250"}}',
+    '{{"{m}": "no zone T", "{l}": "info", "{t}": "2026-11-20T10:00:03.5"}}',
+    '{{"{m}": "nanoseconds", "{l}": "info", "{t}": "2026-11-20T10:00:03.123456789Z"}}',
+    '{{"{m}": "lowercase z", "{l}": "info", "{t}": "2026-11-20T10:00:03z"}}',
+    '{{"{m}": "no such day", "{l}": "info", "{t}": "2026-02-30T10:00:03Z"}}',
+    '{{"{m}": "hour 24", "{l}": "info", "{t}": "2026-11-20T24:00:00Z"}}',
+    '{{"{m}": "bad time", "{l}": "info", "{t}": "yesterday"}}',
+    '{{"{m}": "epoch ms", "{l}": 30, "{t}": 1794787200358}}',
+    '{{"{m}": "epoch float", "{l}": 30, "{t}": 1794787200358.5}}',
+    '{{"{m}": "epoch string", "{l}": 30, "{t}": "1794787200358"}}',
+    '{{"{m}": "huge epoch", "{l}": 30, "{t}": 99999999999999999}}',
+    '{{"{m}": "no time", "{l}": "info"}}',
+    '{{"{m}": 42, "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": null, "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "with a code", "code": 4001, "{l}": "error", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "code\\" in text", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "nested", "{l}": "info", "{t}": "2026-11-20T10:00:03Z", "extra": {{"a": 1}}}}',
+    '{{"{m}": "raw tab\there", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{ "{m}" : "spaced" , "{l}" : "info" , "{t}" : "2026-11-20T10:00:03Z" }}',
+    ' {{"{m}": "leading space", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"{m}": "trailing comma", "{l}": "info",}}',
+    '{{"{m}": "unclosed", "{l}": "info"',
+    '{{"{m}": "bool", "{l}": true, "{t}": false}}',
+    '{{"{m}": "the {m} key in a value: \\"{m}\\": x", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{"x": "{m}", "{m}": "a key named like the value before", "{l}": "info", "{t}": "2026-11-20T10:00:03Z"}}',
+    '{{}}',
+    '[1, 2]',
+    'not json at all',
+    '',
+    '   ',
+]
+
+
+@pytest.mark.parametrize("name", ["livekit-json", "python-json-logger", "structlog", "pino", "winston"])
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_json_logger_fast_path_gives_the_rows_the_sql_gives(name, tz):
+    from closewatch.ingest.envelopes import loggers
+    from closewatch.ingest.envelopes.base import duck
+
+    envelope = get_envelope(name)
+    layout = envelope.unwrap.__closure__[0].cell_contents
+    keys = {"m": layout.message, "l": layout.level, "t": layout.times[-1]}
+    extra = [line.format(**keys) for line in ODD_LOGGER_RECORDS]
+    if layout.extra:
+        extra.append(f'{{"{layout.message}": "with extra", "{layout.level}": "error", "{layout.extra}": "Traceback here"}}')
+    if layout.logger:
+        extra.append(f'{{"{layout.message}": "named", "{layout.level}": "info", "{layout.logger}": "a.b"}}')
+    for label in layout.labels.values():
+        extra.append(f'{{"{layout.message}": "labelled", "{layout.level}": "info", "{label}": "voice-01"}}')
+        extra.append(f'{{"{layout.message}": "labelled null", "{layout.level}": "info", "{label}": null}}')
+    generated = envelope.wrap(rendered("assemblyai-python-v3" if name != "pino" else "assemblyai-js",
+                                       "default" if name != "pino" else "plain"), {})
+    lines = generated + extra
+    frame = pl.DataFrame({"source_line": range(1, len(lines) + 1), "raw": lines}, schema={"source_line": pl.Int64, "raw": pl.String})
+    taken = pl.concat([loggers.fast_records(layout, tz, frame)]).filter(pl.col("_fast"))
+    with duck(tz) as con:
+        fast = loggers.logger_records(layout, con, frame, tz)
+        slow = loggers.logger_records(layout, con, frame, tz, fast=False)
+    assert taken.height >= len(generated) // 2  # the fast path reads most of a real log...
+    assert fast.equals(slow), fast.join(slow, on="source_line", how="full").filter(
+        pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_right")) for c in ("text", "env_ts", "zone", "labels", "reject")))
+
+
+@pytest.mark.parametrize("envelope, line", [
+    ("pino", '{"level":30,"time":99999999999999999999,"pid":41,"hostname":"voice-01","msg":"x"}'),
+    ("journald", '{"__REALTIME_TIMESTAMP" : "99999999999999999999999", "MESSAGE" : "x"}'),
+])
+def test_an_epoch_time_out_of_range_costs_its_line_not_the_input(envelope, line):
+    timed = rendered("websocket-client", "plain", noise=False) if envelope == "journald" else rendered("assemblyai-js", "plain", noise=False)
+    lines = get_envelope(envelope).wrap(timed, {})
+    lines.insert(2, line)
+    _, found, rejects, _ = read(lines, envelope=envelope)
+    assert found.height == len(CLOSES)
+    if envelope == "pino":
+        assert rejects["source_line"].to_list() == [3] and "cannot be read" in rejects["reason"][0]
