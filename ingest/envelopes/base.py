@@ -15,7 +15,6 @@ lines joined); ``source_line`` always names the input line a record came from.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,74 +155,6 @@ def epoch_sql(number: str, unit: str) -> str:
     scale = {"s": "* 1000000", "ms": "* 1000", "us": "", "ns": "// 1000"}[unit]
     # out of range (a corrupt or hostile number) is null, so the line is rejected rather than the input failing
     return f"try(make_timestamptz(TRY_CAST(TRY_CAST({number} AS HUGEINT) {scale} AS BIGINT)))"
-
-
-# --------------------------------------------------------------------------
-# Flat JSON objects read in polars (the fast paths of JSON envelopes)
-# --------------------------------------------------------------------------
-
-# A line that is one JSON object of keys and scalar values, with no backslash anywhere (no escape to decode)
-# and no whitespace around it, is read here with string searches over the whole batch; DuckDB reads the
-# rest. On such a line every quote opens or closes a string, so the first '"key":' found is that key
-# (DuckDB's json_transform also takes a repeated key's first value), and a value's text is what DuckDB
-# reads for it.
-_WS = r"[ \t\r]*"
-_STRING = r'"[^"\\\x00-\x1f]*"'
-_SCALAR = rf"(?:{_STRING}|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)"
-FLAT_OBJECT = rf"^\{{{_WS}(?:{_STRING}{_WS}:{_WS}{_SCALAR}(?:{_WS},{_WS}{_STRING}{_WS}:{_WS}{_SCALAR})*)?{_WS}\}}$"
-
-
-def flat_token(key: str) -> pl.Expr:
-    """The value ``key`` has on a flat-object line as written (a string with its quotes, a number, true,
-    false, null), or null where the key is absent."""
-    return pl.col("raw").str.extract(rf'"{re.escape(key)}"{_WS}:{_WS}("[^"]*"|[^,}} \t\r]+)', 1)
-
-
-def token_string(token: pl.Expr) -> pl.Expr:
-    """A token's string (null for an absent key or a JSON null: DuckDB reads both as a null VARCHAR)."""
-    return pl.when(token.str.starts_with('"')).then(token.str.strip_prefix('"').str.strip_suffix('"'))
-
-
-def token_plain(token: pl.Expr) -> pl.Expr:
-    """True where the token is a string, absent or null: the values the fast paths read as DuckDB does."""
-    return token.is_null() | token.str.starts_with('"') | (token == "null")
-
-
-#: The time shapes read in polars: RFC 3339 / ISO 8601 with at most microseconds, in UTC or without a zone.
-ISO_TIME = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)?$"
-
-
-def iso_time(text: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
-    """(UTC time, read) of ISO_TIME texts as DuckDB's TIMESTAMPTZ cast reads them; ``read`` is false where
-    the text has another shape, a time without a zone is to be read in a zone other than UTC, or the
-    date does not exist (DuckDB then decides)."""
-    zoned = text.str.ends_with("Z") | text.str.ends_with("+00:00")
-    bare = text.str.replace(r"(?:Z|\+00:00)$", "").str.replace(" ", "T", literal=True)
-    parsed = bare.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False).dt.replace_time_zone("UTC")
-    read = text.str.contains(ISO_TIME) & (zoned | pl.lit(tz == "UTC")) & parsed.is_not_null()
-    return parsed.cast(UTC_US), read.fill_null(False)
-
-
-def iso_zone(text: pl.Expr) -> pl.Expr:
-    """zone_sql for the ISO_TIME shapes: "+00:00" for Z or +00:00, else null."""
-    return pl.when(text.str.ends_with("Z") | text.str.ends_with("+00:00")).then(pl.lit("+00:00"))
-
-
-def split_fast(lines: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(records ``read`` made of the lines it took, the lines left for DuckDB). ``read`` returns, for every
-    line, source_line, the record columns and ``_fast`` (false: leave the line to DuckDB); only flat-object
-    lines are ever taken."""
-    got = read(lines)
-    fast = (got["_fast"] & lines["raw"].str.contains(FLAT_OBJECT)).fill_null(False)
-    return conform_records(got.filter(fast)), lines.filter(~fast)
-
-
-def with_slow(con: duckdb.DuckDBPyConnection, fast: pl.DataFrame, rest: pl.DataFrame, sql: str) -> pl.DataFrame:
-    """The fast path's records and DuckDB's for the other lines, in line order."""
-    if rest.height == 0:
-        return fast
-    slow = sql_records(con, rest, sql)
-    return pl.concat([fast, slow]).sort("source_line", maintain_order=True) if fast.height else slow
 
 
 # --------------------------------------------------------------------------

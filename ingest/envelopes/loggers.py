@@ -12,29 +12,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 
-import duckdb
 import polars as pl
 from closewatch.ingest.envelopes.base import (
     Envelope,
-    Unwrap,
     UnwrapContext,
     duck,
     fill_times,
-    flat_token,
     iso,
-    iso_time,
-    iso_zone,
     json_spec,
     share,
-    split_fast,
     sql_records,
-    token_plain,
-    token_string,
-    with_slow,
     zone_sql,
 )
 
@@ -78,99 +67,12 @@ FROM (SELECT source_line, raw, try(json_transform(raw, {spec})) AS j FROM lines)
 """
 
 
-@dataclass(frozen=True)
-class Layout:
-    """One logger's keys, read by SQL on any line and by the fast path on flat-object lines."""
-
-    message: str
-    level: str
-    logger: str | None
-    times: tuple[str, ...]  # keys whose first non-null value is the time's text
-    fields: dict[str, str]
-    labels: dict[str, str] = field(default_factory=dict)
-    extra: str | None = None
-    numeric_levels: bool = False  # pino: a level number, a time in epoch milliseconds
-    comma_keys: tuple[str, ...] = ()  # keys whose "," is the decimal point (logging's asctime)
-
-    def time_sql(self) -> str:
-        parts = [f"replace(j.{key}, ',', '.')" if key in self.comma_keys else f"j.{key}" for key in self.times]
-        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-
-    def sql(self) -> str:
-        time_text = self.time_sql()
-        return _logger_sql(self.message, self.level, self.logger, time_text, time_text if self.numeric_levels else None,
-                           self.labels, self.extra, self.fields, self.numeric_levels)
-
-    def keys(self) -> list[str]:
-        named = [self.message, self.level, self.logger, *self.times, self.extra, *self.labels.values()]
-        return list(dict.fromkeys(key for key in named if key))
-
-
-#: The largest epoch-milliseconds time read in polars: DuckDB multiplies it by 1000 in a double, exact below 2**53.
-_MAX_EXACT_MS = 2**53 // 1000
-
-
-def fast_records(layout: Layout, tz: str, lines: pl.DataFrame) -> pl.DataFrame:
-    """The SQL's records for every line, worked out with string searches, and ``_fast``: whether the line's
-    values are plain enough for that to be what the SQL gives (see base.FLAT_OBJECT). A record with a code
-    field (handed on whole), a level that is not ASCII (upper-cased alike only there), a time of another
-    shape, or a value of another type than the SQL expects is left to the SQL."""
-    tokens = lines.with_columns(**{f"_t_{key}": flat_token(key) for key in layout.keys()})
-    tok = {key: pl.col(f"_t_{key}") for key in layout.keys()}
-    string = {key: token_string(value) for key, value in tok.items()}
-    level_token = tok[layout.level]
-    if layout.numeric_levels:
-        number = level_token.str.contains(r"^\d{1,3}$")
-        level = pl.when(number).then(level_token).otherwise(string[layout.level])
-        level = level.replace({str(n): name for n, name in PINO_LEVELS.items()})
-        plain_level = number | token_plain(level_token)
-    else:
-        level, plain_level = string[layout.level], token_plain(level_token)
-    time_keys = [key for key in layout.times]
-    time_text = pl.coalesce([string[key].str.replace_all(",", ".", literal=True) if key in layout.comma_keys else string[key]
-                             for key in time_keys])
-    ts, time_read = iso_time(time_text, tz)
-    plain_time = pl.all_horizontal([token_plain(tok[key]) for key in time_keys])
-    zone = iso_zone(time_text)
-    if layout.numeric_levels:  # pino: {"time": 1763632803300}; a string time is read as an ISO time
-        first = tok[time_keys[0]]
-        millis = first.str.contains(r"^\d{1,16}$") & (first.cast(pl.Int64, strict=False) < _MAX_EXACT_MS)
-        ts = pl.when(millis).then((first.cast(pl.Int64, strict=False) * 1000).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")).otherwise(ts)
-        zone = pl.when(millis).then(pl.lit(None, pl.String)).otherwise(zone)
-        time_read = millis | (plain_time & (time_read | time_text.is_null()))
-    else:
-        time_read = plain_time & (time_read | time_text.is_null())
-    message = string[layout.message]
-    tail = pl.lit("")
-    if layout.extra:
-        tail = pl.when(string[layout.extra].is_not_null()).then(pl.lit("\n") + string[layout.extra]).otherwise(pl.lit(""))
-    name = pl.coalesce(string[layout.logger], pl.lit("")) if layout.logger else pl.lit("")
-    text = (pl.when(message.is_null()).then(pl.lit(None, pl.String))
-            .when(level.is_null()).then(message + tail)
-            .otherwise(level.str.to_uppercase() + ":" + name + ":" + message + tail))
-    plain = [token_plain(tok[key]) for key in layout.keys() if key != layout.level and key not in time_keys]
-    fast = (pl.all_horizontal([plain_level, time_read, *plain])
-            & ~pl.col("raw").str.contains('code"', literal=True)
-            & (level.is_null() | level.str.contains(r"^[\x20-\x7e]*$")))
-    labels = (pl.struct(**{name: string[key] for name, key in layout.labels.items()}).struct.json_encode()
-              if layout.labels else pl.lit(None, pl.String))
-    return tokens.select("source_line", text.alias("text"), ts.alias("env_ts"), zone.alias("zone"), labels.alias("labels"),
-                         fast.fill_null(False).alias("_fast"))
-
-
-def logger_records(layout: Layout, con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, tz: str, fast: bool = True) -> pl.DataFrame:
-    """One batch's records: flat-object lines in polars (``fast``), the others with the layout's SQL."""
-    if not fast:
-        return sql_records(con, lines, layout.sql())
-    taken, rest = split_fast(lines, partial(fast_records, layout, tz))
-    return with_slow(con, taken, rest, layout.sql())
-
-
-def _unwrapper(layout: Layout) -> Unwrap:
+def _unwrapper(make_sql):
     def unwrap(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterator[pl.DataFrame]:
+        sql = make_sql()
         with duck(ctx.tz) as con:  # a time written without a zone is read in --tz
             for lines in batches:
-                yield logger_records(layout, con, lines, ctx.tz)
+                yield sql_records(con, lines, sql)
     return unwrap
 
 
@@ -238,7 +140,7 @@ LIVEKIT = Envelope(
     example='{"message": "AssemblyAI WebSocket closed unexpectedly session=5f2c code=3008 data=3008 extra=Session Expired: '
             'Maximum session duration exceeded", "level": "WARNING", "name": "livekit.plugins.assemblyai", "timestamp": "2026-11-20T10:00:03.300000+00:00"}',
     source=LIVEKIT_SRC, wrap=_wrap_livekit, kind="logger",
-    unwrap=_unwrapper(Layout("message", "level", "name", ("timestamp",), _LIVEKIT_FIELDS, extra="exc_info")),
+    unwrap=_unwrapper(lambda: _logger_sql("message", "level", "name", "j.timestamp", None, {}, "exc_info", _LIVEKIT_FIELDS)),
     sniff=lambda head: 0.97 * share(head, lambda o: {"message", "level", "name", "timestamp"} <= o.keys()),
 )
 
@@ -274,8 +176,8 @@ PYTHON_JSON_LOGGER = Envelope(
     example='{"asctime": "2026-11-20 10:00:03,300", "levelname": "ERROR", "name": "assemblyai.streaming.v3.client", '
             '"message": "Connection closed: Session Expired: Maximum session duration exceeded (code=3008)"}',
     source=PJL_SRC, wrap=_wrap_pjl, kind="logger",
-    unwrap=_unwrapper(Layout("message", "levelname", "name", ("timestamp", "asctime"), _PJL_FIELDS, extra="exc_info",
-                             comma_keys=("asctime",))),
+    unwrap=_unwrapper(lambda: _logger_sql("message", "levelname", "name", "coalesce(j.timestamp, replace(j.asctime, ',', '.'))",
+                                          None, {}, "exc_info", _PJL_FIELDS)),
     sniff=lambda head: 0.97 * share(head, lambda o: "message" in o and ("levelname" in o or "asctime" in o)),
 )
 
@@ -309,7 +211,7 @@ STRUCTLOG = Envelope(
     example='{"event": "Connection closed: Session Expired: Maximum session duration exceeded (code=3008)", '
             '"logger": "assemblyai.streaming.v3.client", "level": "error", "timestamp": "2026-11-20T10:00:03.300000Z"}',
     source=STRUCTLOG_SRC, wrap=_wrap_structlog, kind="logger",
-    unwrap=_unwrapper(Layout("event", "level", "logger", ("timestamp",), _STRUCTLOG_FIELDS, extra="exception")),
+    unwrap=_unwrapper(lambda: _logger_sql("event", "level", "logger", "j.timestamp", None, {}, "exception", _STRUCTLOG_FIELDS)),
     sniff=lambda head: 0.97 * share(head, lambda o: "event" in o and ("level" in o or "timestamp" in o) and "message" not in o),
 )
 
@@ -324,7 +226,8 @@ PINO_SRC = "pinojs/pino docs/api.md and lib/tools.js (level number, time in epoc
 _PINO_FIELDS = {"msg": "VARCHAR", "level": "VARCHAR", "name": "VARCHAR", "time": "VARCHAR", "hostname": "VARCHAR"}
 
 
-PINO_LAYOUT = Layout("msg", "level", "name", ("time",), _PINO_FIELDS, labels={"host": "hostname"}, numeric_levels=True)
+def _pino_sql() -> str:
+    return _logger_sql("msg", "level", "name", "j.time", "j.time", {"host": "hostname"}, None, _PINO_FIELDS, numeric_levels=True)
 
 
 def _wrap_pino(lines: list[tuple[datetime | None, str]], meta: dict) -> list[str]:
@@ -345,7 +248,7 @@ PINO = Envelope(
     name="pino",
     description="pino (Node): {level (number), time (epoch ms), pid, hostname, msg}.",
     example='{"level":30,"time":1763632803300,"pid":41,"hostname":"voice-01","msg":"Session closed: 4008 Session has expired"}',
-    source=PINO_SRC, wrap=_wrap_pino, kind="logger", unwrap=_unwrapper(PINO_LAYOUT),
+    source=PINO_SRC, wrap=_wrap_pino, kind="logger", unwrap=_unwrapper(_pino_sql),
     sniff=lambda head: 0.97 * share(head, lambda o: "msg" in o and isinstance(o.get("level"), int) and "time" in o),
 )
 
@@ -379,7 +282,7 @@ WINSTON = Envelope(
     description="winston's json format (Node): {level, message, timestamp, service}.",
     example='{"level":"info","message":"Session closed: 4008 Session has expired","service":"voicebot","timestamp":"2026-11-20T10:00:03.300Z"}',
     source=WINSTON_SRC, wrap=_wrap_winston, kind="logger",
-    unwrap=_unwrapper(Layout("message", "level", None, ("timestamp",), _WINSTON_FIELDS, labels={"service": "service"})),
+    unwrap=_unwrapper(lambda: _logger_sql("message", "level", None, "j.timestamp", None, {"service": "service"}, None, _WINSTON_FIELDS)),
     sniff=lambda head: 0.96 * share(head, lambda o: "message" in o and isinstance(o.get("level"), str)
                                     and not {"name", "levelname", "asctime"} & o.keys()),
 )
