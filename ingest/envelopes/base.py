@@ -103,11 +103,17 @@ def sql_records(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame, sql: str) -
     The SQL returns source_line, text, env_ts (TIMESTAMPTZ), zone, labels (JSON text) and reject.
     """
     register_lines(con, lines)
-    frame = pl.from_arrow(con.execute(sql).to_arrow_table())
+    frame = query_frame(con, sql)
     con.unregister("batch")
     if "env_ts" in frame.columns and frame.schema["env_ts"] != UTC_US:
         frame = frame.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
     return conform_records(frame)
+
+
+def query_frame(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    """A query's rows as a polars frame (through Arrow, which a table always gives as a DataFrame)."""
+    frame = pl.from_arrow(con.execute(sql).to_arrow_table())
+    return frame if isinstance(frame, pl.DataFrame) else frame.to_frame()
 
 
 def register_lines(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame) -> None:
@@ -272,7 +278,7 @@ def _json_object(line: str) -> dict | None:
         return None
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's decoder goes
         return None
     return value if isinstance(value, dict) else None
 

@@ -27,6 +27,7 @@ from closewatch.ingest.envelopes.base import (
     iso,
     json_objects,
     json_spec,
+    query_frame,
     register_lines,
     share,
     sql_records,
@@ -85,9 +86,9 @@ def document_entries(batches: Iterator[pl.DataFrame], array_key: str | None, own
         where = f'a "{array_key}" array' if array_key else "a JSON array"
         return (pl.DataFrame(schema={"source_line": pl.Int64, "raw": pl.String}),
                 _reject_frame([(first_line, text[:65536], f"the document has no {where} of log entries")]))
-    spans, rejects = _entry_spans(text, position, _Strict(frame["raw"])) if own_text else (None, [])
-    if spans is None:  # an entry DuckDB would read otherwise than Python: hand it over re-encoded
-        spans, rejects = _entry_spans(text, position, None)
+    found = _entry_spans(text, position, _Strict(frame["raw"])) if own_text else None
+    # None: an entry DuckDB would read otherwise than Python; every entry is handed over re-encoded
+    spans, rejects = found or _entry_spans(text, position, None) or ([], [])
     offsets = np.fromiter((span[0] for span in spans), dtype=np.int64, count=len(spans))
     lines = first_line + np.searchsorted(starts, offsets, side="right") - 1
     entries = pl.DataFrame({"source_line": lines, "raw": [span[2] for span in spans]},
@@ -119,11 +120,11 @@ class _Strict:
 
 
 def _entry_spans(text: str, position: int, strict: _Strict | None
-                 ) -> tuple[list[tuple[int, int, str]], list[tuple[int, str, str]]] | tuple[None, list]:
+                 ) -> tuple[list[tuple[int, int, str]], list[tuple[int, str, str]]] | None:
     """(start, end, JSON text) of each entry of the array opening at ``position``, and the rejects (offset, text, why).
-    With ``strict``, an entry's text is its own (None if DuckDB would read one otherwise); without, json.dumps'."""
+    With ``strict``, an entry's text is its own, or None if DuckDB would read one otherwise; without, json.dumps'."""
     if strict is not None and not strict.plain:
-        return None, []
+        return None
     decoder = strict.decoder if strict is not None else json.JSONDecoder()
     spans: list[tuple[int, int, str]] = []
     rejects: list[tuple[int, str, str]] = []
@@ -137,11 +138,12 @@ def _entry_spans(text: str, position: int, strict: _Strict | None
             break
         try:
             value, end = decoder.raw_decode(text, index)
-        except ValueError as error:
-            rejects.append((index, text[index:index + 65536], f"entry {len(spans) + 1} is not valid JSON ({error.msg})"))
+        except (json.JSONDecodeError, RecursionError) as error:
+            why = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+            rejects.append((index, text[index:index + 65536], f"entry {len(spans) + 1} is not valid JSON ({why})"))
             break
         if strict is not None and not strict.plain:
-            return None, []
+            return None
         spans.append((index, end, text[index:end] if strict is not None else _reencoded(value)))
         index = _skip(text, end)
         if index < len(text) and text[index] == ",":
@@ -484,7 +486,7 @@ def _unwrap_otlp(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Iterato
     with duck() as con:
         for lines in batches:
             register_lines(con, lines)
-            frame = pl.from_arrow(con.execute(_OTLP_SQL).to_arrow_table())
+            frame = query_frame(con, _OTLP_SQL)
             con.unregister("batch")
             distinct = frame["otlp_attributes"].drop_nulls().unique().to_list()
             mapping = {value: _otlp_labels(value) for value in distinct}

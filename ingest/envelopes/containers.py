@@ -24,6 +24,7 @@ from closewatch.ingest.envelopes.base import (
     join_partials,
     json_spec,
     nonblank,
+    query_frame,
     rfc3339_utc,
     share,
     zone_sql,
@@ -97,7 +98,7 @@ def _joined(batches: Iterator[pl.DataFrame], sql: str, partial, fast=None) -> It
             if rest.height:
                 con.register("batch", rest.to_arrow())  # Arrow: DuckDB scans it without converting a polars frame
                 con.execute("CREATE OR REPLACE TEMP VIEW lines AS SELECT source_line, raw FROM batch")
-                slow = pl.from_arrow(con.execute(sql).to_arrow_table())
+                slow = query_frame(con, sql)
                 slow = slow.with_columns(pl.col("env_ts").dt.convert_time_zone("UTC").cast(UTC_US))
                 frame = slow if frame is None else pl.concat([frame, slow], how="diagonal_relaxed").sort("source_line")
             if frame is None:
@@ -277,7 +278,7 @@ def _sniff_cri(head: list[str]) -> float:
     lines = [line for line in head if line.strip()]
     if not lines:
         return 0.0
-    matched = pl.Series(lines, dtype=pl.String).str.contains(CRI_LINE).sum()
+    matched = int(pl.Series(lines, dtype=pl.String).str.contains(CRI_LINE).sum())
     return 0.95 * matched / len(lines)
 
 

@@ -107,7 +107,7 @@ def _sniff_syslog(head: list[str]) -> float:
     if not lines:
         return 0.0
     series = pl.Series(lines, dtype=pl.String)
-    matched = (series.str.contains(BSD) | series.str.contains(ISO) | series.str.contains(RFC5424)).sum()
+    matched = int((series.str.contains(BSD) | series.str.contains(ISO) | series.str.contains(RFC5424)).sum())
     return 0.94 * matched / len(lines)
 
 

@@ -675,3 +675,19 @@ def test_an_epoch_time_out_of_range_costs_its_line_not_the_input(envelope, line)
     assert found.height == len(CLOSES)
     if envelope == "pino":
         assert rejects["source_line"].to_list() == [3] and "cannot be read" in rejects["reason"][0]
+
+
+def test_a_document_entry_nested_too_deeply_is_rejected_and_the_entries_before_load():
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = ["[",
+             '  {"insertId": "1", "logName": "l", "textPayload": "Connection closed: 1006 - ", "timestamp": "2026-11-20T10:00:03Z"},',
+             f'  {{"insertId": "2", "logName": "l", "textPayload": "x", "deep": {deep}}}', "]"]
+    _, found, rejects, _ = read(lines, envelope="gcp-logging")
+    assert found.height == 1
+    assert rejects["source_line"].to_list() == [3] and "nested too deeply" in rejects["reason"][0]
+
+
+def test_a_json_line_nested_too_deeply_does_not_stop_detection():
+    from closewatch.ingest.envelopes import detect_envelope
+
+    assert detect_envelope(["{\"a\": " + "[" * 100_000 + "]" * 100_000 + "}"]) is None
