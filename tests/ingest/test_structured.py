@@ -97,6 +97,10 @@ def test_bad_lines_are_rejected_with_line_numbers_and_the_rest_loads(run, tmp_pa
         (1763632800, "Europe/Berlin", "2025-11-20 10:00:00"),
         (1763632800123, "UTC", "2025-11-20 10:00:00.123"),
         ("1763632800", "UTC", "2025-11-20 10:00:00"),
+        ("1763632800.5", "UTC", "2025-11-20 10:00:00.5"),
+        (1763632800123456, "UTC", "2025-11-20 10:00:00.123"),  # microseconds: the check reads milliseconds
+        (" 1763632800 ", "UTC", "2025-11-20 10:00:00"),
+        ("2026-11-20T10:00:00.250Z", "UTC", "2026-11-20 10:00:00.25"),
     ],
 )
 def test_timestamps_and_zones_are_stored_in_utc(run, tmp_path, value, tz, expected):
