@@ -248,9 +248,34 @@ def kubelet_path_labels(path: str | None) -> str | None:
     return json.dumps({key: found[key] for key in ("pod", "namespace", "container")})
 
 
-def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext) -> pl.DataFrame:
-    lines = nonblank(lines)
+#: CRI_LINE's fields, checked one by one on a line cut at its first three spaces (see _cri_fields).
+_CRI_TIME, _CRI_TAG = r"^\d{4}-\d\d-\d\dT\S+$", r"^[PF](?::\S*)?$"
+
+
+def _cri_fields(lines: pl.DataFrame, regex: bool = False) -> pl.DataFrame:
+    """(source_line, raw, ts, stream, tag, msg) as CRI_LINE's groups give them.
+
+    A line is cut at its first three spaces (a quarter of the regex's cost); where the pieces pass
+    CRI_LINE's own tests (time, stream, tag) they are its groups, since none of those can hold a space.
+    Other lines (and every line with ``regex``, the tests' reference) go through the regex.
+    """
+    if not regex:
+        cut = lines.with_columns(c=pl.col("raw").str.splitn(" ", 4)).unnest("c").rename(
+            {"field_0": "ts", "field_1": "stream", "field_2": "tag", "field_3": "msg"})
+        fits = (pl.col("ts").str.contains(_CRI_TIME) & pl.col("stream").is_in(["stdout", "stderr"])
+                & pl.col("tag").str.contains(_CRI_TAG)).fill_null(False)
+        cut = cut.with_columns(_fits=fits)
+        rest = cut.filter(~pl.col("_fits")).select("source_line", "raw")
+        cut = cut.filter(pl.col("_fits")).select("source_line", "raw", "ts", "stream", pl.col("tag").str.head(1), "msg")
+        if rest.height == 0:
+            return cut
+        return pl.concat([cut, _cri_fields(rest, regex=True)]).sort("source_line")
     got = lines.with_columns(g=pl.col("raw").str.extract_groups(CRI_LINE)).unnest("g")
+    return got.select("source_line", "raw", "ts", "stream", "tag", "msg")
+
+
+def _cri_records(lines: pl.DataFrame, ctx: UnwrapContext, regex: bool = False) -> pl.DataFrame:
+    got = _cri_fields(nonblank(lines), regex)
     got = got.with_columns(env_ts=rfc3339_utc(got["ts"]))
     return got.select(
         "source_line", pl.col("msg").fill_null("").alias("text"), "env_ts",

@@ -691,3 +691,42 @@ def test_a_json_line_nested_too_deeply_does_not_stop_detection():
     from closewatch.ingest.envelopes import detect_envelope
 
     assert detect_envelope(["{\"a\": " + "[" * 100_000 + "]" * 100_000 + "}"]) is None
+
+
+ODD_CRI = [
+    "2026-11-20T10:00:03.300000000Z stdout F WebSocket Disconnected: Status=3008, Msg=Session Expired",
+    "2026-11-20T10:00:03.3Z stderr P first half é ✓ \u3000 ",
+    "2026-11-20T10:00:03.3Z stderr F second half",
+    "2026-11-20T10:00:03Z stdout F",
+    "2026-11-20T10:00:03Z stdout F ",
+    "2026-11-20T10:00:03Z stdout F  two spaces",
+    "2026-11-20T10:00:03Z stdout F:x tagged",
+    "2026-11-20T10:00:03Z stdout F:x\ttab in the tag",
+    "2026-11-20T10:00:03Z stdout F\ttab after the tag",
+    "2026-11-20T10:00:03Z stdout X bad tag",
+    "2026-11-20T10:00:03Z stdin F bad stream",
+    "2026-11-20T10:00:03Z  stdout F two spaces before the stream",
+    "2026-11-20T11:00:03.5+01:00 stdout F offset",
+    "2026-11-20T10:00:03.5-05:30 stdout F odd offset",
+    "2026-11-20T10:00:03z stdout F lowercase z",
+    "2026-02-30T10:00:03Z stdout F no such day",
+    "2026-11-20T10:00:03\u00a0Z stdout F a no-break space in the time",
+    "2026-11-20 10:00:03Z stdout F a space for the T",
+    "٢٠٢٦-11-20T10:00:03Z stdout F other digits",
+    "2026-11-20T10:00:03Z stdout F quote \" back\\slash \\u0000 nul \x00 end",
+    "2026-11-20T10:00:03Z stdout F \r carriage return",
+    "not a CRI line at all",
+    "",
+    "   ",
+]
+
+
+def test_cri_lines_cut_at_spaces_are_read_as_the_regex_reads_them():
+    from closewatch.ingest.envelopes.base import UnwrapContext
+    from closewatch.ingest.envelopes.containers import _cri_records
+
+    lines = pl.DataFrame({"source_line": range(1, len(ODD_CRI) + 1), "raw": ODD_CRI}, schema={"source_line": pl.Int64, "raw": pl.String})
+    ctx = UnwrapContext(source_name="/var/log/pods/voice_voicebot-0_0f1e2d3c-4b5a/voicebot/0.log")
+    fast, slow = _cri_records(lines, ctx), _cri_records(lines, ctx, regex=True)
+    assert fast.equals(slow)
+    assert fast["reject"].null_count() >= 10 and fast["reject"].is_not_null().sum() >= 5
