@@ -217,6 +217,7 @@ class _Run:
         self.lines = self.events = self.rejects = 0
         self.next_record = 1
         self.parts = 0
+        self.maps: list[tuple[int, int, Path]] = []  # (first record, last record, file) of each map part
         self.recent: list[pl.DataFrame] = []  # the last input batches, for the text of a rejected line
 
     def _keep(self, batches: LineBatches) -> LineBatches:
@@ -236,8 +237,9 @@ class _Run:
                 continue
             numbered = records.with_row_index("record", offset=self.next_record).with_columns(pl.col("record").cast(pl.Int64))
             self.next_record += numbered.height
-            numbered.select("record", "source_line", "env_ts", "labels").write_parquet(
-                self.folder / f"map-{self.parts:06d}.parquet", compression="lz4")
+            path = self.folder / f"map-{self.parts:06d}.parquet"
+            numbered.select("record", "source_line", "env_ts", "labels").write_parquet(path, compression="lz4")
+            self.maps.append((self.next_record - numbered.height, self.next_record - 1, path))
             self.parts += 1
             yield numbered.select(pl.col("record").alias("source_line"), pl.col("text").alias("raw"))
 
@@ -294,10 +296,15 @@ class _Run:
         return Parsed(self._remap_events(parsed.events), self._remap_rejects(parsed.rejects), 0)
 
     def _mapping(self, records: pl.Series) -> pl.DataFrame:
-        if self.parts == 0 or records.len() == 0:
+        # only the parts whose records the batch can hold: the inner parser reads in order, so this is one
+        # or two files, where scanning every part for every batch grew with the square of the input's length
+        numbers = records.drop_nulls().cast(pl.Int64)
+        low, high = (int(numbers.min()), int(numbers.max())) if numbers.len() else (0, -1)  # type: ignore[arg-type]
+        parts = [path for first, last, path in self.maps if last >= low and first <= high]
+        if not parts:
             return pl.DataFrame(schema={"record": pl.Int64, "line": pl.Int64, "env_ts": RECORD_SCHEMA["env_ts"],
                                         "env_labels": pl.String})
-        scan = pl.scan_parquet(self.folder / "map-*.parquet")
+        scan = pl.scan_parquet(parts)
         return scan.filter(pl.col("record").is_in(records.unique().implode())).rename(
             {"source_line": "line", "labels": "env_labels"}).collect()
 

@@ -730,3 +730,15 @@ def test_cri_lines_cut_at_spaces_are_read_as_the_regex_reads_them():
     fast, slow = _cri_records(lines, ctx), _cri_records(lines, ctx, regex=True)
     assert fast.equals(slow)
     assert fast["reject"].null_count() >= 10 and fast["reject"].is_not_null().sum() >= 5
+
+
+@pytest.mark.parametrize("envelope", ["kubernetes-json", "journald", "cri", "cloudwatch-subscription"])
+def test_small_batches_map_every_close_back_to_its_line_time_and_labels(envelope):
+    """Many small batches: each close is mapped back through the part of the record map that holds it."""
+    lines = get_envelope(envelope).wrap(rendered("websocket-client", "plain"), {"batch": 2})
+    _, whole, _, _ = read(lines)
+    _, small, _, _ = read(lines, batch_bytes=300)
+    assert whole.height >= len(CLOSES)
+    assert small.select("source_line", "ts", "labels", "client_id", "close_code").equals(
+        whole.select("source_line", "ts", "labels", "client_id", "close_code"))
+    assert small["ts"].null_count() == 0
