@@ -34,6 +34,8 @@ PAGES = {
     "sql": "views/sql.py",
     "reference": "views/reference.py",
 }
+#: A page's address (its path under the app's root), as Streamlit names it after its file.
+PAGES_URL = {name: Path(path).stem for name, path in PAGES.items()}
 #: Explorer filters travel in the URL under these names (the widgets are bound to them).
 FILTER_KEYS = ("from", "to", "code", "category", "severity", "client", "session", "q", "normal")
 URL_TIME = "%Y-%m-%dT%H:%M"
@@ -179,11 +181,16 @@ def severity_counts(frame: pl.DataFrame, most_severe_only: bool = False) -> str:
     return ", ".join(parts[:1] if most_severe_only else parts)
 
 
+def time_axis_title(bucket_s: int) -> str:
+    """The x axis title of every timeline: UTC (not the browser's zone), with the bar width."""
+    return f"UTC, one bar = {fmt_duration(bucket_s)}"
+
+
 def time_axis(bucket_s: int) -> Any:
-    """The x axis of every timeline: UTC (not the browser's zone), labelled with the bar width."""
+    """The x axis of every Vega timeline: UTC (not the browser's zone), labelled with the bar width."""
     import altair as alt
 
-    return alt.X("bucket:T", title=f"UTC, one bar = {fmt_duration(bucket_s)}", scale=alt.Scale(type="utc"),
+    return alt.X("bucket:T", title=time_axis_title(bucket_s), scale=alt.Scale(type="utc"),
                  axis=alt.Axis(format="%b %d %H:%M", labelAngle=0))
 
 

@@ -6,17 +6,19 @@ table row open the Explorer with the matching filters.
 
 from __future__ import annotations
 
-import altair as alt
 import polars as pl
 import streamlit as st
 
 from closewatch.vocabulary import CATEGORIES, SEVERITIES
-from closewatch.dashboard import ui
+from closewatch.dashboard import drawn, ui
 from closewatch.dashboard.queries import overview as queries
 from closewatch.dashboard.queries import shared, timespan
 from closewatch.dashboard.queries.explorer import NO_CODE
 
 ERRORS = list(queries.ERROR_SEVERITIES)
+#: Vega's "tableau20", the categories' colors before the chart was drawn on the server.
+CATEGORY_COLORS = ["#4c78a8", "#9ecae9", "#f58518", "#ffbf79", "#54a24b", "#88d27a", "#b79a20", "#f2cf5b", "#439894", "#83bcb6",
+                   "#e45756", "#ff9d98", "#79706e", "#bab0ac", "#d67195", "#fcbfd2", "#b279a2", "#d6a5c9", "#9e765f", "#d8b5a5"]
 ERROR_WORDS = "closures of severity " + ", ".join(ERRORS[:-1]) + " or " + ERRORS[-1]
 
 
@@ -51,68 +53,58 @@ def top_category(view: queries.Overview, base: dict) -> None:
     ui.explorer_link(f"Its {ui.fmt_int(count)} errors", category=name, severity=ERRORS, **base)
 
 
-def timeline_chart(view: queries.Overview, stack_by: str) -> alt.Chart:
-    """Stacked bars per bucket, colored by category or severity (severity in its natural order and colors)."""
-    frame = view.timeline.group_by("bucket", stack_by).agg(pl.col("closures").sum()).sort("bucket")
+def timeline(view: queries.Overview, stack_by: str) -> None:
+    """Stacked bars per bucket, colored by category or severity (severity in its natural order and colors).
+
+    Drawn on the server as SVG (dashboard/drawn.py): a chart library would cost a first visit about a second.
+    """
     if stack_by == "severity":
-        color = alt.Color("severity:N", sort=list(SEVERITIES), scale=alt.Scale(
-            domain=list(ui.SEVERITY_COLORS), range=list(ui.SEVERITY_COLORS.values())))
+        colors = {name: ui.SEVERITY_COLORS.get(name, "#bab0ac") for name in SEVERITIES}
     else:
-        color = alt.Color("category:N", sort=list(CATEGORIES), scale=alt.Scale(scheme="tableau20"))
-    return (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            x=ui.time_axis(view.bucket_s),
-            y=alt.Y("sum(closures):Q", title="closures"),
-            color=color,
-            tooltip=[alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M", title="UTC"), f"{stack_by}:N", "closures:Q"],
-        )
-        .properties(height=300)
-    )
+        colors = dict(zip(CATEGORIES, CATEGORY_COLORS * 2, strict=False))
+    drawn.stacked_bars(view.timeline, stack_by, view.bucket_s, colors, ui.time_axis_title(view.bucket_s), key="timeline")
+
+
+def explorer_href(**filters: object) -> str:
+    """The Explorer's address with these filters (a table cell's link)."""
+    return drawn.page_href(ui.PAGES_URL["explorer"], **filters)
 
 
 def categories_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Categories")
-    st.caption("One row per category, the same totals as the Reference page. Click a row to see its closures.")
+    st.caption("One row per category, the same totals as the Reference page. Click a category to see its closures.")
     frame = view.categories.select("category", "closures", "errors", "share", "severities")
-    event = ui.table(
-        frame, "categories_table", on_select="rerun", selection_mode="single-row",
-        column_config={"share": st.column_config.ProgressColumn("share", format="percent", min_value=0, max_value=1),
-                       "errors": st.column_config.NumberColumn("errors", format=ui.COUNT_FORMAT, help=f"Its {ERROR_WORDS}."),
-                       "severities": st.column_config.TextColumn("severities seen")},
-    )
-    row = ui.selected_row(event, frame)
-    if row:
-        ui.open_explorer(category=row["category"], **base)
+    drawn.table(frame, "categories_table", {
+        "category": drawn.Column(link=lambda row: explorer_href(category=row["category"], **base)),
+        "errors": drawn.Column(help=f"Its {ERROR_WORDS}."),
+        "share": drawn.Column(kind="share"),
+        "severities": drawn.Column("severities seen"),
+    })
 
 
 def reasons_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top error reasons")
-    st.caption("Errors (warning and above) by close code and reason. Click a row to see its closures.")
+    st.caption("Errors (warning and above) by close code and reason. Click a reason to see its closures.")
     frame = view.reasons.select(
         "closures", "close_code", "category", "severity",
         pl.col("close_reason").fill_null("").replace("", "(no reason logged)").alias("reason"), "close_reason")
-    event = ui.table(frame, "reasons_table", on_select="rerun", selection_mode="single-row",
-                     column_config={"close_reason": None, "reason": st.column_config.TextColumn("reason", width="large")})
-    row = ui.selected_row(event, frame)
-    if row:
+
+    def rows(row: dict) -> str:
         code = NO_CODE if row["close_code"] is None else str(row["close_code"])
-        ui.open_explorer(q=row["close_reason"] or "", code=code, category=row["category"], severity=row["severity"], **base)
+        return explorer_href(q=row["close_reason"] or "", code=code, category=row["category"], severity=row["severity"], **base)
+
+    drawn.table(frame, "reasons_table", {"close_code": drawn.Column("code"), "reason": drawn.Column(link=rows)},
+                order=["closures", "close_code", "category", "severity", "reason"])
 
 
 def clients_table(view: queries.Overview, base: dict) -> None:
     st.subheader("Top clients by error rate")
     st.caption(f"Clients with at least {queries.MIN_CLIENT_CLOSURES} closures in the range; errors are warning and above. "
-               "Click a row to see its errors.")
-    frame = view.top_clients
-    event = ui.table(
-        frame, "clients_table", on_select="rerun", selection_mode="single-row",
-        column_config={"error_rate": st.column_config.ProgressColumn("error rate", format="percent", min_value=0, max_value=1)},
-    )
-    row = ui.selected_row(event, frame)
-    if row:
-        ui.open_explorer(client=row["client_id"], severity=ERRORS, **base)
+               "Click a client to see its errors.")
+    drawn.table(view.top_clients, "clients_table", {
+        "client_id": drawn.Column("client", link=lambda row: explorer_href(client=row["client_id"], severity=ERRORS, **base)),
+        "error_rate": drawn.Column("error rate", kind="share"),
+    })
 
 
 def main() -> None:
@@ -130,7 +122,7 @@ def main() -> None:
     base = ui.range_params(start, end)
     kpis(view, base)
     stack_by = st.segmented_control("Stack by", ["category", "severity"], default="category", key="stack")
-    st.altair_chart(timeline_chart(view, stack_by or "category"))
+    timeline(view, stack_by or "category")
     left, right = st.columns(2)
     with left:
         reasons_table(view, base)

@@ -166,8 +166,19 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     card = page.locator(".st-key-top_category")
     card.get_by_role("heading", name=top, exact=True).wait_for()  # the top category by name, in full
     assert card.get_by_text(f"{errors:,} errors").is_visible()
-    page.get_by_test_id("stVegaLiteChart").first.wait_for()
+    page.locator(".st-key-timeline svg").wait_for()  # the timeline, drawn on the server
     shoot(page, "overview")
+    # a client's link opens the Explorer on its errors inside the running app: no reload, so the window lives on
+    link = page.locator(".st-key-clients_table a").first
+    client = link.inner_text()
+    page.evaluate("window.sameApp = true")
+    link.click()
+    page.get_by_role("heading", name="Explorer", exact=True).wait_for()
+    settle(page)
+    assert page.evaluate("window.sameApp === true"), "the link reloaded the app instead of switching page"
+    assert f"client={client}" in page.url
+    client_errors = query(db, f"SELECT count(*) FROM closures WHERE client_id = '{client}' AND {ERRORS}").item()
+    page.get_by_text(f"{client_errors:,} closures match").wait_for()
 
     # Upload a sample file through the browser's file chooser
     open_page(page, f"{url}/upload", "Upload logs")
