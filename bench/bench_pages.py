@@ -77,7 +77,7 @@ class Page:
 
 
 PAGES = [
-    Page("Overview", "", ".st-key-categories_table [data-testid=stDataFrame]"),
+    Page("Overview", "", ".st-key-categories_table table"),  # drawn as HTML (dashboard/drawn.py)
     Page("Upload", "upload", "[data-testid=stExpander]", "Upload logs"),
     Page("Explorer", "explorer", ".st-key-closures_table [data-testid=stDataFrame]"),
     Page("Patterns", "patterns", ".st-key-detections_table [data-testid=stDataFrame]"),
