@@ -77,12 +77,48 @@ class Column:
 
     label: str | None = None
     #: "text", "count" (thousands separators), "code" (a number that is a name: no separator),
-    #: "share" (a bar and a percentage of 0..1), "time" (UTC to the second), "minute" (UTC to the minute)
+    #: "number" (``number_format``, printf style), "share" (a bar and a percentage of 0..1),
+    #: "time" (UTC to the second), "minute" (UTC to the minute)
     kind: str | None = None
     #: The cell as a link: its address from the row (a page's path and query string for an in-app link)
     link: Callable[[dict[str, Any]], str | None] | None = None
     width: int | None = None  # pixels; None: as wide as its content asks
     help: str | None = None  # the heading's hover text
+    number_format: str = "%g"
+
+
+#: st.column_config widths in pixels ("medium" and unset: as the content asks).
+WIDTHS = {"small": 90, "large": 360}
+
+
+def columns_from_config(config: Mapping[str, Any]) -> tuple[dict[str, Column], set[str]]:
+    """The columns described by an ``st.column_config`` mapping, and the names it hides (mapped to None).
+
+    So one configuration serves a page's st.dataframe and its drawn tables alike.
+    """
+    columns: dict[str, Column] = {}
+    hidden = set()
+    for name, spec in config.items():
+        if spec is None:
+            hidden.add(name)
+            continue
+        if isinstance(spec, str):
+            columns[name] = Column(spec)
+            continue
+        kind, number_format = None, "%g"
+        type_config = spec.get("type_config") or {}
+        shown_as = type_config.get("type")
+        if shown_as == "number":
+            number_format = type_config.get("format") or "%g"
+            kind = {"%d": "code", "%,d": "count"}.get(number_format, "number")
+        elif shown_as == "datetime":
+            kind = "time" if "ss" in (type_config.get("format") or "ss") else "minute"
+        elif shown_as == "progress":
+            kind = "share"
+        width = spec.get("width")
+        columns[name] = Column(spec.get("label"), kind, None, WIDTHS.get(width) if isinstance(width, str) else width,
+                               spec.get("help"), number_format)
+    return columns, hidden
 
 
 def page_href(page: str, **params: Any) -> str:
@@ -111,7 +147,7 @@ def table_html(frame: pl.DataFrame, key: str, columns: Mapping[str, Column] | No
     for row in frame.iter_rows(named=True):
         cells = []
         for name, spec in specs.items():
-            content = _cell(row[name], spec.kind, placeholder)
+            content = _cell(row[name], spec, placeholder)
             target = spec.link(row) if spec.link else None
             if target:
                 content = f'<a href="{html.escape(target)}" target="_self" data-page-link>{content}</a>'
@@ -133,12 +169,24 @@ def _spec(name: str, dtype: pl.DataType, given: Column | None) -> Column:
             kind = "code" if name.endswith("code") else "count"  # a code is a name, not a quantity
         else:
             kind = "text"
-    return Column(given.label or name, kind, given.link, given.width, given.help)
+    return Column(given.label or name, kind, given.link, given.width, given.help, given.number_format)
 
 
-def _cell(value: Any, kind: str | None, placeholder: str) -> str:
+def _cell(value: Any, spec: Column, placeholder: str) -> str:
+    kind = spec.kind
     if value is None or value == "":
         return html.escape(placeholder)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return html.escape(", ".join(map(str, value)))
+    if kind == "number" and isinstance(value, int | float):
+        try:
+            return html.escape(spec.number_format % value)
+        except (TypeError, ValueError):
+            return html.escape(str(value))
+    if isinstance(value, float) and kind not in ("share",):
+        return f"{value:,.6g}"
     if kind == "count":
         return f"{value:,}"
     if kind == "code":
@@ -153,7 +201,7 @@ def _cell(value: Any, kind: str | None, placeholder: str) -> str:
 
 
 def _align(kind: str | None) -> str:
-    return {"count": "num", "share": "num", "time": "time", "minute": "time"}.get(kind or "", "")
+    return {"count": "num", "number": "num", "share": "num", "time": "time", "minute": "time"}.get(kind or "", "")
 
 
 def _attr(name: str, value: str | None) -> str:
@@ -182,9 +230,10 @@ def stacked_bars_svg(frame: pl.DataFrame, series: str, bucket_s: int, colors: Ma
     """The SVG of ``stacked_bars``: one path per series (a rectangle per bucket), one hover target per bar.
 
     ``colors`` orders the stack (bottom first) and the legend; a series it
-    does not name is drawn after them in grey.
+    does not name is drawn after them in grey. Rows without a bucket (closures whose log gave no time)
+    have no place on a time axis and are left out, as Vega left them out.
     """
-    sums = frame.group_by("bucket", series).agg(pl.col(value).sum()).sort("bucket")
+    sums = frame.filter(pl.col("bucket").is_not_null()).group_by("bucket", series).agg(pl.col(value).sum()).sort("bucket")
     order = [name for name in colors if name in set(sums[series].to_list())]
     order += sorted(set(sums[series].drop_nulls().to_list()) - set(order))
     per_bucket: dict[datetime, dict[str, int]] = {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import streamlit as st
 
 from closewatch.errors import ClosewatchError, first_line
 from closewatch.vocabulary import SEVERITIES
+from closewatch.dashboard import drawn
 from closewatch.dashboard.queries.timespan import Span, utc
 
 log = logging.getLogger("closewatch.dashboard")
@@ -145,13 +147,32 @@ def fmt_duration(seconds: float) -> str:
 def table(frame: pl.DataFrame, key: str, column_config: dict | None = None, placeholder: str = MISSING, **kwargs: Any) -> Any:
     """st.dataframe with UTC times to the second, counts with thousands separators, "-" for missing values,
     and closure columns named for people."""
+    config = table_config(frame, column_config)
+    return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=placeholder, **kwargs)
+
+
+def plain_table(frame: pl.DataFrame, key: str, column_config: dict | None = None, column_order: list[str] | None = None,
+                placeholder: str = MISSING, max_height: int | None = None,
+                links: dict[str, Callable[[dict[str, Any]], str | None]] | None = None) -> None:
+    """``table``, formatted the same, drawn as HTML (dashboard/drawn.py): for the tables a first view shows and people
+    read rather than sort or pick rows from, so that the view does not wait for the data grid's code.
+    ``links`` makes a column's cells links (a page's address from the row)."""
+    columns, hidden = drawn.columns_from_config(table_config(frame, column_config))
+    for name, link in (links or {}).items():
+        columns[name] = replace(columns.get(name, drawn.Column()), link=link)
+    order = [name for name in (column_order or frame.columns) if name not in hidden]
+    drawn.table(frame, key, columns, order, max_height, placeholder)
+
+
+def table_config(frame: pl.DataFrame, column_config: dict | None = None) -> dict:
+    """Every table's column settings: UTC times to the second, counts with separators, closure columns named for people."""
     config = {name: st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm:ss")
               for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)}
     config.update({name: st.column_config.NumberColumn(name, format="%d" if name.endswith("code") else COUNT_FORMAT)
                    for name, dtype in frame.schema.items() if dtype.is_integer()})  # a code is a name, not a quantity
     config.update({name: spec for name, spec in CLOSURE_COLUMN_CONFIG.items() if name in frame.columns})
     config.update(column_config or {})
-    return st.dataframe(frame, hide_index=True, key=key, column_config=config, placeholder=placeholder, **kwargs)
+    return config
 
 
 #: Findings as the Patterns and Alerts pages list them: the explanation right after what and whom it is about,
@@ -161,17 +182,26 @@ FINDING_ROW_PX = 92
 FINDING_ROWS_SHOWN = 8
 
 
-def findings_table(frame: pl.DataFrame, key: str, column_order: list[str] = FINDING_COLUMNS, **kwargs: Any) -> Any:
-    """A table of detections in the query's order (most severe first), the explanation wrapped in a wide column."""
+#: How the findings tables show their columns.
+FINDING_CONFIG = {
+    "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
+    "window_end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
+    "open": st.column_config.CheckboxColumn("open", width=48),
+    "pattern": st.column_config.TextColumn("pattern", width=160),
+    "key": st.column_config.TextColumn("key", width=150),
+    "explanation": st.column_config.TextColumn("explanation", width=500),
+}
+
+
+def findings_table(frame: pl.DataFrame, key: str, column_order: list[str] = FINDING_COLUMNS, plain: bool = False,
+                   **kwargs: Any) -> Any:
+    """A table of detections in the query's order (most severe first), the explanation wrapped in a wide column.
+
+    ``plain``: drawn as HTML (``plain_table``), the explanation wrapping onto as many lines as it needs."""
     height = min(max(frame.height, 1), FINDING_ROWS_SHOWN) * FINDING_ROW_PX + 40
-    return table(frame, key, row_height=FINDING_ROW_PX, height=height, column_order=column_order, column_config={
-        "window_start": st.column_config.DatetimeColumn("from (UTC)", format="YYYY-MM-DD HH:mm"),
-        "window_end": st.column_config.DatetimeColumn("to (UTC)", format="YYYY-MM-DD HH:mm"),
-        "open": st.column_config.CheckboxColumn("open", width=48),
-        "pattern": st.column_config.TextColumn("pattern", width=160),
-        "key": st.column_config.TextColumn("key", width=150),
-        "explanation": st.column_config.TextColumn("explanation", width=500),
-    }, **kwargs)
+    if plain:
+        return plain_table(frame, key, FINDING_CONFIG, column_order, max_height=height + 2 * FINDING_ROW_PX, **kwargs)
+    return table(frame, key, row_height=FINDING_ROW_PX, height=height, column_order=column_order, column_config=FINDING_CONFIG, **kwargs)
 
 
 def severity_counts(frame: pl.DataFrame, most_severe_only: bool = False) -> str:

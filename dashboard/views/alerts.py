@@ -87,7 +87,7 @@ def open_findings(opened: pl.DataFrame) -> None:
         st.caption("No open findings.")
         return
     with st.container(key="open_findings"):  # a named box, so a browser test can find the table
-        ui.findings_table(opened, "open_findings_table")
+        ui.findings_table(opened, "open_findings_table", plain=True)
     st.page_link(ui.page_path("patterns"), label="Their evidence on the Patterns page", icon=":material/troubleshoot:")
 
 
@@ -100,7 +100,7 @@ def followed_logs(followed: pl.DataFrame) -> None:
         return
     if followed.filter(pl.col("error").is_not_null()).height:
         st.warning("A followed log has a problem; see its error.")
-    ui.table(followed, "followed_table", column_config={
+    ui.plain_table(followed, "followed_table", column_config={
         "read_offset": st.column_config.NumberColumn("offset (bytes)", format=ui.COUNT_FORMAT),
         "lag_bytes": st.column_config.NumberColumn("lag (bytes)", format=ui.COUNT_FORMAT, help="Written but not yet stored."),
         "lines_per_s": st.column_config.NumberColumn("lines/s", format="%.1f"),
@@ -136,7 +136,7 @@ def live(config: queries.AlertConfig | None) -> None:
         st.subheader("Rules")
         st.caption(f"From `{config.rules_path}`. A pattern rule's *open findings* are its pattern's findings listed "
                    "under Open findings below; the rule itself judges only the traffic up to now.")
-        ui.table(rules_table(config, alerts.states, opened), "rules_table",
+        ui.plain_table(rules_table(config, alerts.states, opened), "rules_table",
                  column_config={"description": st.column_config.TextColumn(width="large"),
                                 "open_findings": st.column_config.NumberColumn("open findings", format=ui.COUNT_FORMAT)})
 
@@ -145,7 +145,7 @@ def live(config: queries.AlertConfig | None) -> None:
     if active.height and config is not None and config.ruleset.inhibit:
         active = queries.held_back(shared.get_store(), active, config.ruleset)  # groups held back by [[inhibit]] say by what
     if active.height:
-        ui.table(active, "states_table")
+        ui.plain_table(active, "states_table")
     elif alerts.states.height and opened.height:
         st.info(f"No rule is firing or pending on the traffic up to now; the detectors hold {opened.height:,} open findings "
                 f"({ui.severity_counts(opened)}) in the loaded logs, listed below.", icon=":material/info:")
@@ -161,18 +161,18 @@ def live(config: queries.AlertConfig | None) -> None:
         st.warning("The scheduler has not run on this database yet: start it with `closewatch scheduler` or `closewatch up`.")
     elif (health["health"] != "ok").any():
         st.warning("Some jobs are late or failing; see the table.")
-    ui.table(health, "health_table")
+    ui.plain_table(health, "health_table")
     followed_logs(alerts.followed)
 
     st.subheader("Silences")
     if alerts.silences.height:
-        ui.table(alerts.silences, "silences_table")
+        ui.plain_table(alerts.silences, "silences_table")
     else:
         st.caption("No active silences.")
 
     st.subheader("History")
     if alerts.history.height:
-        ui.table(alerts.history, "history_table")
+        ui.plain_table(alerts.history, "history_table", max_height=500)
     else:
         st.caption("No state changes recorded yet.")
 

@@ -25,10 +25,9 @@ def catalog_section() -> None:
     chosen = st.multiselect("Category", list(CATEGORIES), key="ref_category", placeholder="every category")
     if chosen:
         table = table.filter(pl.col("category").is_in(chosen))
-    st.dataframe(
+    ui.plain_table(
         table.rename({"codes": "code", "reason": "reason pattern", "retry_safe": "retry safe", "action": "recommended action"}),
-        hide_index=True, key="catalog_table",
-        column_config={"recommended action": st.column_config.TextColumn(width="large")},
+        "catalog_table", column_config={"recommended action": st.column_config.TextColumn(width="large")}, max_height=600,
     )
 
 

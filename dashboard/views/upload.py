@@ -157,7 +157,7 @@ def main() -> None:
     batches = shared.cached(queries.recent_batches)
     if batches.height:
         with st.expander("Recently loaded files"):
-            ui.table(batches, "recent_batches", column_config={
+            ui.plain_table(batches, "recent_batches", column_config={
                 "finished_at": st.column_config.DatetimeColumn("loaded (UTC)", format="YYYY-MM-DD HH:mm:ss")})
 
 

@@ -72,6 +72,13 @@ def test_bar_heights_are_proportional_to_the_counts():
     assert len(heights) == 2 and abs(heights[0] - 2 * heights[1]) < 0.05
 
 
+def test_closures_without_a_time_are_left_off_the_time_axis():
+    frame = pl.concat([timeline(), pl.DataFrame({"bucket": [None], "category": ["auth"], "closures": [7]},
+                                                schema=timeline().schema)])
+    titles = re.findall(r"<title>(.*?)</title>", drawn.stacked_bars_svg(frame, "category", 3600, {}, "x"), re.S)
+    assert [title.split(":")[0] for title in titles] == ["2026-03-01 10", "2026-03-01 11"]
+
+
 def test_an_empty_timeline_is_an_empty_chart():
     empty = timeline().clear()
     assert "<path" not in drawn.stacked_bars_svg(empty, "category", 3600, {}, "x")
