@@ -464,6 +464,12 @@ def test_upload_several_files_through_the_file_uploader(own_db, monkeypatch):
     assert results.loc["export.csv.gz", ["format", "accepted", "rejected"]].tolist() == ["csv", 2, 0]
     assert "line 4: line is not valid JSON" in "\n".join(code.value for code in at.code)
     assert sql(own_db, "SELECT count(*) FROM closures").item() == before + 5
+    # the files loaded just now head "Recently loaded files", newest first, with their counts
+    recent, _ = drawn_table(at, "recent_batches")
+    newest = sql(own_db, "SELECT source_file, accepted FROM ingest_batches ORDER BY finished_at DESC LIMIT 2")
+    assert list(zip(recent["source_file"][:2], recent["accepted"][:2], strict=True)) == [
+        (name, f"{count:,}") for name, count in newest.iter_rows()]
+    assert {name.rsplit("/", 1)[-1] for name in recent["source_file"][:2]} == {"incident.jsonl", "export.csv.gz"}
     # the other pages show the new rows right away (their cache is keyed on the latest batch)
     at.switch_page(ui.PAGES["overview"]).run()
     assert metric(at, "Sessions closed") == f"{before + 5:,}"
@@ -591,14 +597,14 @@ def test_alerts_page_shows_rules_state_history_and_scheduler_health(own_db, monk
     no_failures(at)
     firing = sql(own_db, "SELECT count(*) FROM alert_state WHERE state = 'firing'").item()
     assert metric(at, "Firing") == str(firing)
-    rules = table(at, "rule", "firing", "pending")
-    assert len(rules) == len(data_rules()) and rules["firing"].sum() == firing
-    health = table(at, "job", "health").set_index("job")
-    assert set(health.index) == {"ingest", "analyze", "evaluate", "deliver"}
+    rules, _ = drawn_table(at, "rules_table")
+    assert rules.height == len(data_rules()) and sum(map(number, rules["firing"])) == firing
+    health, _ = drawn_table(at, "health_table")
+    assert set(health["job"]) == {"ingest", "analyze", "evaluate", "deliver"}
     assert set(health["outcome"]) == {"ok"}
     transitions = sql(own_db, "SELECT rule, to_state FROM alert_events ORDER BY event_time DESC, rule, group_key")
     assert transitions.height > 0, "the scheduler's run over the demo data recorded no state change to show"
-    history = table(at, "event_time", "from_state", "to_state")
+    history, _ = drawn_table(at, "history_table")
     assert list(zip(history["rule"], history["to_state"], strict=True)) == list(transitions.head(200).iter_rows())
 
 
@@ -615,10 +621,11 @@ def test_alerts_page_shows_the_followed_logs_with_offset_rate_and_lag(own_db, mo
     FileFollower(Store(own_db), [str(log)], enrich_with_catalog(None)).tick()  # one pass of `closewatch follow`
     at.run()
     no_failures(at)
-    followed = table(at, "path", "read_offset", "lines_per_s", "last_close_at", "close_age_s", "lag_bytes", "error")
-    assert followed["path"].tolist() == [str(log)]
-    assert followed["read_offset"].tolist() == [log.stat().st_size] and followed["lines"].tolist() == [30]
-    assert followed["lag_bytes"].tolist() == [0] and followed["status"].tolist() == ["following"]
+    followed, _ = drawn_table(at, "followed_table")
+    assert {"lines/s", "last line's close (UTC)", "lag (s)", "error"} <= set(followed.columns)
+    assert followed["path"].to_list() == [str(log)]
+    assert followed["offset (bytes)"].to_list() == [f"{log.stat().st_size:,}"] and followed["lines"].to_list() == ["30"]
+    assert followed["lag (bytes)"].to_list() == ["0"] and followed["status"].to_list() == ["following"]
 
 
 def data_rules():
@@ -643,8 +650,10 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     assert marked == set(expected) and "old-finding" in set(patterns["detection_id"])
     at.switch_page(ui.PAGES["alerts"]).run()
     no_failures(at)
-    listed = table(at, "detection_id", "explanation")
-    assert set(listed["detection_id"]) == set(expected)
+    listed, _ = drawn_table(at, "open_findings_table")
+    opened = sql(own_db, "SELECT pattern, key, explanation FROM detections WHERE detection_id IN (SELECT unnest(?::VARCHAR[]))",
+                 [expected])
+    assert sorted(zip(listed["pattern"], listed["key"], listed["explanation"], strict=True)) == sorted(opened.iter_rows())
     ranks = [SEVERITY_RANK[name] for name in listed["severity"]]
     assert ranks == sorted(ranks)
     critical = int((listed["severity"] == "critical").sum())
@@ -654,11 +663,12 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     assert f"{critical:,} critical" in card.help
     assert "Open findings" in [h.value for h in at.subheader]
     # and each pattern rule says how many findings of its pattern are open, beside its state
-    rules = table(at, "rule", "open_findings").set_index("rule")
+    rules = {row["rule"]: row for row in drawn_table(at, "rules_table")[0].iter_rows(named=True)}
     spikes = sql(own_db, "SELECT count(*) FROM detections WHERE pattern = 'error_spike' AND detection_id IN (SELECT unnest(?::VARCHAR[]))",
                  [expected]).item()
-    assert rules.loc["error-spike", "open_findings"] == spikes > 0
-    assert rules.loc["repeated-violations", ["kind", "open_findings"]].isna().tolist() == [False, True]  # a threshold rule: "-"
+    assert number(rules["error-spike"]["open findings"]) == spikes > 0
+    threshold = rules["repeated-violations"]
+    assert threshold["kind"] != "-" and threshold["open findings"] == "-"  # a threshold rule: "-"
 
 
 def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypatch):
@@ -853,10 +863,10 @@ def test_every_example_query_answers_on_the_demo_data(alerted_db, example):
 def test_reference_shows_the_catalog_and_a_guide_per_category(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch, "reference")
     no_failures(at)
-    shown = table(at, "code", "reason pattern")
+    shown, _ = drawn_table(at, "catalog_table")
     expected = catalog_table(load_catalog())
-    assert len(shown) == expected.height
-    assert shown["category"].tolist() == expected["category"].to_list()
+    assert shown.height == expected.height
+    assert shown["category"].to_list() == expected["category"].to_list()
     assert {"code", "reason pattern", "severity", "retry safe", "recommended action"} <= set(shown.columns)
     labels = [e.label for e in at.expander]
     counts = dict(sql(demo_db, "SELECT category, count(*) FROM closures GROUP BY 1").iter_rows())
