@@ -209,7 +209,7 @@ def _attr(name: str, value: str | None) -> str:
 
 
 def _width(pixels: int | None) -> str:
-    return f' style="width:{int(pixels)}px"' if pixels else ""
+    return f' style="min-width:{int(pixels)}px"' if pixels else ""
 
 
 # ---------------------------------------------------------------- charts
