@@ -80,7 +80,7 @@ PAGES = [
     Page("Overview", "", ".st-key-categories_table table"),  # drawn as HTML (dashboard/drawn.py)
     Page("Upload", "upload", "[data-testid=stExpander]", "Upload logs"),
     Page("Explorer", "explorer", ".st-key-closures_table [data-testid=stDataFrame]"),
-    Page("Patterns", "patterns", ".st-key-detections_table [data-testid=stDataFrame]"),
+    Page("Patterns", "patterns", ".st-key-detections_table table"),
     Page("Alerts", "alerts", ".st-key-run_backtest button"),
     Page("SQL", "sql", ".st-key-run_sql button"),
     Page("Reference", "reference", "[data-testid=stExpander]:last-of-type"),

@@ -11,7 +11,7 @@ import polars as pl
 import streamlit as st
 
 from closewatch.vocabulary import SEVERITIES
-from closewatch.dashboard import ui
+from closewatch.dashboard import drawn, ui
 from closewatch.dashboard.queries import patterns as queries
 from closewatch.dashboard.queries import findings, shared, timespan
 
@@ -99,11 +99,12 @@ def main() -> None:
     opened = findings.open_only(shown).height
     st.caption(f"{shown.height:,} detections ({summary}), most severe first, then newest; {opened:,} open "
                f"(their window ends within {ui.fmt_duration(findings.open_window().total_seconds())} of the newest loaded closure; "
-               "the Alerts page lists the same ones). Click one to see its evidence.")
-    event = ui.findings_table(shown, "detections_table", column_order=["severity", "open", *ui.FINDING_COLUMNS[1:]],
-                              on_select="rerun", selection_mode="single-row")
-    row = ui.selected_row(event, shown)
-    chosen = row["detection_id"] if row else st.query_params.get("detection")
+               "the Alerts page lists the same ones). Click a pattern to see its evidence.")
+    # a link per detection (?detection=<id>, the pattern filter kept) opens it below; the address can be shared
+    ui.findings_table(shown, "detections_table", column_order=["severity", "open", *ui.FINDING_COLUMNS[1:]], plain=True,
+                      links={"pattern": lambda row: drawn.page_href(ui.PAGES_URL["patterns"], pattern=patterns,
+                                                                    detection=row["detection_id"])})
+    chosen = st.query_params.get("detection")
     if chosen:
         detail(chosen)
 

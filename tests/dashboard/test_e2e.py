@@ -120,6 +120,14 @@ def column_texts(page, key: str, header: str) -> list[str]:
     return table.locator(f"[role=gridcell][aria-colindex='{column}']").all_text_contents()
 
 
+def drawn_column(page, key: str, header: str) -> list[str]:
+    """The texts of one column of a table drawn as HTML (dashboard/drawn.py), by its heading."""
+    table = page.locator(f"table[data-key='{key}']")
+    table.wait_for()
+    headers = table.locator("thead th").all_text_contents()
+    return table.locator(f"tbody td:nth-child({headers.index(header) + 1})").all_text_contents()
+
+
 def first_row(page, key: str) -> dict[str, str]:
     """The first row of the st.dataframe with this key, as shown, by column header."""
     table = grid(page, key)
@@ -216,10 +224,15 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
 
     # Patterns: open the first detection
     open_page(page, f"{url}/patterns", "Patterns")
-    severities = column_texts(page, "detections_table", "severity")
+    severities = drawn_column(page, "detections_table", "severity")
     ranks = [("critical", "error", "warning", "info").index(name) for name in severities]
     assert severities and ranks == sorted(ranks), severities  # the most severe first
     shoot(page, "patterns")
+    # a detection's link opens it under the table, inside the running app
+    page.evaluate("window.sameApp = true")
+    page.locator(".st-key-detections_table tbody a").first.click()
+    page.get_by_text("What to do:").first.wait_for()
+    assert "detection=" in page.url and page.evaluate("window.sameApp === true")
     detection, pattern, key = Store(db).query(
         "SELECT detection_id, pattern, key FROM detections ORDER BY pattern = 'repeated_violation' DESC, count DESC LIMIT 1").row(0)
     open_page(page, f"{url}/patterns?detection={detection}", "Patterns")
@@ -263,7 +276,7 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     card = page.get_by_test_id("stMetric").filter(has_text="Open findings").first
     assert card.get_by_text(f"{len(critical):,} critical").is_visible()
     scroll_to(page.get_by_role("heading", name="Open findings"))
-    listed = column_texts(page, "open_findings", "key")
+    listed = drawn_column(page, "open_findings_table", "key")
     assert listed[:len(critical)] == critical, listed  # the criticals lead the list the Patterns page marks open
     shoot(page, "alerts-findings")
     demo_start = Store(db).query("SELECT min(ts) FROM closures WHERE source_file LIKE '%demo%'").item()

@@ -542,12 +542,14 @@ def test_patterns_lists_detections_and_opens_one_with_evidence(demo_db, monkeypa
     at = app(demo_db, monkeypatch, "patterns")
     no_failures(at)
     stored = sql(demo_db, "SELECT count(*) FROM detections").item()
-    assert stored > 0 and len(at.dataframe(key="detections_table").value) == stored
-    chosen = at.dataframe(key="detections_table").value.iloc[0]
-    select_row(at, "detections_table", 0)
+    shown, links = drawn_table(at, "detections_table")
+    assert stored > 0 and shown.height == stored
+    chosen = parse_qs(links[0]["pattern"].partition("?")[2])["detection"][0]
+    follow(at, links[0]["pattern"])
     no_failures(at)
-    explanation, evidence = sql(demo_db, "SELECT explanation, len(evidence) FROM detections WHERE detection_id = ?",
-                                [chosen["detection_id"]]).row(0)
+    pattern, explanation, evidence = sql(demo_db, "SELECT pattern, explanation, len(evidence) FROM detections WHERE detection_id = ?",
+                                         [chosen]).row(0)
+    assert pattern == shown["pattern"][0]
     assert explanation in [i.value for i in at.info]
     assert len(table(at, "event_id", "close_reason")) == min(evidence, 200)
     assert at.get("vega_lite_chart"), "the window chart is missing"
@@ -561,23 +563,24 @@ def test_patterns_without_detections_offers_to_run_them(own_db, monkeypatch):
     at.button(key="run_detection").click().run()
     no_failures(at)
     assert sql(own_db, "SELECT count(*) FROM detections").item() > 0
-    assert len(at.dataframe(key="detections_table").value) > 0
+    assert drawn_table(at, "detections_table")[0].height > 0
 
 
 def test_patterns_lead_with_the_most_severe_and_show_whole_explanations(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch, "patterns")
-    shown = at.dataframe(key="detections_table").value
-    assert shown["severity"].nunique() > 1
+    shown, _ = drawn_table(at, "detections_table")
+    assert shown["severity"].n_unique() > 1
     ranks = [SEVERITY_RANK[name] for name in shown["severity"]]
     assert ranks == sorted(ranks)
-    for _, group in shown.groupby("severity"):
-        starts = group["window_start"].tolist()
+    for (_,), group in shown.group_by("severity", maintain_order=True):
+        starts = group["from (UTC)"].to_list()
         assert starts == sorted(starts, reverse=True)  # newest first within a severity
-    element = at.dataframe(key="detections_table")
-    assert shown_columns(element)[0] == "severity"
-    assert element.proto.row_height >= 4 * 21  # rows tall enough for the explanation to wrap onto four lines
-    assert json.loads(element.proto.columns)["explanation"]["width"] >= 500
-    assert shown_columns(element).index("explanation") == 4  # right after what and whom it is about, never off screen
+    assert shown.columns[0] == "severity"
+    assert shown.columns.index("explanation") == 4  # right after what and whom it is about, never off screen
+    explanations = sql(demo_db, "SELECT explanation FROM detections")["explanation"].to_list()
+    assert set(shown["explanation"]) == set(explanations)  # whole, never cut short
+    body = next(e.proto.body for e in at.get("html") if 'data-key="detections_table"' in e.proto.body)
+    assert re.search(r'style="min-width:(\d+)px">explanation</th>', body).group(1) == "500"  # a wide column, wrapped
 
 
 # ---------------------------------------------------------------- alerts
@@ -645,9 +648,8 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     """)["detection_id"].to_list()
     assert "old-finding" not in expected and len(expected) > 0
     at = app(own_db, monkeypatch, "patterns")
-    patterns = at.dataframe(key="detections_table").value
-    marked = set(patterns[patterns["open"]]["detection_id"])
-    assert marked == set(expected) and "old-finding" in set(patterns["detection_id"])
+    marked, listed = shown_detections(at)
+    assert marked == set(expected) and "old-finding" in listed
     at.switch_page(ui.PAGES["alerts"]).run()
     no_failures(at)
     listed, _ = drawn_table(at, "open_findings_table")
@@ -671,6 +673,13 @@ def test_alerts_page_lists_the_findings_the_patterns_page_marks_open(own_db, mon
     assert threshold["kind"] != "-" and threshold["open findings"] == "-"  # a threshold rule: "-"
 
 
+def shown_detections(at: AppTest) -> tuple[set[str], set[str]]:
+    """The ids of the detections the Patterns page marks open, and of all it lists (from each row's link)."""
+    shown, links = drawn_table(at, "detections_table")
+    ids = [parse_qs(link["pattern"].partition("?")[2])["detection"][0] for link in links]
+    return {i for i, is_open in zip(ids, shown["open"], strict=True) if is_open == "yes"}, set(ids)
+
+
 def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypatch):
     (tmp_path / "closewatch.toml").write_text('[dashboard]\nopen_findings = "6h"\n')  # the app runs in tmp_path
     expected = set(sql(demo_db, """
@@ -679,8 +688,7 @@ def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypat
     every = sql(demo_db, "SELECT count(*) FROM detections").item()
     assert 0 < len(expected) < every  # the shorter window closes some findings the 7-day default keeps open
     at = app(demo_db, monkeypatch, "patterns")
-    patterns = at.dataframe(key="detections_table").value
-    assert set(patterns[patterns["open"]]["detection_id"]) == expected
+    assert shown_detections(at)[0] == expected
     assert "within 6 h of the newest loaded closure" in texts(at)
     at.switch_page(ui.PAGES["alerts"]).run()
     assert metric(at, "Open findings") == f"{len(expected):,}"
