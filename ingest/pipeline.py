@@ -96,7 +96,7 @@ def ingest_input(
     """Load one input into the store; returns its counts."""
     if not source.problem:
         store.check_writable()  # a read-only database says so before any work
-    with staged_input(source, enrich, format_name, options, progress, limits, home=store.path) as staged:
+    with staged_input(source, enrich, format_name, options, progress, limits, home=store.path, by_pair=True) as staged:
         if not source.problem:
             _load(store, staged.folder, staged.result, staged.sha256, staged.started, staged.parse_s, limits)
     return staged.result
@@ -108,7 +108,10 @@ class Staged:
 
     ``closures`` (if it exists) has the final rows (STORED_CLOSURE_COLUMNS but the
     source_file, source_format and batch_id that ``result`` names); ``rejects``
-    are (source_line, raw, reason) files.
+    are (source_line, raw, reason) files. Staged ``by_pair``, the columns that
+    follow from the (close code, reason) pair (close_code, close_reason and
+    CLASSIFICATION_COLUMNS) are in ``pairs``, one row a pair, and the closures
+    have its number ``pair`` instead (see ``_load``).
     """
 
     result: FileResult
@@ -121,6 +124,11 @@ class Staged:
     def closures(self) -> Path | None:
         final = self.folder / "final.parquet"
         return final if final.exists() else None
+
+    @property
+    def pairs(self) -> Path | None:
+        pairs = self.folder / PAIRS_FILE
+        return pairs if pairs.exists() else None
 
     @property
     def rejects(self) -> list[Path]:
@@ -136,6 +144,7 @@ def staged_input(
     progress: Progress | None = None,
     limits: IngestLimits = DEFAULT_LIMITS,
     home: Path | None = None,
+    by_pair: bool = False,
 ) -> Iterator[Staged]:
     """Detect, parse, redact, classify and identify one input into a private folder, removed on exit.
 
@@ -143,7 +152,10 @@ def staged_input(
     (``closewatch.jobs.spark``) writes it to the lake: one parser, one
     event id, whichever engine runs it. The folder lives beside the database
     ``home`` (``closewatch.ingest.staging``), or in a private temporary
-    folder when there is none (Spark tasks).
+    folder when there is none (Spark tasks). ``by_pair`` stages the columns
+    that follow from the (code, reason) pair once a pair (see ``Staged``): the
+    local load joins them back, which costs less than writing and reading
+    them on every row (issue 16).
     """
     started = datetime.now(UTC)
     result = FileResult(source=source.name, format=None, batch_id=uuid.uuid4().hex)
@@ -160,7 +172,7 @@ def staged_input(
         with _staging_connection(staging, limits) as con:
             sha = _parse(source, fmt, options, staging, con, result, progress, limits)
             if result.accepted:
-                out_of_range = _finalise(con, staging, enrich, source, limits)
+                out_of_range = _finalise(con, staging, enrich, source, limits, by_pair)
                 if out_of_range.height:
                     result.accepted -= out_of_range.height
                     _fill_reject_texts(source, staging, result, out_of_range, limits, "rejects-range.parquet")
@@ -333,7 +345,8 @@ def _discard(staging: Path, con: duckdb.DuckDBPyConnection, result: FileResult) 
 # -- 2. finalise ---------------------------------------------------------------
 
 
-def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, source: Input, limits: IngestLimits) -> pl.DataFrame:
+def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, source: Input, limits: IngestLimits,
+              by_pair: bool = False) -> pl.DataFrame:
     """Screen, redact, classify and identify the staged events (the view ``staged`` on ``con``) into final.parquet.
 
     Returns the events screened out (source_line, reason): a timestamp outside
@@ -373,7 +386,9 @@ def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, sou
     pairs = con.execute("SELECT DISTINCT close_code, close_reason FROM parts").pl()
     clients = con.execute("SELECT DISTINCT client_id FROM parts WHERE client_id IS NOT NULL").pl()
     first_untimed, timed = first_row(con, "SELECT min(source_line) FILTER (WHERE ts IS NULL), count(ts) FROM parts")
-    _put(con, staging, "reasons", _classified_reasons(pairs, enrich, limits))
+    _put(con, staging, "reasons", _classified_reasons(pairs, enrich, limits).with_row_index("pair"))
+    if by_pair:
+        con.execute(f"COPY (SELECT {_PAIR_COLUMNS} FROM reasons) TO {literal(str(staging / PAIRS_FILE))} (FORMAT parquet)")
     _put(con, staging, "clients", clients.with_columns(redacted=redact_then_cut(clients["client_id"], limits.max_field_length)))
     untimed = "NULL::BIGINT AS untimed_ordinal"
     untimed_join = ""
@@ -384,7 +399,8 @@ def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, sou
     con.execute("SET preserve_insertion_order = false")  # every order that matters is explicit (ORDER BY source_line)
     con.execute(_FINAL_SQL.format(final=literal(str(staging / "final.parquet")), secret=literal(ANY_SECRET), mask=literal(MASK),
                                   file_key=_file_key(source, first_untimed), field=limits.max_field_length,
-                                  untimed=untimed, untimed_join=untimed_join, slot_mask=slot_mask))
+                                  untimed=untimed, untimed_join=untimed_join, slot_mask=slot_mask,
+                                  columns=_BY_PAIR_COLUMNS if by_pair else _FINAL_COLUMNS))
     return out_of_range
 
 
@@ -511,7 +527,7 @@ _IDENTIFIED_SQL = f"""
     FROM (
         SELECT p.*,
                left(CASE WHEN regexp_matches(p.session_id, {{secret}}) THEN {{mask}} ELSE p.session_id END, {{field}}) AS session_clean,
-               r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
+               r.pair, r.reason_redacted, r.new_code, {", ".join("r." + c for c in CLASSIFICATION_COLUMNS)},
                c.redacted AS client_clean, {{untimed}}
         FROM (SELECT * FROM parts WHERE {{rows}}) p
         JOIN reasons r ON coalesce(p.close_code, {_NULL_CODE}) = r.key_code AND coalesce(p.close_reason, chr(31)) = r.key_reason
@@ -521,17 +537,22 @@ _IDENTIFIED_SQL = f"""
 
 _FINAL_COLUMNS = f"""ts, session_clean AS session_id, new_code AS close_code, reason_redacted AS close_reason, client_clean AS client_id,
            source_line, audio_duration_s, session_duration_s, {", ".join(CLASSIFICATION_COLUMNS)}, labels"""
+#: Staged by pair: the row's pair number instead of the columns that follow from it, which PAIRS_FILE has.
+_BY_PAIR_COLUMNS = """ts, session_clean AS session_id, client_clean AS client_id, source_line, audio_duration_s, session_duration_s,
+           labels, pair"""
+_PAIR_COLUMNS = f"pair, new_code AS close_code, reason_redacted AS close_reason, {', '.join(CLASSIFICATION_COLUMNS)}"
+PAIRS_FILE = "pairs.parquet"
 
 #: Event ids: md5 of the identity and its occurrence number among identical events in file order. Only
 #: the rows that may repeat are numbered (a window over the whole file's wide rows cost a third of
 #: the finalise); every other row is its identity's first occurrence, number 0.
 _FINAL_SQL = f"""
 COPY (
-    SELECT md5(identity || '#0') AS event_id, {_FINAL_COLUMNS}
+    SELECT md5(identity || '#0') AS event_id, {{columns}}
     FROM ({_IDENTIFIED_SQL.replace("{rows}", f"NOT coalesce({_MAY_REPEAT}, false)")})
     UNION ALL
     SELECT md5(identity || '#' || (row_number() OVER (PARTITION BY identity ORDER BY source_line) - 1)::VARCHAR) AS event_id,
-           {_FINAL_COLUMNS}
+           {{columns}}
     FROM ({_IDENTIFIED_SQL.replace("{rows}", _MAY_REPEAT)})
 ) TO {{final}} (FORMAT parquet)
 """
@@ -571,7 +592,10 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         # the lock), which doubled the append's cost.
         con.execute("SET preserve_insertion_order = false")
         if final.exists():
-            inserted = scalar(con, _INSERT_SQL.format(final=literal(str(final)), stored=stored_ids_sql(con, final), source=literal(result.source),
+            pairs = staging / PAIRS_FILE
+            staged = (f"(SELECT * FROM read_parquet({literal(str(final))}) AS rows JOIN read_parquet({literal(str(pairs))}) AS pairs USING (pair))"
+                      if pairs.exists() else f"read_parquet({literal(str(final))})")
+            inserted = scalar(con, _INSERT_SQL.format(staged=staged, stored=stored_ids_sql(con, final), source=literal(result.source),
                                                       format=literal(result.format), batch=literal(result.batch_id)))
             result.duplicates = result.accepted - inserted
             result.accepted = inserted
@@ -610,7 +634,7 @@ def _stored_ids(first: datetime | None, last: datetime | None, untimed: int) -> 
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
 SELECT {", ".join("{source}" if c == "source_file" else "{format}" if c == "source_format" else "{batch}" if c == "batch_id" else c for c in STORED_CLOSURE_COLUMNS)}, now()
-FROM read_parquet({{final}}) AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
+FROM {{staged}} AS staged ANTI JOIN ({{stored}}) AS stored ON stored.event_id = staged.event_id
 """
 
 
