@@ -83,7 +83,7 @@ PAGES = [
     Page("Patterns", "patterns", ".st-key-detections_table table"),
     Page("Alerts", "alerts", ".st-key-run_backtest button"),
     Page("SQL", "sql", ".st-key-run_sql button"),
-    Page("Reference", "reference", "[data-testid=stExpander]:last-of-type"),
+    Page("Reference", "reference", ".st-key-guides details:last-of-type"),
 ]
 
 #: True once a page is wholly drawn (see the module doc); takes the page's own last selector.

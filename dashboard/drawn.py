@@ -212,6 +212,50 @@ def _width(pixels: int | None) -> str:
     return f' style="min-width:{int(pixels)}px"' if pixels else ""
 
 
+# ---------------------------------------------------------------- sections that open and close
+
+
+DETAILS_STYLE = """<style>
+.cw-details details { border: 1px solid rgba(128,128,128,.25); border-radius: .5rem; margin-bottom: .5rem; }
+.cw-details summary { cursor: pointer; padding: .6rem 1rem; }
+.cw-details summary:hover { color: #ff4b4b; }
+.cw-details .cw-body { padding: 0 1rem .6rem 1rem; }
+.cw-details ul, .cw-details ol { margin: .2rem 0 .6rem 0; }
+</style>"""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of ``sections``: its heading (markup) and its body (markup); ``opened`` shows it open at first."""
+
+    heading: str
+    body: str
+    opened: bool = False
+
+
+def sections(items: Sequence[Section], key: str) -> None:
+    """Sections that open on a click, as HTML ``<details>`` in a container named ``key``.
+
+    Each ``st.expander`` costs a first view about 30 ms of the browser's main thread (15 of them 0.4-0.5 s,
+    measured); a ``<details>`` element is the browser's own. Headings and bodies are markup: escape what
+    comes from data (``html.escape``).
+    """
+    with st.container(key=key):
+        st.html(sections_html(items, key), unsafe_allow_javascript=True)
+
+
+def sections_html(items: Sequence[Section], key: str) -> str:
+    """The markup of ``sections`` (style, the sections and the in-app link script)."""
+    parts = [f'<details{" open" if item.opened else ""}><summary>{item.heading}</summary><div class="cw-body">{item.body}</div></details>'
+             for item in items]
+    return f'{DETAILS_STYLE}<div class="cw-details" data-key="{html.escape(key)}">{"".join(parts)}</div>{NAV_SCRIPT}'
+
+
+def page_link(href: str, label: str) -> str:
+    """A link to a dashboard page that switches page inside the app (see ``NAV_SCRIPT``)."""
+    return f'<a href="{html.escape(href)}" target="_self" data-page-link>{html.escape(label)}</a>'
+
+
 # ---------------------------------------------------------------- charts
 
 

@@ -6,11 +6,13 @@ the config); the guides are ``dashboard/guides.toml``, both data.
 
 from __future__ import annotations
 
+import html
+
 import polars as pl
 import streamlit as st
 
 from closewatch.analysis.catalog import CATEGORIES, catalog_table, load_catalog
-from closewatch.dashboard import ui
+from closewatch.dashboard import drawn, ui
 from closewatch.dashboard.queries import reference as queries
 from closewatch.dashboard.queries import shared
 
@@ -35,17 +37,21 @@ def guides_section() -> None:
     st.subheader("Troubleshooting by category")
     guides = ui.load_toml("guides.toml")
     counts = dict(shared.cached(queries.category_counts).iter_rows())
+    sections = []
     for category in CATEGORIES:
         guide = guides.get(category)
         if guide is None:
             continue
         count = counts.get(category, 0)
-        with st.expander(f"{guide['title']} (`{category}`): {count:,} closures loaded"):
-            st.markdown(guide["summary"])
-            st.markdown("**Likely causes**\n" + "\n".join(f"- {cause}" for cause in guide["causes"]))
-            st.markdown("**What to do**\n" + "\n".join(f"{n}. {step}" for n, step in enumerate(guide["steps"], 1)))
-            if count:
-                ui.explorer_link(f"See the {count:,} {category} closures", category=category)
+        causes = "".join(f"<li>{html.escape(cause)}</li>" for cause in guide["causes"])
+        steps = "".join(f"<li>{html.escape(step)}</li>" for step in guide["steps"])
+        link = drawn.page_link(drawn.page_href(ui.PAGES_URL["explorer"], category=category),
+                               f"See the {count:,} {category} closures") if count else ""
+        sections.append(drawn.Section(
+            f"{html.escape(guide['title'])} (<code>{html.escape(category)}</code>): {count:,} closures loaded",
+            f"<p>{html.escape(guide['summary'])}</p><strong>Likely causes</strong><ul>{causes}</ul>"
+            f"<strong>What to do</strong><ol>{steps}</ol>{link}"))
+    drawn.sections(sections, "guides")  # HTML <details>: a first view pays nothing per guide
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ session stops the query (the child is killed). A refusal is one sentence.
 
 from __future__ import annotations
 
+import html
 import io
 
 import polars as pl
 import streamlit as st
 
-from closewatch.dashboard import ui
+from closewatch.dashboard import drawn, ui
 from closewatch.dashboard.queries import sql as queries
 from closewatch.dashboard.queries import shared
 from closewatch.sandbox import Limits
@@ -42,10 +43,13 @@ def schema_panel() -> None:
         pl.col("data_type").str.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", literal=True),
         order=pl.when(pl.col("table_name") == "closures").then(0).when(pl.col("table_type") == "VIEW").then(2).otherwise(1),
     )
+    tables = []
     for (name, kind), columns in frame.sort("order", maintain_order=True).group_by("table_name", "table_type", maintain_order=True):
-        lines = [f"`{column}` {dtype.lower()}" for column, dtype in columns.select("column_name", "data_type").iter_rows()]
-        with st.expander(name + (" (view)" if kind == "VIEW" else ""), expanded=name == "closures"):
-            st.markdown("  \n".join(lines))
+        lines = [f"<code>{html.escape(column)}</code> {html.escape(dtype.lower())}"
+                 for column, dtype in columns.select("column_name", "data_type").iter_rows()]
+        heading = html.escape(name + (" (view)" if kind == "VIEW" else ""))
+        tables.append(drawn.Section(heading, "<br>".join(lines), opened=name == "closures"))
+    drawn.sections(tables, "schema")  # HTML <details>: a first view pays nothing per table
 
 
 def run(sql: str) -> None:

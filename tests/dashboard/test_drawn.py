@@ -92,3 +92,11 @@ def test_ticks_are_round_and_cover_the_data():
     ticks = drawn.time_ticks(first, first + timedelta(days=2))
     assert 1 < len(ticks) <= 8 and all(first <= t <= first + timedelta(days=2) for t in ticks)
     assert all(t.minute == 0 and t.hour % 6 == 0 for t in ticks)
+
+
+def test_sections_open_as_asked_and_their_links_stay_in_the_app():
+    markup = drawn.sections_html([drawn.Section("a", "x"), drawn.Section("b", drawn.page_link("explorer?category=a&q=1", "<see>"), True)],
+                                 "guides")
+    assert re.findall(r"<details( open)?><summary>(\w)</summary>", markup) == [("", "a"), (" open", "b")]
+    assert '<a href="explorer?category=a&amp;q=1" target="_self" data-page-link>&lt;see&gt;</a>' in markup
+    assert 'data-key="guides"' in markup and drawn.NAV_SCRIPT in markup

@@ -9,6 +9,7 @@ against SQL run independently on the same file.
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import re
 import shutil
@@ -174,6 +175,13 @@ def drawn_table(at: AppTest, key: str) -> tuple[pl.DataFrame, list[dict[str, str
     return pl.DataFrame(rows, schema=parsed.heads, orient="row"), links
 
 
+def drawn_sections(at: AppTest, key: str) -> list[str]:
+    """The headings of the sections drawn as HTML <details> (dashboard/drawn.py), as text."""
+    bodies = [element.proto.body for element in at.get("html") if f'data-key="{key}"' in element.proto.body]
+    assert bodies, f"no sections {key} on the page"
+    return [html.unescape(re.sub(r"<[^>]+>", "", heading)) for heading in re.findall(r"<summary>(.*?)</summary>", bodies[0])]
+
+
 def number(text: str) -> int:
     """A count as a page writes it (21,744) back to an int."""
     assert re.fullmatch(r"\d{1,3}(,\d{3})*", text), f"{text!r} is not a count written with thousands separators"
@@ -316,8 +324,8 @@ def test_categories_reconcile_between_the_overview_and_the_reference(demo_db, mo
     at.switch_page(ui.PAGES["reference"]).run()
     no_failures(at)
     loaded = {}
-    for label in (e.label for e in at.expander):
-        found = re.search(r"\(`(\w+)`\): ([\d,]+) closures loaded", label)
+    for label in drawn_sections(at, "guides"):
+        found = re.search(r"\((\w+)\): ([\d,]+) closures loaded", label)
         if found and found.group(2) != "0":
             loaded[found.group(1)] = int(found.group(2).replace(",", ""))
     assert shown == loaded
@@ -817,6 +825,17 @@ def test_sql_runs_a_query_and_offers_csv_and_parquet(demo_db, monkeypatch):
     assert column_formats(element)["n"] == "%,d" and element.proto.placeholder == "NULL"
 
 
+def test_the_schema_beside_the_editor_lists_every_table_with_closures_open(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "sql")
+    no_failures(at)
+    headings = drawn_sections(at, "schema")
+    assert headings[0] == "closures" and {"ingest_batches", "detections"} <= set(headings)
+    body = next(e.proto.body for e in at.get("html") if 'data-key="schema"' in e.proto.body)
+    assert body.count("<details open>") == 1 and "<details open><summary>closures</summary>" in body
+    columns = sql(demo_db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'closures'")["column_name"]
+    assert all(f"<code>{name}</code>" in body for name in columns)
+
+
 def test_choosing_an_example_puts_it_in_the_editor(demo_db, monkeypatch):
     at = app(demo_db, monkeypatch, "sql")
     examples = {q["title"]: q["sql"].strip() for q in ui.load_toml("examples.toml")["query"]}
@@ -876,10 +895,14 @@ def test_reference_shows_the_catalog_and_a_guide_per_category(demo_db, monkeypat
     assert shown.height == expected.height
     assert shown["category"].to_list() == expected["category"].to_list()
     assert {"code", "reason pattern", "severity", "retry safe", "recommended action"} <= set(shown.columns)
-    labels = [e.label for e in at.expander]
+    labels = drawn_sections(at, "guides")
     counts = dict(sql(demo_db, "SELECT category, count(*) FROM closures GROUP BY 1").iter_rows())
     for category in CATEGORIES:
-        assert any(f"(`{category}`): {counts.get(category, 0):,} closures loaded" in label for label in labels), category
+        assert any(f"({category}): {counts.get(category, 0):,} closures loaded" in label for label in labels), category
+    # each guide with closures links to them in the Explorer
+    guides = next(e.proto.body for e in at.get("html") if 'data-key="guides"' in e.proto.body)
+    loaded = [category for category in CATEGORIES if counts.get(category)]
+    assert re.findall(r'<a href="explorer\?category=(\w+)"', guides) == loaded
 
 
 def test_the_guides_cover_every_category_with_causes_and_steps():
