@@ -221,6 +221,7 @@ DETAILS_STYLE = """<style>
 .cw-details summary:hover { color: #ff4b4b; }
 .cw-details .cw-body { padding: 0 1rem .6rem 1rem; }
 .cw-details ul, .cw-details ol { margin: .2rem 0 .6rem 0; }
+.cw-details code { font-size: .8em; background: rgba(128,128,128,.12); padding: .1em .3em; border-radius: .25rem; }
 </style>"""
 
 
