@@ -35,7 +35,7 @@ import streamlit as st
 MISSING = "-"
 #: Width of the chart's drawing in SVG units; the SVG is scaled to the page's width (text scales with it).
 CHART_WIDTH = 1200
-CHART_MARGIN = {"left": 64, "right": 190, "top": 12, "bottom": 44}
+CHART_MARGIN = {"left": 64, "right": 230, "top": 12, "bottom": 44}
 FONT = "font-family:'Source Sans',sans-serif;font-size:15px"
 #: In-app page switches for links marked ``data-page-link``: the address changes and Streamlit's own
 #: back/forward handler (a ``popstate``) runs the page with its query string in the same session, as a

@@ -93,7 +93,7 @@ def reasons_table(view: queries.Overview, base: dict) -> None:
         code = NO_CODE if row["close_code"] is None else str(row["close_code"])
         return explorer_href(q=row["close_reason"] or "", code=code, category=row["category"], severity=row["severity"], **base)
 
-    drawn.table(frame, "reasons_table", {"close_code": drawn.Column("code"), "reason": drawn.Column(link=rows)},
+    drawn.table(frame, "reasons_table", {"close_code": drawn.Column("code"), "reason": drawn.Column(link=rows, width=240)},
                 order=["closures", "close_code", "category", "severity", "reason"])
 
 
