@@ -64,7 +64,8 @@ def _unwrap_docker(batches: Iterator[pl.DataFrame], ctx: UnwrapContext) -> Itera
 # {"log":"...","stream":"...","time":"..."}: read with one regex; a line with escapes (quotes, backslashes,
 # \u003c...) or attrs, a time in another shape than the UTC one docker writes (polars and DuckDB read some
 # odd ones differently: a lowercase z, a space for the T), or anything else, goes to the JSON reader.
-_DOCKER_LINE = r'^\{"log":"(?P<log>[^"\\]*(?:\\n)?)","stream":"(?P<stream>stdout|stderr)","time":"(?P<time>[^"\\]+)"\}$'
+_DOCKER_LINE = (r'^\{"log":"(?P<log>[^"\\\x00-\x1f]*(?:\\n)?)","stream":"(?P<stream>stdout|stderr)",'
+                r'"time":"(?P<time>[^"\\\x00-\x1f]+)"\}$')  # a raw control character is invalid JSON: DuckDB rejects the line
 _DOCKER_TIME_SHAPE = r"^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z$"
 
 

@@ -555,6 +555,9 @@ ODD_DOCKER = [
     '{"log":"a","stream":"stdout","time":"b","stream":"stdout","time":"c"}',
     '{"log":"x\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"',
     '{"log":"x\\n","stream":"stdout"}',
+    '{"log":"raw\ttab\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"}',
+    '{"log":"raw\x01control\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"}',
+    '{"log":"raw\x7fdel\\n","stream":"stdout","time":"2026-11-20T10:00:06Z"}',
     'not json',
 ]
 
