@@ -79,7 +79,7 @@ class Page:
 PAGES = [
     Page("Overview", "", ".st-key-categories_table table"),  # drawn as HTML (dashboard/drawn.py)
     Page("Upload", "upload", "[data-testid=stExpander]", "Upload logs"),
-    Page("Explorer", "explorer", ".st-key-closures_table [data-testid=stDataFrame]"),
+    Page("Explorer", "explorer", ".st-key-closures_table table"),
     Page("Patterns", "patterns", ".st-key-detections_table table"),
     Page("Alerts", "alerts", ".st-key-run_backtest button"),
     Page("SQL", "sql", ".st-key-run_sql button"),

@@ -2,7 +2,7 @@
 
 Every filter is bound to the URL, so other pages link here with filters
 already set, and a filtered view can be shared by copying the address.
-A closure opens by clicking its row, or by ``?event=<event_id>`` in the URL (with
+A closure opens by clicking its time (a link to this page with ``?event=<event_id>``), or by that address (with
 ``&at=<ISO time>`` the lookup is instant on large databases).
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 import streamlit as st
 
 from closewatch.vocabulary import CATEGORIES, SEVERITIES
-from closewatch.dashboard import ui
+from closewatch.dashboard import drawn, ui
 from closewatch.dashboard.queries import explorer as queries
 from closewatch.dashboard.queries import shared, timespan
 
@@ -92,18 +92,25 @@ def main() -> None:
     shown = f"showing the newest {rows.height:,}" if found.total > rows.height else "showing all"
     hidden = f" {found.hidden_normal:,} normal closures are hidden." if found.hidden_normal else ""
     st.caption(f"{found.total:,} closures match; {shown}.{hidden} Times are UTC. "
-               "Click a row to open it and read its whole reason. For more, use the SQL page.")
-    event = ui.table(
-        rows, "closures_table", on_select="rerun", selection_mode="single-row", column_order=ui.CLOSURE_ORDER,
-        column_config={"close_reason": st.column_config.TextColumn("reason", width="medium", help="Click the row to read the whole text."),
-                       "category": st.column_config.TextColumn("category", width="medium"),
+               "Click a time to open that closure and read its whole reason. For more, use the SQL page.")
+    # drawn as HTML: the data grid's code cost a first view about a second (issue 16, measured)
+    ui.plain_table(
+        rows, "closures_table", column_order=ui.CLOSURE_ORDER, max_height=TABLE_HEIGHT_PX, links={"ts": closure_href},
+        column_config={"close_reason": st.column_config.TextColumn("reason", width="large"),
                        "action": st.column_config.TextColumn("action", width="large")},
     )
-    row = ui.selected_row(event, rows)
-    if row:
-        detail(row["event_id"], row["ts"])
-    elif st.query_params.get("event"):
+    if st.query_params.get("event"):
         detail(st.query_params["event"], _url_time(st.query_params.get("at")))
+
+
+#: The closures table's height: about 15 rows, the rest a scroll away.
+TABLE_HEIGHT_PX = 620
+
+
+def closure_href(row: dict) -> str:
+    """This page's address with its filters kept and the closure to open (``event``, and ``at`` for a fast lookup)."""
+    kept = {key: st.query_params.get_all(key) for key in ui.FILTER_KEYS}
+    return drawn.page_href(ui.PAGES_URL["explorer"], **kept, event=row["event_id"], at=row["ts"].isoformat() if row["ts"] else None)
 
 
 def _url_time(text: str | None) -> datetime | None:

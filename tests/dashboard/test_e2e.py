@@ -100,26 +100,6 @@ def query(db: Path, sql: str, params: list | None = None):
     return Store(db, lock_timeout_s=60).query(sql, params)
 
 
-def grid(page, key: str):
-    """The accessible twin of the st.dataframe with this key, once it holds rows.
-
-    The grid draws on a canvas; beside it sits a visually hidden table
-    (role=grid) with the text of the rows on screen: what a screen reader and
-    this test read.
-    """
-    table = page.locator(f".st-key-{key} table[role=grid]")
-    table.locator("[role=gridcell]").first.wait_for(state="attached")
-    return table
-
-
-def column_texts(page, key: str, header: str) -> list[str]:
-    """The text of one column over the rows on screen of the st.dataframe with this key."""
-    table = grid(page, key)
-    headers = table.locator("[role=columnheader]")
-    column = headers.nth(headers.all_text_contents().index(header)).get_attribute("aria-colindex")
-    return table.locator(f"[role=gridcell][aria-colindex='{column}']").all_text_contents()
-
-
 def drawn_column(page, key: str, header: str) -> list[str]:
     """The texts of one column of a table drawn as HTML (dashboard/drawn.py), by its heading."""
     table = page.locator(f"table[data-key='{key}']")
@@ -128,11 +108,12 @@ def drawn_column(page, key: str, header: str) -> list[str]:
     return table.locator(f"tbody td:nth-child({headers.index(header) + 1})").all_text_contents()
 
 
-def first_row(page, key: str) -> dict[str, str]:
-    """The first row of the st.dataframe with this key, as shown, by column header."""
-    table = grid(page, key)
-    headers = table.locator("[role=columnheader]").all_text_contents()
-    return {header: column_texts(page, key, header)[0] for header in headers}
+def drawn_first_row(page, key: str) -> dict[str, str]:
+    """The first row of a table drawn as HTML (dashboard/drawn.py), as shown, by heading."""
+    table = page.locator(f"table[data-key='{key}']")
+    table.wait_for()
+    headers = table.locator("thead th").all_text_contents()
+    return dict(zip(headers, table.locator("tbody tr").first.locator("td").all_text_contents(), strict=True))
 
 
 def hold_the_live_demo_still(children: list[psutil.Process], db: Path) -> psutil.Process:
@@ -206,13 +187,18 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
 
     # Explorer's default view: the newest closures that are not normal, advice before the reason text
     open_page(page, f"{url}/explorer", "Explorer")
-    row = first_row(page, "closures_table")
+    row = drawn_first_row(page, "closures_table")
     newest = query(db, "SELECT DISTINCT category FROM closures WHERE ts = (SELECT max(ts) FROM closures WHERE category <> 'normal')")
     assert row["category"] != "normal" and row["category"] in newest["category"].to_list(), row
     assert list(row)[:5] == ["time (UTC)", "category", "severity", "retry safe", "action"], list(row)
     normal = query(db, "SELECT count(*) FROM closures WHERE category = 'normal'").item()
     page.get_by_text(f"{normal:,} normal closures are hidden").wait_for()
     shoot(page, "explorer")
+    # a closure's time opens it under the table, inside the running app
+    page.evaluate("window.sameApp = true")
+    page.locator("table[data-key='closures_table'] tbody a").first.click()
+    page.get_by_role("heading", name="Closure").wait_for()
+    assert "event=" in page.url and page.evaluate("window.sameApp === true")
 
     # Explorer, filtered through the URL, with one closure opened
     event_id = Store(db).query(
