@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import mmap
 import threading
 import time
 import uuid
@@ -421,18 +420,14 @@ def _repeated_slots(con: duckdb.DuckDBPyConnection, timed: int) -> tuple[int, np
     BY over the times took a 13.5 M-line file past its memory bound (issue 16).
     """
     mask = (1 << min(SLOT_BITS, max(10, (timed * 32).bit_length()))) - 1
+    seen = np.zeros(mask + 1, dtype=np.uint8)
     repeated = [np.empty(0, dtype=np.uint64)]
-    # The table is an anonymous mapping, unmapped on the way out, and batches are small: memory the C
-    # heap kept after this pass would add to the staging DuckDB's in the COPY that follows.
-    with mmap.mmap(-1, mask + 1) as table:
-        seen = np.frombuffer(table, dtype=np.uint8)
-        reader = con.execute(f"SELECT {_SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 16)
-        for batch in reader:
-            slots, counts = np.unique(batch.column(0).to_numpy(), return_counts=True)
-            before = seen[slots]
-            repeated.append(slots[(before < 2) & (before + counts >= 2)])
-            seen[slots] = np.minimum(before + counts, 2)
-        del seen  # the only view of the mapping (fancy indexing copies): none may outlive it
+    reader = con.execute(f"SELECT {_SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 20)
+    for batch in reader:
+        slots, counts = np.unique(batch.column(0).to_numpy(), return_counts=True)
+        before = seen[slots]
+        repeated.append(slots[(before < 2) & (before + counts >= 2)])
+        seen[slots] = np.minimum(before + counts, 2)
     return mask, np.concatenate(repeated)
 
 
