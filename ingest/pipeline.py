@@ -404,7 +404,7 @@ def _finalise(con: duckdb.DuckDBPyConnection, staging: Path, enrich: Enrich, sou
     return out_of_range
 
 
-#: At most 2**SLOT_BITS slots for _repeated_slots: one byte each, 64 MiB for the largest files.
+#: At most 2**SLOT_BITS slots for _repeated_slots: two bits each, 16 MiB for the largest files.
 SLOT_BITS = 26
 
 
@@ -415,19 +415,25 @@ def _repeated_slots(con: duckdb.DuckDBPyConnection, timed: int) -> tuple[int, np
     can need an occurrence number above 0. A slot is a hash of the pair cut to
     a number of bits (32 slots a row, at most SLOT_BITS): unrelated rows that
     share one are merely numbered with the rest, correctly, by their whole
-    identity (about 3 % of 2 M rows). The counts are one byte a slot (0, 1, 2
-    for more), so memory stays fixed whatever the file's size, where a GROUP
-    BY over the times took a 13.5 M-line file past its memory bound (issue 16).
+    identity (about 3 % of 2 M rows). Two bitsets say which slots were seen
+    once and which twice, read in small batches, so memory stays small and
+    fixed whatever the file's size: this runs while the staging DuckDB holds
+    its whole memory, and a GROUP BY over the times, and a byte a slot, took a
+    13.5 M-line file to or past its 1.5 GB bound (issue 16).
     """
-    mask = (1 << min(SLOT_BITS, max(10, (timed * 32).bit_length()))) - 1
-    seen = np.zeros(mask + 1, dtype=np.uint8)
+    bits = min(SLOT_BITS, max(10, (timed * 32).bit_length()))
+    mask = (1 << bits) - 1
+    once = np.zeros((mask >> 3) + 1, dtype=np.uint8)
+    twice = np.zeros((mask >> 3) + 1, dtype=np.uint8)
     repeated = [np.empty(0, dtype=np.uint64)]
-    reader = con.execute(f"SELECT {_SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 20)
+    reader = con.execute(f"SELECT {_SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 17)
     for batch in reader:
         slots, counts = np.unique(batch.column(0).to_numpy(), return_counts=True)
-        before = seen[slots]
-        repeated.append(slots[(before < 2) & (before + counts >= 2)])
-        seen[slots] = np.minimum(before + counts, 2)
+        byte, bit = slots >> 3, np.left_shift(1, slots & 7).astype(np.uint8)
+        new = slots[((counts > 1) | (once[byte] & bit > 0)) & (twice[byte] & bit == 0)]
+        np.bitwise_or.at(once, byte, bit)
+        np.bitwise_or.at(twice, new >> 3, np.left_shift(1, new & 7).astype(np.uint8))
+        repeated.append(new)
     return mask, np.concatenate(repeated)
 
 

@@ -317,3 +317,16 @@ def test_a_quote_in_the_folders_and_file_names_is_part_of_the_path(tmp_path):
     stored = dict(Store(db).query("SELECT source_file, count(*) FROM closures GROUP BY 1").rows())
     assert {Path(source).name: n for source, n in stored.items()} == expected
     assert all(n > 0 for n in expected.values())
+
+
+def test_repeated_slots_are_exactly_the_slots_two_rows_share():
+    """The bitsets, read batch by batch, find every slot two or more timestamped rows share, each once, and no other."""
+    con = duckdb.connect()
+    con.execute("SELECT setseed(0.25)")
+    con.execute("""CREATE TABLE parts AS SELECT CASE WHEN i % 50 = 0 THEN NULL ELSE TIMESTAMPTZ '2026-01-01' + to_microseconds((random() * 1e9)::BIGINT) END AS ts,
+                   (random() * 3)::INT AS close_code FROM range(400000) AS t(i)""")
+    mask, repeated = pipeline._repeated_slots(con, 400_000)
+    expected = con.execute(f"SELECT slot FROM (SELECT {pipeline._SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL) "
+                           "GROUP BY slot HAVING count(*) > 1").fetchnumpy()["slot"]
+    assert len(expected) > 1000  # enough shared slots, across many batches, to mean something
+    assert sorted(repeated.tolist()) == sorted(expected.tolist())
