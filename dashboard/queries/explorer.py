@@ -12,7 +12,9 @@ from closewatch.dashboard.queries.shared import CLOSURE_ROW_COLUMNS, reader, rea
 from closewatch.dashboard.queries.timespan import range_sql, utc
 from closewatch.store import Store
 
-EXPLORER_ROWS = 1000
+#: The newest closures the page lists as a plain table (its first view), and in the sortable grid (on request).
+EXPLORER_ROWS = 100
+GRID_ROWS = 1000
 AROUND = timedelta(minutes=15)  # the client's other events shown around one closure
 SESSION_SPAN = timedelta(hours=6)  # sessions last at most 3 h; their closures are looked for within this of one
 NO_CODE = "no code"

@@ -93,12 +93,27 @@ def main() -> None:
     hidden = f" {found.hidden_normal:,} normal closures are hidden." if found.hidden_normal else ""
     st.caption(f"{found.total:,} closures match; {shown}.{hidden} Times are UTC. "
                "Click a time to open that closure and read its whole reason. For more, use the SQL page.")
-    # drawn as HTML: the data grid's code cost a first view about a second (issue 16, measured)
-    ui.plain_table(
-        rows, "closures_table", column_order=ui.CLOSURE_ORDER, max_height=TABLE_HEIGHT_PX, links={"ts": closure_href},
-        column_config={"close_reason": st.column_config.TextColumn("reason", width="large"),
-                       "action": st.column_config.TextColumn("action", width="large")},
-    )
+    grid = st.toggle(f"Sortable grid of the newest {queries.GRID_ROWS:,}", key="grid",
+                     help="Sort, search and widen the columns; a click on a row opens the closure.")
+    if grid:
+        found = shared.cached(queries.explorer_rows, chosen, queries.GRID_ROWS)
+        event = ui.table(
+            found.rows, "closures_grid", on_select="rerun", selection_mode="single-row", column_order=ui.CLOSURE_ORDER,
+            column_config={"close_reason": st.column_config.TextColumn("reason", width="medium", help="Click the row to read the whole text."),
+                           "category": st.column_config.TextColumn("category", width="medium"),
+                           "action": st.column_config.TextColumn("action", width="large")},
+        )
+        row = ui.selected_row(event, found.rows)
+        if row:
+            detail(row["event_id"], row["ts"])
+            return
+    else:
+        # a first view draws the newest as HTML: the data grid's code cost it about a second (issue 16, measured)
+        ui.plain_table(
+            rows, "closures_table", column_order=ui.CLOSURE_ORDER, max_height=TABLE_HEIGHT_PX, links={"ts": closure_href},
+            column_config={"close_reason": st.column_config.TextColumn("reason", width="large"),
+                           "action": st.column_config.TextColumn("action", width="large")},
+        )
     if st.query_params.get("event"):
         detail(st.query_params["event"], _url_time(st.query_params.get("at")))
 

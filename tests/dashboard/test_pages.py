@@ -122,6 +122,7 @@ def column_formats(element) -> dict[str, str]:
 
 ERRORS = ("warning", "error", "critical")
 MISSING = ui.MISSING
+EXPLORER_ROWS = 100  # the newest closures the Explorer lists (queries.explorer.EXPLORER_ROWS)
 ERROR_SQL = "severity IN ('warning', 'error', 'critical')"
 SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 
@@ -365,7 +366,7 @@ def test_every_count_is_written_with_thousands_separators(demo_db, monkeypatch):
     assert next(m for m in at.metric if m.label == "Sessions closed").value == f"{sql(demo_db, 'SELECT count(*) FROM closures').item():,}"
     at.switch_page(ui.PAGES["explorer"]).run()
     explorer, _ = drawn_table(at, "closures_table")
-    codes = sql(demo_db, "SELECT close_code FROM closures WHERE category <> 'normal' ORDER BY ts DESC LIMIT 1000")["close_code"]
+    codes = sql(demo_db, f"SELECT close_code FROM closures WHERE category <> 'normal' ORDER BY ts DESC LIMIT {EXPLORER_ROWS}")["close_code"]
     # 1006, never 1,006; a missing code reads "-", never "None"
     assert explorer["code"].to_list() == [MISSING if code is None else str(code) for code in codes]
 
@@ -419,6 +420,19 @@ def test_clicking_an_explorer_row_opens_that_closure(demo_db, monkeypatch):
     assert f"-badge[{newest['category']}]" in texts(at)
     assert at.multiselect(key="category").value == ["input_duration_violation", "auth_failed"]  # the filters stay
     assert table(at, "client_id", "event_id", index=1)["event_id"].isin([newest["event_id"]]).any()
+
+
+def test_the_sortable_grid_lists_the_newest_thousand_and_a_row_opens_its_closure(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "explorer")
+    assert drawn_table(at, "closures_table")[0].height == EXPLORER_ROWS
+    at.toggle(key="grid").set_value(True).run()
+    no_failures(at)
+    rows = at.dataframe(key="closures_grid").value
+    expected = sql(demo_db, "SELECT event_id FROM closures WHERE category <> 'normal' ORDER BY ts DESC LIMIT 1000")["event_id"]
+    assert rows["event_id"].tolist() == expected.to_list() and len(rows) > EXPLORER_ROWS
+    select_row(at, "closures_grid", 3)
+    no_failures(at)
+    assert table(at, "client_id", "event_id", index=2)["event_id"].isin([rows.iloc[3]["event_id"]]).any()
 
 
 def test_explorer_default_hides_normal_closures_and_leads_with_advice(demo_db, monkeypatch):
