@@ -240,12 +240,6 @@ def range_params(start: datetime | None, end: datetime | None) -> dict[str, str]
     return params
 
 
-def open_explorer(**filters: Any) -> None:
-    """Go to the Explorer with these filters (used when a table row is clicked)."""
-    params = {key: value for key, value in filters.items() if value not in (None, "", [], ())}
-    st.switch_page(page_path("explorer"), query_params=params or None)
-
-
 def selected_row(event: Any, frame: pl.DataFrame) -> dict[str, Any] | None:
     """The row a user clicked in an ``st.dataframe(..., on_select="rerun")``, or None."""
     try:

@@ -110,11 +110,6 @@ def table_element(at: AppTest, *columns: str, index: int = 0):
     return matches[index]
 
 
-def shown_columns(element) -> list[str]:
-    """The columns a table shows, in their order on the screen."""
-    return list(element.proto.column_order)
-
-
 def column_formats(element) -> dict[str, str]:
     """Each configured column's number format."""
     return {name: spec.get("type_config", {}).get("format") for name, spec in json.loads(element.proto.columns).items()}
