@@ -12,6 +12,7 @@ Finally SIGTERM must stop `up` and all of its children.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -73,8 +74,13 @@ def closewatch_up(tmp_path: Path):
         yield url, process, db
     finally:
         if process.poll() is None:
+            children = psutil.Process(process.pid).children(recursive=True)
             process.kill()
             process.wait()
+            for child in children:  # a writer the test paused would not act on the signal its dying parent sends
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.resume()
+                    child.kill()
 
 
 def metric_value(page, label: str) -> str:
