@@ -428,15 +428,24 @@ def _repeated_slots(con: duckdb.DuckDBPyConnection, timed: int) -> tuple[int, np
     once = np.zeros((mask >> 3) + 1, dtype=np.uint8)
     twice = np.zeros((mask >> 3) + 1, dtype=np.uint8)
     repeated = [np.empty(0, dtype=np.uint64)]
-    reader = con.execute(f"SELECT {_SLOT.format(slot_mask=mask)} AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 17)
+    reader = con.execute(f"SELECT ({_SLOT.format(slot_mask=mask)})::UBIGINT AS slot FROM parts WHERE ts IS NOT NULL").to_arrow_reader(1 << 17)
     for batch in reader:
-        slots, counts = np.unique(batch.column(0).to_numpy(), return_counts=True)
+        slots, counts = np.unique(_uint64s(batch.column(0)), return_counts=True)
         byte, bit = slots >> 3, np.left_shift(1, slots & 7).astype(np.uint8)
         new = slots[((counts > 1) | (once[byte] & bit > 0)) & (twice[byte] & bit == 0)]
         np.bitwise_or.at(once, byte, bit)
         np.bitwise_or.at(twice, new >> 3, np.left_shift(1, new & 7).astype(np.uint8))
         repeated.append(new)
     return mask, np.concatenate(repeated)
+
+
+def _uint64s(column) -> np.ndarray:
+    """An Arrow column of UBIGINT without NULLs (a hash never is) as numpy, read from its buffer.
+
+    pyarrow's, DuckDB's and polars' own numpy conversions import pandas or
+    pyarrow.compute, 0.3 s of every small ingest (tests/cli/test_start.py).
+    """
+    return np.frombuffer(column.buffers()[1], dtype=np.uint64, count=len(column), offset=column.offset * 8)
 
 
 def _put(con: duckdb.DuckDBPyConnection, staging: Path, name: str, frame: pl.DataFrame) -> None:
