@@ -128,6 +128,15 @@ def test_a_last_line_without_newline_is_read_once_the_file_settles(store, tmp_pa
     expect_once(store, 26)
 
 
+def test_a_store_in_a_folder_whose_name_holds_a_quote_is_followed(tmp_path):
+    """The staged chunk lives beside the store: its path reaches DuckDB as a literal, quotes doubled."""
+    store = Store(tmp_path / "o'brien" / "closewatch.duckdb")
+    log = tmp_path / "app.log"
+    log.write_text(lines(0, 5))
+    follower(store, [str(log)]).tick()
+    expect_once(store, 5)
+
+
 def test_rotation_by_rename_finishes_the_old_file_then_reads_the_new_one(store, tmp_path):
     log = tmp_path / "app.log"
     log.write_text(lines(0, 30))
