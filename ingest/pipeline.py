@@ -126,11 +126,6 @@ class Staged:
         return final if final.exists() else None
 
     @property
-    def pairs(self) -> Path | None:
-        pairs = self.folder / PAIRS_FILE
-        return pairs if pairs.exists() else None
-
-    @property
     def rejects(self) -> list[Path]:
         return sorted(self.folder.glob("rejects-*.parquet"))
 
