@@ -150,7 +150,7 @@ def table_html(frame: pl.DataFrame, key: str, columns: Mapping[str, Column] | No
             content = _cell(row[name], spec, placeholder)
             target = spec.link(row) if spec.link else None
             if target:
-                content = f'<a href="{html.escape(target)}" target="_self" data-page-link>{content}</a>'
+                content = _in_app_link(target, content)
             cells.append(f'<td class="{_align(spec.kind)}">{content}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     box = f' style="max-height:{int(max_height)}px"' if max_height else ""
@@ -254,7 +254,12 @@ def sections_html(items: Sequence[Section], key: str) -> str:
 
 def page_link(href: str, label: str) -> str:
     """A link to a dashboard page that switches page inside the app (see ``NAV_SCRIPT``)."""
-    return f'<a href="{html.escape(href)}" target="_self" data-page-link>{html.escape(label)}</a>'
+    return _in_app_link(href, html.escape(label))
+
+
+def _in_app_link(href: str, markup: str) -> str:
+    """``markup`` (already escaped) as a link that ``NAV_SCRIPT`` turns into an in-app page switch."""
+    return f'<a href="{html.escape(href)}" target="_self" data-page-link>{markup}</a>'
 
 
 # ---------------------------------------------------------------- charts
