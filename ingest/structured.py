@@ -81,14 +81,21 @@ def stage_json_file(path: Path, options: ParseOptions, con: duckdb.DuckDBPyConne
     blank line (line numbers would shift) or an API frame (which needs joining)
     sends the file down the line-by-line path instead (returns None, and
     nothing is left in ``con``).
+
+    A line's number is its row's place in ``typed``: the table keeps the
+    file's order (DuckDB preserves insertion order for a single scan with
+    projections only), so it is ``rowid + 1``. ``row_number() OVER ()`` says
+    the same but made the whole read single-threaded: 1.8 s against 1.0 s of
+    wall time on 2 M lines (issue 16).
     """
     columns = "{" + ", ".join(f"'{name}': 'VARCHAR'" for name in ALL_NAMES) + "}"
     compression = "gzip" if _is_gzip(path) else "uncompressed"
     con.execute(f"SET TimeZone = '{options.tz}'")
+    con.execute("SET preserve_insertion_order = true")  # the rowid is the line's place (see above)
     try:
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW rows AS
-            SELECT row_number() OVER () AS source_line, NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error, *
+            SELECT NULL::BIGINT AS source_line, NULL::VARCHAR AS raw, NULL::VARCHAR AS parse_error, *
             FROM read_json({literal(str(path))}, columns = {columns}, format = 'newline_delimited',
                            compression = '{compression}', maximum_object_size = 16777216)
         """)
@@ -97,6 +104,10 @@ def stage_json_file(path: Path, options: ParseOptions, con: duckdb.DuckDBPyConne
         con.execute("DROP TABLE IF EXISTS typed")
         return None
     return _split_typed(con)
+
+
+#: The typed rows with their line numbers, which are their places in the file (see stage_json_file).
+_NUMBERED = "(SELECT * REPLACE (rowid + 1 AS source_line) FROM typed)"
 
 
 def _split_typed(con: duckdb.DuckDBPyConnection) -> StagedCounts | None:
@@ -109,8 +120,8 @@ def _split_typed(con: duckdb.DuckDBPyConnection) -> StagedCounts | None:
     if frames:
         con.execute("DROP TABLE typed")
         return None
-    con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT {', '.join(EVENT_SCHEMA)} FROM typed WHERE reject_reason IS NULL AND {is_event}")
-    con.execute("CREATE OR REPLACE TEMP VIEW unfilled_rejects AS SELECT source_line, reject_reason AS reason FROM typed WHERE reject_reason IS NOT NULL")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT {', '.join(EVENT_SCHEMA)} FROM {_NUMBERED} WHERE reject_reason IS NULL AND {is_event}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW unfilled_rejects AS SELECT source_line, reject_reason AS reason FROM {_NUMBERED} WHERE reject_reason IS NOT NULL")
     return StagedCounts(rows=rows, events=events, rejects=rejects, skipped=rows - events - rejects)
 
 
