@@ -96,11 +96,12 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], follow_target: str | None
         _ingest_with_spark(ctx, paths, format_name, tz, catalog_path(ctx, catalog_option), lake_option, master,
                            envelope, client_from)
         return
-    store = get_store(ctx)
+    settings = get_quick_settings(ctx)  # without a config file, a small ingest imports no pydantic
+    store = get_store(ctx, settings)
     inputs = expand_inputs(list(paths), spool_dir=spool_folder(store.path) if "-" in paths else None)
     with _sigterm_unwinds(), _progress_display(inputs) as progress_for:
         results = jobs.ingest(store, inputs, format_name, tz, catalog_path(ctx, catalog_option), progress_for,
-                              envelope=envelope, client_from=client_from, limits=get_settings(ctx).ingest)
+                              envelope=envelope, client_from=client_from, limits=settings.ingest_limits)
     _print_ingest_summary(results)
 
 

@@ -138,7 +138,7 @@ def existing_store(ctx: click.Context, settings: Settings | QuickSettings | None
 
 def catalog_path(ctx: click.Context, option: str | None) -> Path | None:
     """--catalog, else `catalog` under [analysis] in the config file (relative to it)."""
-    return Path(option) if option else get_settings(ctx).catalog
+    return Path(option) if option else get_quick_settings(ctx).catalog
 
 
 # -- output ----------------------------------------------------------------

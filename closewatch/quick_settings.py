@@ -3,10 +3,11 @@
 Importing pydantic and building the models of ``closewatch.settings`` costs
 about 0.1 s, as much as Python importing duckdb and answering a query (issue
 16, bench/bench_cli_start.py). `closewatch info` and `closewatch sql` need
-four things: the database, its lock timeout, the lake and the [sql] limits.
-Without a config file each of them is an option, an environment variable or
-a default, and none needs validating by pydantic, so ``quick_settings``
-builds them here. A config file is validated in full by
+four things: the database, its lock timeout, the lake and the [sql] limits;
+`closewatch ingest` needs those of the store, the catalog file and the
+[ingest] bounds. Without a config file each of them is an option, an
+environment variable or a default, and none needs validating by pydantic, so
+``quick_settings`` builds them here. A config file is validated in full by
 ``closewatch.settings.load_settings``, so a mistake in any of its sections is
 still one sentence naming the file, section and key.
 
@@ -16,11 +17,12 @@ The defaults live here once; ``closewatch.settings`` takes them from here.
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from closewatch.errors import ConfigError
+from closewatch.errors import ClosewatchError, ConfigError
 
 if TYPE_CHECKING:
     from closewatch.settings import Settings
@@ -47,6 +49,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class IngestLimits:
+    """The [ingest] bounds every input is read within, as the ingest stage reads them (bytes, characters, years).
+
+    ``closewatch.settings.IngestSettings`` validates the section of a config
+    file and gives its values as these; without a config file these defaults
+    are the bounds, and an ingest imports no pydantic (issue 16).
+    """
+
+    max_line_length: int = 1024 * 1024
+    max_field_length: int = 8192
+    max_decompressed: int = 16 * 1024**3
+    memory_limit: int = 1024**3
+    earliest_year: int = 2000
+    latest_year: int = 2100
+
+    @property
+    def duckdb_memory_limit(self) -> str:
+        """memory_limit as DuckDB's SET memory_limit reads it."""
+        return f"{self.memory_limit // (1024 * 1024)}MiB"
+
+
+@dataclass(frozen=True)
 class StorePlace:
     """What the quick commands read of [store]."""
 
@@ -65,6 +89,15 @@ class QuickSettings:
     @property
     def lock_timeout_s(self) -> float:
         return self.store.lock_timeout_s
+
+    @property
+    def catalog(self) -> Path | None:
+        """No config file names a catalog."""
+        return None
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits()
 
 
 def resolve_db_path(option: str | os.PathLike | None) -> Path:
@@ -85,6 +118,17 @@ def config_file(option: str | os.PathLike | None) -> Path | None:
     if explicit:
         raise ConfigError(f"Config file {candidate} does not exist; check the path or unset CLOSEWATCH_CONFIG.")
     return None
+
+
+def read_toml(path: Path, error: type[ClosewatchError], what: str) -> dict[str, Any]:
+    """A TOML file as a dict, or one sentence (raised as ``error``) naming the file and what is wrong."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist; check the path and run again.") from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path} is not valid TOML ({problem}); fix the file and run again.") from None
 
 
 def lake_path(option: str | os.PathLike | None) -> Path | None:

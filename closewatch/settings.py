@@ -22,15 +22,24 @@ defaults those commands read, are decided there once.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from closewatch.durations import parse_duration
-from closewatch.errors import ClosewatchError, ConfigError
-from closewatch.quick_settings import DEFAULT_CONFIG, DEFAULT_DB, LOCK_TIMEOUT_S, Limits, config_file, lake_path, resolve_db_path
+from closewatch.errors import ConfigError
+from closewatch.quick_settings import (
+    DEFAULT_CONFIG,
+    DEFAULT_DB,
+    LOCK_TIMEOUT_S,
+    IngestLimits,
+    Limits,
+    config_file,
+    lake_path,
+    read_toml,
+    resolve_db_path,
+)
 from closewatch.validation import problem_sentence
 
 
@@ -174,12 +183,12 @@ class IngestSettings(Section):
     Sizes are bytes or strings such as "1MiB", "16GiB".
     """
 
-    max_line_length: ByteSize = Field(ByteSize(1024 * 1024), ge=1024, le=256 * 1024 * 1024)
-    max_field_length: int = Field(8192, ge=256, le=1024 * 1024)
-    max_decompressed: ByteSize = Field(ByteSize(16 * 1024**3), ge=1024)
-    memory_limit: ByteSize = Field(ByteSize(1024**3), ge=64 * 1024 * 1024)
-    earliest_year: int = Field(2000, ge=1971, le=9998)
-    latest_year: int = Field(2100, ge=1971, le=9998)
+    max_line_length: ByteSize = Field(ByteSize(IngestLimits.max_line_length), ge=1024, le=256 * 1024 * 1024)
+    max_field_length: int = Field(IngestLimits.max_field_length, ge=256, le=1024 * 1024)
+    max_decompressed: ByteSize = Field(ByteSize(IngestLimits.max_decompressed), ge=1024)
+    memory_limit: ByteSize = Field(ByteSize(IngestLimits.memory_limit), ge=64 * 1024 * 1024)
+    earliest_year: int = Field(IngestLimits.earliest_year, ge=1971, le=9998)
+    latest_year: int = Field(IngestLimits.latest_year, ge=1971, le=9998)
 
     @model_validator(mode="after")
     def _years_in_order(self) -> IngestSettings:
@@ -187,10 +196,10 @@ class IngestSettings(Section):
             raise ValueError("earliest_year must not be after latest_year")
         return self
 
-    @property
-    def duckdb_memory_limit(self) -> str:
-        """memory_limit as DuckDB's SET memory_limit reads it."""
-        return f"{int(self.memory_limit) // (1024 * 1024)}MiB"
+    def limits(self) -> IngestLimits:
+        """The validated section as the ingest stage reads it."""
+        return IngestLimits(int(self.max_line_length), self.max_field_length, int(self.max_decompressed),
+                            int(self.memory_limit), self.earliest_year, self.latest_year)
 
 
 #: The sections whose paths are relative to the config file.
@@ -221,6 +230,11 @@ class Settings(Section):
         return self.analysis.catalog
 
     @property
+    def ingest_limits(self) -> IngestLimits:
+        """[ingest] as the ingest stage reads it."""
+        return self.ingest.limits()
+
+    @property
     def origin(self) -> str:
         """The config file's name for messages."""
         return str(self.path or DEFAULT_CONFIG)
@@ -235,17 +249,6 @@ class Settings(Section):
 
 
 # -- building it -----------------------------------------------------------------------------
-
-
-def read_toml(path: Path, error: type[ClosewatchError], what: str) -> dict[str, Any]:
-    """A TOML file as a dict, or one sentence (raised as ``error``) naming the file and what is wrong."""
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist; check the path and run again.") from None
-    except tomllib.TOMLDecodeError as problem:
-        raise error(f"{path} is not valid TOML ({problem}); fix the file and run again.") from None
 
 
 def load_settings(

@@ -61,7 +61,8 @@ from closewatch.ingest.formats import ParseOptions
 from closewatch.ingest.lines import GZIP_MAGIC, head_lines_of, stream_of
 from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, staged_input, stored_ids_sql
 from closewatch.ingest.sources import bytes_input, expand_inputs
-from closewatch.settings import FollowSettings, IngestSettings
+from closewatch.ingest.limits import IngestLimits
+from closewatch.settings import FollowSettings
 from closewatch.store import Store, literal, scalar
 
 #: A file is told apart from others by the sha256 of this many first bytes (fewer while it is shorter).
@@ -184,7 +185,7 @@ class ReadOptions:
     """How every followed input is read: the user's format/envelope choices and the bounds."""
 
     follow: FollowSettings = FollowSettings()
-    limits: IngestSettings = IngestSettings()
+    limits: IngestLimits = IngestLimits()
     format_name: str | None = None
     envelope: str | None = None
     tz: str = "UTC"

@@ -1,4 +1,8 @@
-"""The bounds every input is read within: ``[ingest]`` of closewatch.toml (closewatch.settings.IngestSettings).
+"""The bounds every input is read within: ``[ingest]`` of closewatch.toml (closewatch.quick_settings.IngestLimits).
+
+A config file's section is validated by closewatch.settings.IngestSettings;
+this plain dataclass is what the stage reads, so an ingest without a config
+file imports no pydantic.
 
 ```toml
 [ingest]
@@ -11,6 +15,6 @@ latest_year = 2100
 ```
 """
 
-from closewatch.settings import IngestSettings as IngestLimits
+from closewatch.quick_settings import IngestLimits
 
 __all__ = ["IngestLimits"]

@@ -52,7 +52,7 @@ def scalar_or_zero(store: Store, sql: str, params: list) -> int:
 def load_demo(store: Store, settings: Settings, folder: Path, now: datetime | None = None) -> DemoLoad:
     """Load the demo week so that it ends at ``now``, then run the detectors over it."""
     now = now or datetime.now(UTC)
-    results = ingest(store, expand_inputs([str(folder)]), catalog_path=settings.catalog, limits=settings.ingest)
+    results = ingest(store, expand_inputs([str(folder)]), catalog_path=settings.catalog, limits=settings.ingest_limits)
     end = datetime.fromisoformat(json.loads((folder / "manifest.json").read_text())["end"].replace("Z", "+00:00"))
     days = math.ceil((now - end) / timedelta(days=1))
     with store.transaction(lake=False) as con:

@@ -41,7 +41,7 @@ def read_options(settings: Settings, format_name: str | None = None, envelope: s
     if format_name is not None:
         get_format(format_name)
     check_envelope_name(envelope)
-    return ReadOptions(follow=settings.follow, limits=settings.ingest, format_name=format_name, envelope=envelope,
+    return ReadOptions(follow=settings.follow, limits=settings.ingest_limits, format_name=format_name, envelope=envelope,
                        tz=check_zone(tz or "UTC"), client_from=client_from)
 
 

@@ -23,7 +23,7 @@ from closewatch.ingest.pipeline import (
 )
 from closewatch.ingest.sources import Input
 from closewatch.ingest.timestamps import check_zone
-from closewatch.settings import load_settings
+from closewatch.quick_settings import quick_settings
 from closewatch.store import Store
 
 #: Makes a progress callback for one input (or None for no progress display).
@@ -50,7 +50,7 @@ def ingest(
     """
     check_format_name(format_name)
     if limits is None:
-        limits = load_settings().ingest
+        limits = quick_settings().ingest_limits  # without a config file: no pydantic
     check_envelope_name(envelope)
     options = ParseOptions(tz=check_zone(tz), envelope=envelope, client_from=client_from)
     catalog = load_catalog(catalog_path)

@@ -54,7 +54,7 @@ def load(files: list, choices: Choices) -> list[dict]:
         try:
             (result,) = jobs.ingest(store, [source], choices.format_name, choices.tz, settings.catalog,
                                     _progress(bar, upload.name, len(payload)), envelope=choices.envelope,
-                                    client_from=choices.client_from, limits=settings.ingest)
+                                    client_from=choices.client_from, limits=settings.ingest_limits)
         except ClosewatchError as error:  # this file failed as a whole; the others still load
             bar.progress(1.0, text=f"{upload.name}: not loaded")
             results.append(_failed(upload.name, str(error)))

@@ -265,6 +265,15 @@ def test_builtin_catalog_covers_every_category(catalog):
     assert set(catalog.entries["origin"].to_list()) == {"builtin"}
 
 
+def test_the_builtin_catalog_is_valid_and_loads_as_validated():
+    """load_catalog takes the built-in file's rows without pydantic; validated entry by entry, they are the same rows."""
+    from closewatch.analysis.catalog import _ENTRY_DEFAULTS, BUILTIN_PATH, _read_entries
+    from closewatch.analysis.catalog_entry import CatalogEntry
+
+    assert _read_entries(BUILTIN_PATH, "builtin", checked=True) == _read_entries(BUILTIN_PATH, "builtin")
+    assert _ENTRY_DEFAULTS == {name: field.default for name, field in CatalogEntry.model_fields.items() if not field.is_required()}
+
+
 def test_catalog_table_is_readable(catalog):
     table = catalog_table(catalog)
     assert table.height == catalog.entries.height

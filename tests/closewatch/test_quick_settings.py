@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from closewatch.errors import ConfigError
-from closewatch.quick_settings import Limits, QuickSettings, quick_settings
+from closewatch.quick_settings import IngestLimits, Limits, QuickSettings, quick_settings
 from closewatch.settings import Settings, load_settings
 
 
@@ -26,7 +26,8 @@ def elsewhere(tmp_path, monkeypatch):
 
 
 def the_quick_part(settings: Settings | QuickSettings) -> tuple:
-    return settings.db, settings.lock_timeout_s, settings.store.lake, Limits.from_settings(settings)
+    return (settings.db, settings.lock_timeout_s, settings.store.lake, Limits.from_settings(settings), settings.catalog,
+            settings.ingest_limits)
 
 
 @pytest.mark.parametrize("options, environment", [
@@ -48,6 +49,12 @@ def test_a_config_file_is_validated_in_full(elsewhere):
     settings = quick_settings(db="a.duckdb")
     assert isinstance(settings, Settings)
     assert (settings.sql.timeout_s, settings.sql.max_rows, settings.lock_timeout_s, settings.db) == (5.0, 7, 3.0, Path("a.duckdb"))
+    (elsewhere / "closewatch.toml").write_text('[ingest]\nmax_line_length = "2KiB"\nmemory_limit = "128MiB"\nlatest_year = 2050\n\n'
+                                               '[analysis]\ncatalog = "mine.toml"\n')
+    settings = quick_settings()
+    assert settings.ingest_limits == IngestLimits(max_line_length=2048, memory_limit=128 * 1024 * 1024, latest_year=2050)
+    assert settings.ingest_limits.duckdb_memory_limit == "128MiB"
+    assert settings.catalog == Path("mine.toml")  # relative to the config file, which is in the working directory
     (elsewhere / "closewatch.toml").write_text("[alerts]\nstep = 5\nno_such_key = 1\n")  # a section info and sql never read
     with pytest.raises(ConfigError, match=r"closewatch.toml: .*no_such_key"):
         quick_settings()
@@ -63,6 +70,7 @@ def test_a_named_config_file_that_is_missing_is_one_sentence(elsewhere, monkeypa
 
 def test_the_defaults_are_the_settings_models_defaults():
     assert Limits.from_settings(Settings()) == Limits()
+    assert Settings().ingest_limits == IngestLimits() == QuickSettings(Path("x")).ingest_limits
     assert Settings().lock_timeout_s == QuickSettings(Path("x")).lock_timeout_s
 
 
