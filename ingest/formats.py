@@ -92,6 +92,9 @@ class Format:
     #: StagedCounts, or None to fall back to ``parse``. It leaves in the connection a relation
     #: ``staged`` (EVENT_SCHEMA) and, for rejects, ``unfilled_rejects`` (source_line, reason).
     stage_file: Callable[[Path, ParseOptions, duckdb.DuckDBPyConnection], StagedCounts | None] | None = None
+    #: The highest score ``sniff`` can give: ``detect_format`` does not run a sniff that cannot win
+    #: (a JSON-lines head scores 0.9, which no client's text format reaches; issue 16).
+    best_sniff: float = 1.0
 
 
 def builtin_formats() -> tuple[Format, ...]:
@@ -117,9 +120,15 @@ def get_format(name: str) -> Format:
 
 
 def detect_format(head: list[str]) -> Format | None:
-    """The best-scoring format for a file's first lines, or None if nothing fits."""
+    """The best-scoring format for a file's first lines, or None if nothing fits.
+
+    The first format with the highest score wins, so a format whose ``best_sniff``
+    is not above the best score so far cannot win and is not sniffed.
+    """
     best, best_score = None, 0.0
     for fmt in all_formats():
+        if fmt.best_sniff <= best_score:
+            continue
         score = fmt.sniff(head)
         if score > best_score:
             best, best_score = fmt, score

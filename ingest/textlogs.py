@@ -670,6 +670,10 @@ def parse_with(spec: Spec, batches: LineBatches, options: ParseOptions) -> Itera
     yield Parsed(events, empty_rejects(), skipped)
 
 
+#: The highest score ``sniff_with`` gives the generic fallback and a client's format (Format.best_sniff).
+GENERIC_BEST, CLIENT_BEST = 0.3, 0.85
+
+
 def sniff_with(spec: Spec, head: list[str]) -> float:
     """How well the first lines fit: a share of lines in this client's shapes, kept below 0.9."""
     lines = [line for line in head if line.strip()]
@@ -696,6 +700,7 @@ def sniff_with(spec: Spec, head: list[str]) -> float:
         score = 0.1 + 0.2 * weight / (weight + 3)
     else:
         score = 0.5 + 0.35 * weight / (weight + 2)
+    # weight / (weight + k) < 1: at most GENERIC_BEST and CLIENT_BEST, even rounded
     if hits["j"] > len(lines) / 2:
         score *= 0.5
     return round(score, 4)
@@ -712,7 +717,7 @@ def _make_format(client: Client, spec: Spec) -> Format:
     parse.__doc__ = f"Parse a {client.name} log into session-close events."
     return Format(
         name=client.name, description=client.description, example=client.example,
-        sniff=sniff, parse=parse, source=client.source,
+        sniff=sniff, parse=parse, source=client.source, best_sniff=GENERIC_BEST if spec.name == "generic" else CLIENT_BEST,
     )
 
 

@@ -426,6 +426,39 @@ def test_samples_are_current():
         assert (SAMPLES / name).read_text() == "\n".join(make_text_samples.build(fmt)) + "\n", name
 
 
+def _sample_lines() -> list[str]:
+    names = [p for p in sorted(SAMPLES.iterdir()) if p.suffix in (".log", ".jsonl", ".csv", ".tsv")]
+    return [line for p in names for line in p.read_text(errors="replace").splitlines()[:200]]
+
+
+SAMPLE_LINES = _sample_lines()
+
+
+def exhaustive_detect(head: list[str]):
+    """detect_format without skipping any sniff: the first format with the highest score."""
+    scores = [(fmt.sniff(head), -place, fmt) for place, fmt in enumerate(all_formats())]
+    best = max(scores, key=lambda item: item[:2])
+    return best[2] if best[0] > 0 else None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(SAMPLE_LINES), st.text(max_size=80)), max_size=60))
+def test_no_sniff_scores_above_its_formats_best_and_skipping_changes_no_choice(head):
+    """detect_format skips a format whose best_sniff cannot beat the best score so far (issue 16): exact only if
+    no sniff ever scores above its best_sniff."""
+    for fmt in all_formats():
+        assert fmt.sniff(head) <= fmt.best_sniff, fmt.name
+    assert detect_format(head) is exhaustive_detect(head)
+
+
+def test_every_sample_is_detected_as_without_skipping():
+    for path in sorted(SAMPLES.iterdir()):
+        if path.suffix in (".log", ".jsonl", ".csv", ".tsv"):
+            with open(path, "rb") as stream:
+                head = head_lines_of(stream)[:50]
+            assert detect_format(head) is exhaustive_detect(head), path.name
+
+
 def test_sniff_reads_lines_that_carry_an_apps_client_tag():
     head = [f"Session ID: {SID[0]} client=callbot-eu", "Closing Session client=callbot-eu"]
     assert detect_format(head).name == "assemblyai-python-v2"
