@@ -245,11 +245,12 @@ def store_lines(store: Store, state: FollowState, data: bytes, lines: int, new_o
             _check_offset(con, new, expected)
             if staged.closures is not None:
                 # the duplicate check reads only the stored ids in the chunk's time range (ingest.pipeline)
-                query = _INSERT_SQL.format(final=literal(str(staged.closures)), stored=stored_ids_sql(con, staged.closures))
+                parts = [str(part) for part in staged.closures]
+                query = _INSERT_SQL.format(final=literal(parts), stored=stored_ids_sql(con, staged.closures))
                 inserted = scalar(con, query,
                                   [new.path, _format_name(new), new.batch_id, new.line_no])
                 done.accepted, done.duplicates = inserted, result.accepted - inserted
-                newest = scalar(con, "SELECT max(ts) FROM read_parquet(?)", [str(staged.closures)])
+                newest = scalar(con, "SELECT max(ts) FROM read_parquet(?)", [parts])
                 if newest is not None and (new.last_close_at is None or newest > new.last_close_at):
                     new.last_close_at = newest
             if staged.rejects:

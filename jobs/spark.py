@@ -275,11 +275,12 @@ def _closure_batches(staged, schema) -> Iterator:
     if staged.closures is None:
         return
     result = staged.result
-    for batch in pq.ParquetFile(staged.closures).iter_batches(batch_size=BATCH_ROWS):
-        columns = {name: batch.column(name) for name in batch.schema.names}
-        yield _conform(columns | {"kind": "closure", "source_file": result.source,
-                                             "source_format": result.format, "batch_id": result.batch_id},
-                       batch.num_rows, schema)
+    for part in staged.closures:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+            columns = {name: batch.column(name) for name in batch.schema.names}
+            yield _conform(columns | {"kind": "closure", "source_file": result.source,
+                                      "source_format": result.format, "batch_id": result.batch_id},
+                           batch.num_rows, schema)
 
 
 def _reject_batches(staged, schema) -> Iterator:

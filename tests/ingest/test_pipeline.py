@@ -284,7 +284,7 @@ def test_the_duplicate_check_reads_only_stored_rows_of_the_files_period(tmp_path
     with store.connect(read_only=True) as con:
         def scope(rows: str) -> set[str]:
             con.execute(f"COPY (SELECT * FROM (VALUES {rows}) v(ts)) TO '{staged}' (FORMAT parquet)")
-            ids = {row[0] for row in con.execute(stored_ids_sql(con, staged)).fetchall()}
+            ids = {row[0] for row in con.execute(stored_ids_sql(con, [staged])).fetchall()}
             return {row[0] for row in con.execute("SELECT coalesce(session_id, 'untimed') FROM closures WHERE list_contains(?, event_id)",
                                                   [sorted(ids)]).fetchall()}
 
