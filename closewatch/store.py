@@ -148,8 +148,10 @@ class Store:
         if self._schema_checked:
             return self._open(read_only, config, lock_configuration)
         if not self.path.exists():
-            self._ensure_schema()
-            return self._open(read_only, config, lock_configuration)
+            if read_only:
+                self._ensure_schema()
+                return self._open(read_only, config, lock_configuration)
+            return self._created(config, lock_configuration)
         con = self._open(read_only, config, lock_configuration)
         try:
             version = _schema_version(con)
@@ -162,6 +164,19 @@ class Store:
         con.close()
         self._ensure_schema()
         return self._open(read_only, config, lock_configuration)
+
+    def _created(self, config: dict | None, lock_configuration: bool) -> duckdb.DuckDBPyConnection:
+        """A new file's writing connection, its schema made on it: no second connection to create the
+        schema and close again (a close writes a checkpoint), about a tenth of a small first ingest."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open(False, config, lock_configuration)
+        try:
+            self._migrate_on(con)  # another process may have made the file meanwhile: this adds only what is missing
+        except BaseException:
+            con.close()
+            raise
+        self._schema_checked = True
+        return con
 
     def _open(self, read_only: bool, config: dict | None = None, lock_configuration: bool = False) -> duckdb.DuckDBPyConnection:
         """Connect, retrying with exponential backoff (tenacity) while another process holds the file's lock."""
@@ -240,13 +255,14 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         version = self._read_version()
         if version > LATEST:
-            raise SchemaTooNew(
-                f"Database {self.path} has schema version {version}, newer than this closewatch understands ({LATEST}); "
-                "upgrade closewatch to open it."
-            )
+            raise SchemaTooNew(self._too_new_message(version))
         if version < LATEST:
             self._migrate(version)
         self._schema_checked = True
+
+    def _too_new_message(self, version: int) -> str:
+        return (f"Database {self.path} has schema version {version}, newer than this closewatch understands ({LATEST}); "
+                "upgrade closewatch to open it.")
 
     def _read_version(self) -> int:
         if not self.path.exists():
@@ -260,15 +276,25 @@ class Store:
     def _migrate(self, current: int) -> None:
         con = self._open(read_only=False)
         try:
-            con.begin()
+            self._migrate_on(con)
+        finally:
+            con.close()
+
+    def _migrate_on(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Apply the migrations the file lacks, in one transaction, on a writing connection (which holds the file's lock)."""
+        con.begin()
+        try:
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMPTZ DEFAULT now())")
             current = scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
+            if current > LATEST:
+                raise SchemaTooNew(self._too_new_message(current))
             for version in sorted(v for v in MIGRATIONS if v > current):
                 con.execute(MIGRATIONS[version])
                 con.execute(f"INSERT INTO schema_version (version) VALUES ({int(version)})")  # no bound parameter: see literal()
-            con.commit()
-        finally:
-            con.close()
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
 
 
 def literal(value: Any) -> str:

@@ -38,6 +38,46 @@ def test_schema_is_created_on_first_use_and_versioned(store):
     assert {"closures", "ingest_batches", "rejects", "detections", "closures_daily", "client_error_rates"} <= tables
 
 
+SCHEMA_QUERIES = {
+    "columns": "SELECT table_name, column_index, column_name, data_type, column_default, is_nullable FROM duckdb_columns() "
+               "WHERE NOT internal ORDER BY ALL",
+    "views": "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY ALL",
+    "indexes": "SELECT index_name, table_name, is_unique, sql FROM duckdb_indexes() ORDER BY ALL",
+    "constraints": "SELECT table_name, constraint_type, constraint_text FROM duckdb_constraints() ORDER BY ALL",
+    "versions": "SELECT list(version ORDER BY version) FROM schema_version",
+}
+
+
+def schema_of(path: Path) -> dict:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {name: con.execute(sql).fetchall() for name, sql in SCHEMA_QUERIES.items()}
+
+
+def test_a_new_file_gets_the_same_schema_on_its_writing_connection_as_on_a_reading_one(tmp_path):
+    """A first write makes the schema on the very connection it writes with (one open and one close fewer);
+    a first read makes it on a connection of its own, as every store did before."""
+    written, read = Store(tmp_path / "written.duckdb"), Store(tmp_path / "read.duckdb")
+    with written.transaction() as con:
+        con.execute("INSERT INTO job_runs (run_id, job, started_at, outcome) VALUES ('r1', 'x', now(), 'ok')")
+    read.query("SELECT 1")
+    assert schema_of(written.path) == schema_of(read.path)
+    assert schema_of(written.path)["versions"] == [(sorted(schema.MIGRATIONS),)]
+    assert written.query("SELECT count(*) FROM job_runs").item() == 1
+
+
+def test_two_processes_that_make_the_same_new_file_at_once_both_load(tmp_path):
+    db = tmp_path / "new.duckdb"
+    logs = [write_lines(tmp_path / f"{n}.jsonl", [json.dumps({"ts": f"2026-11-20T10:00:0{n}Z", "code": 1006, "reason": "lost"})])
+            for n in range(2)]
+    runs = [subprocess.Popen([sys.executable, "-m", "closewatch.cli", "--db", str(db), "ingest", str(log)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for log in logs]
+    for run in runs:
+        _, errors = run.communicate(timeout=120)
+        assert run.returncode == 0, errors
+    assert Store(db).query("SELECT count(*) FROM closures").item() == 2
+    assert schema_of(db)["versions"] == [(sorted(schema.MIGRATIONS),)]
+
+
 def test_older_database_is_migrated(db_path, monkeypatch):
     with duckdb.connect(str(db_path)) as con:
         con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ DEFAULT now())")
