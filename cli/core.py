@@ -78,10 +78,11 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], follow_target: str | None
         closewatch ingest loki-export.jsonl --client-from pod
         closewatch ingest --engine spark --lake /data/closewatch-lake /mnt/logs/2024-05-01/
     """
-    from closewatch import jobs
-    from closewatch.errors import ConfigError
-    from closewatch.ingest.sources import expand_inputs
-    from closewatch.ingest.staging import spool_folder
+    with kit.imports_uncollected():
+        from closewatch import jobs
+        from closewatch.errors import ConfigError
+        from closewatch.ingest.sources import expand_inputs
+        from closewatch.ingest.staging import spool_folder
 
     if follow_target is not None:
         if paths or engine != "local":

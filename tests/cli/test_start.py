@@ -68,3 +68,41 @@ def test_sql_runs_in_its_own_process_without_polars_pydantic_or_rich(tmp_path):
                    check=True, capture_output=True, timeout=120)
     for output in ("table", "csv", "json"):
         assert imported_by("--db", str(db), "sql", "select count(*) from closures", "--format", output) == {"duckdb"}, output
+
+
+GC_SCRIPT = """
+import gc, json, sys
+from closewatch.cli.main import cli
+try:
+    cli(sys.argv[1:], prog_name="closewatch", obj={})
+except SystemExit:
+    pass
+print(json.dumps([gc.isenabled(), gc.get_freeze_count() > 10_000]), file=sys.stderr)
+"""
+
+
+def test_ingest_imports_its_modules_uncollected_and_collects_as_before_after(tmp_path):
+    """kit.imports_uncollected: the modules' objects are frozen out of the collector's walks, which runs again after."""
+    data = write_lines(tmp_path / "a.jsonl", [json.dumps({"ts": "2026-11-20T10:00:00Z", "code": 1006, "reason": "lost"})])
+    done = subprocess.run([sys.executable, "-c", GC_SCRIPT, "--db", str(tmp_path / "new.duckdb"), "ingest", str(data)],
+                          capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == [True, True]
+
+
+def test_imports_uncollected_leaves_a_paused_collector_paused():
+    import gc
+
+    from closewatch.cli.kit import imports_uncollected
+
+    gc.disable()
+    try:
+        with imports_uncollected():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    with imports_uncollected():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.unfreeze()
