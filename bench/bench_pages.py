@@ -81,7 +81,7 @@ PAGES = [
     Page("Upload", "upload", "[data-testid=stExpander]", "Upload logs"),
     Page("Explorer", "explorer", ".st-key-closures_table table"),
     Page("Patterns", "patterns", ".st-key-detections_table table"),
-    Page("Alerts", "alerts", ".st-key-run_backtest button"),
+    Page("Alerts", "alerts", ".st-key-tools label"),  # the tools (silence, why, backtest) open from this toggle
     Page("SQL", "sql", ".st-key-run_sql button"),
     Page("Reference", "reference", ".st-key-guides details:last-of-type"),
 ]

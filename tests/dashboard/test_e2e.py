@@ -273,7 +273,7 @@ def test_closewatch_up_in_a_real_browser(closewatch_up, browser_page):
     shoot(page, "alerts-findings")
     demo_start = Store(db).query("SELECT min(ts) FROM closures WHERE source_file LIKE '%demo%'").item()
     open_page(page, f"{url}/alerts?bt_from={demo_start:%Y-%m-%dT00:00}", "Alerts")  # the demo week, not the older upload
-    page.get_by_role("button", name="Backtest").click()  # the first rule
+    page.get_by_role("button", name="Backtest", exact=True).click()  # the first rule; the link to a range opened the tools
     page.get_by_text(re.compile(r"would (not )?have fired")).wait_for()
     settle(page)
     scroll_to(page.get_by_role("heading", name="Backtest a rule"))

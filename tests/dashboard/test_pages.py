@@ -718,8 +718,26 @@ def test_how_long_a_finding_stays_open_is_a_setting(demo_db, tmp_path, monkeypat
     assert metric(at, "Open findings") == f"{len(expected):,}"
 
 
+def alert_tools(db: Path, monkeypatch: pytest.MonkeyPatch, page: str = "alerts") -> AppTest:
+    """The Alerts page with its tools (silence, why, backtest) opened by their toggle, as a user opens them."""
+    at = app(db, monkeypatch, page)
+    at.toggle(key="tools").set_value(True).run()
+    return at
+
+
+def test_the_alerts_tools_wait_behind_their_toggle_and_a_backtest_link_opens_them(demo_db, monkeypatch):
+    at = app(demo_db, monkeypatch, "alerts")
+    no_failures(at)
+    assert at.toggle(key="tools").value is False
+    assert not [b for b in at.button if b.key == "run_backtest"] and not at.get("form")
+    at.toggle(key="tools").set_value(True).run()
+    assert at.button(key="run_backtest") and at.selectbox(key="silence_rule")
+    linked = app(demo_db, monkeypatch, "alerts", bt_from="2026-11-16T00:00")
+    assert linked.toggle(key="tools").value is True and linked.button(key="run_backtest")
+
+
 def test_silence_and_unsilence_from_the_alerts_page(own_db, monkeypatch):
-    at = app(own_db, monkeypatch, "alerts")
+    at = alert_tools(own_db, monkeypatch, "alerts")
     at.selectbox(key="silence_rule").set_value("disconnect-storm")
     at.text_input(key="silence_for").set_value("2h")
     at.text_input(key="silence_comment").set_value("ISP maintenance")
@@ -738,7 +756,7 @@ def test_silence_and_unsilence_from_the_alerts_page(own_db, monkeypatch):
 
 
 def test_a_bad_silence_duration_is_one_sentence(own_db, monkeypatch):
-    at = app(own_db, monkeypatch, "alerts")
+    at = alert_tools(own_db, monkeypatch, "alerts")
     at.text_input(key="silence_for").set_value("soon")
     next(b for b in at.button if b.label == "Silence").click().run()
     assert not at.exception
@@ -755,7 +773,7 @@ def test_a_broken_rules_file_is_named_and_the_state_still_shows(own_db, tmp_path
 
 
 def test_backtest_draws_a_rules_firings_over_the_timeline(demo_db, monkeypatch):
-    at = app(demo_db, monkeypatch, "alerts")
+    at = alert_tools(demo_db, monkeypatch, "alerts")
     at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
     at.button(key="run_backtest").click().run()
     no_failures(at)
@@ -765,7 +783,7 @@ def test_backtest_draws_a_rules_firings_over_the_timeline(demo_db, monkeypatch):
 
 
 def test_a_backtest_band_says_why_it_fired(demo_db, monkeypatch):
-    at = app(demo_db, monkeypatch, "alerts")
+    at = alert_tools(demo_db, monkeypatch, "alerts")
     at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
     at.button(key="run_backtest").click().run()
     no_failures(at)
@@ -788,7 +806,7 @@ def test_backtest_compares_the_rules_in_force_with_edited_rules(demo_db, monkeyp
     text = DEFAULT_RULES.read_text(encoding="utf-8")
     head, tail = text.split('name = "concurrency-saturation"', 1)
     edited = head + 'name = "concurrency-saturation"' + tail.replace("\nvalue = 5\n", "\nvalue = 100000\n", 1)  # a bound it never reaches
-    at = app(demo_db, monkeypatch, "alerts")
+    at = alert_tools(demo_db, monkeypatch, "alerts")
     at.selectbox(key="backtest_rule").set_value("concurrency-saturation")
     at.text_area(key="bt_candidate").set_value(edited)
     at.button(key="run_backtest").click().run()
@@ -803,7 +821,7 @@ def test_backtest_compares_the_rules_in_force_with_edited_rules(demo_db, monkeyp
 
 
 def test_why_explains_a_firing_group_and_a_quiet_moment(alerted_db, monkeypatch):
-    at = app(alerted_db, monkeypatch, "alerts")
+    at = alert_tools(alerted_db, monkeypatch, "alerts")
     no_failures(at)
     firing = sql(alerted_db, "SELECT rule, group_key FROM alert_state WHERE state = 'firing' ORDER BY rule, group_key").rows()
     assert firing, "the scheduler's run over the demo data left nothing firing to explain"
