@@ -59,11 +59,11 @@ from closewatch.ingest.envelopes import HEAD_BYTES, HEAD_LINES, reader_for_head
 from closewatch.ingest.errors import IngestError
 from closewatch.ingest.formats import ParseOptions
 from closewatch.ingest.lines import GZIP_MAGIC, head_lines_of, stream_of
-from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, staged_input, stored_ids_sql
+from closewatch.ingest.pipeline import STORED_CLOSURE_COLUMNS, Enrich, read_parts, staged_input, stored_ids_sql
 from closewatch.ingest.sources import bytes_input, expand_inputs
 from closewatch.ingest.limits import IngestLimits
 from closewatch.settings import FollowSettings
-from closewatch.store import Store, literal, scalar
+from closewatch.store import Store, scalar
 
 #: A file is told apart from others by the sha256 of this many first bytes (fewer while it is shorter).
 FINGERPRINT_BYTES = 1024
@@ -245,12 +245,11 @@ def store_lines(store: Store, state: FollowState, data: bytes, lines: int, new_o
             _check_offset(con, new, expected)
             if staged.closures is not None:
                 # the duplicate check reads only the stored ids in the chunk's time range (ingest.pipeline)
-                parts = [str(part) for part in staged.closures]
-                query = _INSERT_SQL.format(final=literal(parts), stored=stored_ids_sql(con, staged.closures))
+                query = _INSERT_SQL.format(final=read_parts(staged.closures), stored=stored_ids_sql(con, staged.closures))
                 inserted = scalar(con, query,
                                   [new.path, _format_name(new), new.batch_id, new.line_no])
                 done.accepted, done.duplicates = inserted, result.accepted - inserted
-                newest = scalar(con, "SELECT max(ts) FROM read_parquet(?)", [parts])
+                newest = scalar(con, f"SELECT max(ts) FROM {read_parts(staged.closures)}")
                 if newest is not None and (new.last_close_at is None or newest > new.last_close_at):
                     new.last_close_at = newest
             if staged.rejects:
@@ -334,7 +333,7 @@ _IDENTITY = """concat_ws(chr(31), epoch_us(ts)::VARCHAR, coalesce(session_id, ''
 _INSERT_SQL = f"""
 INSERT INTO closures ({", ".join(STORED_CLOSURE_COLUMNS)}, ingested_at)
 WITH staged AS (
-    SELECT *, {_IDENTITY} AS identity FROM read_parquet({{final}})
+    SELECT *, {_IDENTITY} AS identity FROM {{final}}
 ), earlier AS (
     SELECT {_IDENTITY} AS identity, count(*) AS seen FROM closures
     WHERE batch_id = $3 AND ts IN (SELECT ts FROM staged WHERE event_id IN (SELECT event_id FROM closures WHERE batch_id = $3))

@@ -580,6 +580,11 @@ def final_parts(staging: Path) -> list[Path]:
     return sorted((staging / FINAL_FOLDER).glob("*.parquet"))
 
 
+def read_parts(parts: list[Path]) -> str:
+    """SQL reading staged Parquet parts as one relation (their paths as a literal: see store.literal)."""
+    return f"read_parquet({literal([str(part) for part in parts])})"
+
+
 def _staging_connection(staging: Path, limits: IngestLimits) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB (not the store) that spills to the staging folder."""
     con = duckdb.connect(config={"temp_directory": str(staging / "spill"), "memory_limit": limits.duckdb_memory_limit})
@@ -615,7 +620,7 @@ def _load(store: Store, staging: Path, result: FileResult, sha: str, started: da
         con.execute("SET preserve_insertion_order = false")
         if final:
             pairs = staging / PAIRS_FILE
-            rows = f"read_parquet({literal([str(part) for part in final])})"
+            rows = read_parts(final)
             staged = (f"(SELECT * FROM {rows} AS rows JOIN read_parquet({literal(str(pairs))}) AS pairs USING (pair))"
                       if pairs.exists() else rows)
             inserted = scalar(con, _INSERT_SQL.format(staged=staged, stored=stored_ids_sql(con, final), source=literal(result.source),
@@ -639,8 +644,7 @@ def stored_ids_sql(con: duckdb.DuckDBPyConnection, closures: list[Path]) -> str:
     For whoever appends staged closures in a transaction on ``con`` (the
     followers too): ``... ANTI JOIN (<this>) AS stored ON stored.event_id = staged.event_id``.
     """
-    first, last, untimed = first_row(con, "SELECT epoch_us(min(ts)), epoch_us(max(ts)), count(*) - count(ts) "
-                                          f"FROM read_parquet({literal([str(part) for part in closures])})")
+    first, last, untimed = first_row(con, f"SELECT epoch_us(min(ts)), epoch_us(max(ts)), count(*) - count(ts) FROM {read_parts(closures)}")
     return _stored_ids(first, last, untimed)
 
 
